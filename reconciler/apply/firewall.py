@@ -1,0 +1,69 @@
+"""nftables: every nft action of a plan goes to the kernel as one atomic transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import firewall
+from ..diff import Action
+from ..model import NftElement, NftTable
+from .context import Context
+
+
+def transaction(ctx: Context, actions: list[Action]) -> list[dict[str, Any]]:
+    """The commands for `actions`, ordered so that no command depends on a later one."""
+    decls = firewall.tables(ctx.scope)
+    drop_tables: list[dict[str, Any]] = []
+    drop_elements: list[dict[str, Any]] = []
+    make_tables: list[dict[str, Any]] = []
+    add_elements: list[dict[str, Any]] = []
+    for action in actions:
+        res = action.resource
+        if isinstance(res, NftTable):
+            ref = {"family": res.family, "name": res.name}
+            if action.op in ("delete", "replace"):
+                # "add" first: deleting a table that is already gone would fail the whole transaction.
+                drop_tables += [{"add": {"table": ref}}, {"delete": {"table": ref}}]
+            if action.op in ("create", "replace"):
+                make_tables += _table_commands(decls[res.family])
+        elif isinstance(res, NftElement):
+            ref = {"family": res.family, "table": res.table, "name": res.set}
+            if action.op == "delete":
+                value = res.value
+                is_map = any(s.name == res.set and s.map for s in decls[res.family].sets)
+                drop_elements.append(
+                    {"delete": {"element": {**ref, "elem": [value[0] if is_map else value]}}}
+                )
+            else:
+                add_elements.append({"add": {"element": {**ref, "elem": [res.value]}}})
+    return drop_tables + drop_elements + make_tables + add_elements
+
+
+def _table_commands(decl: firewall.TableDecl) -> list[dict[str, Any]]:
+    fam, name = decl.family, decl.name
+    out: list[dict[str, Any]] = [{"add": {"table": {"family": fam, "name": name}}}]
+    out += [{"add": s.json(fam, name)} for s in decl.sets]
+    for chain in decl.chains:
+        out.append(
+            {
+                "add": {
+                    "chain": {
+                        "family": fam,
+                        "table": name,
+                        "name": chain.name,
+                        "type": chain.type,
+                        "hook": chain.hook,
+                        "prio": chain.prio,
+                        "policy": "accept",
+                    }
+                }
+            }
+        )
+        for rule in chain.rules:
+            body = {"family": fam, "table": name, "chain": chain.name, "expr": list(rule)}
+            out.append({"add": {"rule": {**body, "comment": firewall.rule_comment(rule)}}})
+    return out
+
+
+def execute(ctx: Context, actions: list[Action]) -> None:
+    ctx.nft.transaction(transaction(ctx, actions))

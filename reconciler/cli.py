@@ -1,0 +1,160 @@
+"""`reconciler`: the command line. Errors become messages and exit codes here, and only here.
+
+Exit codes: 0 success (or in sync); 1 invalid spec, refused or failed apply; 2 changes pending
+(with --exit-code); 3 another run holds the lock; 4 missing privileges; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .errors import ReconcilerError, SpecError
+
+if TYPE_CHECKING:
+    from . import engine
+    from .spec import Spec
+
+EXIT_PENDING = 2
+
+EXAMPLES = """\
+examples:
+  reconciler validate specs/pets-bridge.yaml
+  reconciler apply specs/pets-bridge.yaml --dry-run     # show the plan, change nothing
+  reconciler apply specs/pets-bridge.yaml               # converge the host to the spec
+  reconciler apply specs/pets-bridge.yaml --dry-run --exit-code   # drift check: exit 2 if out of sync
+  reconciler show specs/pets-bridge.yaml -o json
+  reconciler destroy specs/pets-bridge.yaml
+
+exit codes: 0 ok, 1 invalid spec or failed apply, 2 changes pending (--exit-code),
+            3 another run holds the lock, 4 needs root or CAP_NET_ADMIN
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Declarative container networking: make this host's bridges, namespaces, veths and "
+        "nftables match a YAML spec, changing only what differs.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        cp = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return cp
+
+    def state_dir(cp: argparse.ArgumentParser) -> None:
+        cp.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            help="where IPAM records and the lock live "
+            "(default: $RECONCILER_STATE_DIR or /var/lib/reconciler)",
+        )
+
+    def output(cp: argparse.ArgumentParser) -> None:
+        cp.add_argument("-o", "--output", choices=["text", "json"], default="text", help="output format")
+
+    v = command("validate", "check a spec without touching the host", "reconciler validate spec.yaml")
+    v.add_argument("spec", metavar="SPEC", help="YAML spec file")
+
+    a = command(
+        "apply",
+        "plan and apply the changes that make the host match SPEC",
+        "reconciler apply spec.yaml --dry-run",
+    )
+    a.add_argument("spec", metavar="SPEC", help="YAML spec file")
+    a.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    a.add_argument(
+        "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
+    )
+    output(a)
+    state_dir(a)
+
+    d = command(
+        "destroy", "remove every object SPEC's scope owns, and nothing else", "reconciler destroy spec.yaml"
+    )
+    d.add_argument("spec", metavar="SPEC", help="YAML spec file (only its `name:` scope is used)")
+    d.add_argument("--dry-run", action="store_true", help="print what would be removed and change nothing")
+    output(d)
+    state_dir(d)
+
+    s = command("show", "show the managed state observed on this host", "reconciler show spec.yaml -o json")
+    s.add_argument(
+        "spec", metavar="SPEC", nargs="?", help="YAML spec file: show its scope (default scope otherwise)"
+    )
+    output(s)
+    state_dir(s)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SpecError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return e.exit_code
+    except ReconcilerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(path: str) -> Spec:
+    from .specload import load_spec
+
+    return load_spec(path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        spec = _load(args.spec)
+        print(f"{args.spec}: valid ({len(spec.networks)} networks, {len(spec.containers)} containers)")
+        return 0
+    from . import engine
+
+    state_dir = engine.state_dir_from(args.state_dir)
+    if args.command == "show":
+        from .show import show
+
+        result = show(_load(args.spec) if args.spec else None, state_dir)
+        print(json.dumps(result, indent=2) if args.output == "json" else _show_text(result))
+        return 0
+    spec = _load(args.spec)
+    outcome = engine.reconcile(spec, state_dir, dry_run=args.dry_run, destroy=args.command == "destroy")
+    _print_plan(outcome, args.output)
+    if getattr(args, "exit_code", False) and outcome.actions:
+        return EXIT_PENDING
+    return 0
+
+
+def _print_plan(outcome: engine.Outcome, fmt: str) -> None:
+    from .render import json_plan, text_plan
+
+    if fmt == "json":
+        print(json.dumps({**json_plan(outcome.actions), "applied": outcome.applied}, indent=2))
+        return
+    print(text_plan(outcome.actions))
+    if outcome.actions:
+        print("Applied." if outcome.applied else "Dry run: nothing was changed.")
+
+
+def _show_text(result: dict[str, object]) -> str:
+    from .show import text
+
+    return text(result)

@@ -1,0 +1,121 @@
+"""The plan: a pure function of desired and observed state returning ordered actions.
+
+Resources are paired by key. A missing one is created, an extra one deleted, a differing one changed
+in place, or replaced when a field that cannot change in place differs. Replacing a container's
+namespace or interface also replaces what the kernel removes with it, and a replaced bridge or nft
+table takes its ports or elements along; `_cascade` adds those follow-ups.
+
+Order: deletions first (dependents before what they depend on), then per kind, in dependency order,
+replacements, changes and creations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .model import KIND_ORDER, Bridge, HostsFile, Iface, Key, Netns, NftElement, Resource, Route, State
+
+Op = Literal["create", "change", "replace", "delete"]
+# Objects we may adjust but never remove: the sysctl is the host's, shared with everyone.
+NEVER_DELETED = {"sysctl"}
+
+
+@dataclass(frozen=True)
+class Action:
+    op: Op
+    resource: Resource  # desired for create/change/replace; observed for delete
+    before: Resource | None = None
+    fields: tuple[str, ...] = ()
+
+
+def plan(desired: State, observed: State) -> list[Action]:
+    want, have = desired.resources, observed.resources
+    actions: dict[Key, Action] = {}
+    for key, res in want.items():
+        old = have.get(key)
+        if old is None:
+            actions[key] = Action("create", res)
+            continue
+        fields = tuple(res.differences(old))
+        if not fields:
+            continue
+        op: Op = "replace" if any(f in res.immutable for f in fields) else "change"
+        actions[key] = Action(op, res, old, fields)
+    for key, old in have.items():
+        if key not in want and key[0] not in NEVER_DELETED and not getattr(old, "adopted", False):
+            actions[key] = Action("delete", old)
+    _cascade(want, have, actions)
+    return _ordered(actions.values())
+
+
+def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict[Key, Action]) -> None:
+    replaced = {k for k, a in actions.items() if a.op in ("replace", "delete")}
+    created = {k for k, a in actions.items() if a.op == "create"} | replaced
+    lost_devs = {
+        (res.container, res.ifname) for k in replaced if isinstance(res := want.get(k) or have[k], Iface)
+    }
+    for key, res in want.items():
+        if key in actions:
+            continue
+        old = have[key]
+        if isinstance(res, Iface) and ("netns", res.container) in replaced:
+            actions[key] = Action("replace", res, old, ("netns",))
+        elif isinstance(res, Iface) and ("bridge", res.network) in replaced:
+            actions[key] = Action("change", res, old, ("bridge",))
+        elif isinstance(res, Route) and (
+            ("netns", res.container) in replaced or (res.container, res.dev) in lost_devs
+        ):
+            actions[key] = Action("replace", res, old, ("dev",))
+        elif isinstance(res, NftElement) and ("nft-table", f"{res.family} {res.table}") in created:
+            actions[key] = Action("create", res)
+    # Elements of a table that is deleted or replaced go with it.
+    for key, action in list(actions.items()):
+        res = action.resource
+        table = ("nft-table", f"{res.family} {res.table}") if isinstance(res, NftElement) else None
+        if action.op == "delete" and table in replaced:
+            del actions[key]
+
+
+def _ordered(actions: object) -> list[Action]:
+    rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
+    items = list(actions)  # type: ignore[call-overload]
+    deletes = sorted(
+        (a for a in items if a.op == "delete"), key=lambda a: (-rank[a.resource.kind], a.resource.id)
+    )
+    rest = sorted(
+        (a for a in items if a.op != "delete"), key=lambda a: (rank[a.resource.kind], a.resource.id)
+    )
+    return deletes + rest
+
+
+def summary(actions: list[Action]) -> dict[str, int]:
+    """Terraform's counting: a replacement is one to add and one to destroy."""
+    add = sum(a.op in ("create", "replace") for a in actions)
+    change = sum(a.op == "change" for a in actions)
+    destroy = sum(a.op in ("delete", "replace") for a in actions)
+    return {"add": add, "change": change, "destroy": destroy}
+
+
+def conflicts(
+    desired: State,
+    foreign_links: set[str],
+    foreign_netns: set[str],
+    foreign_hosts: set[str],
+    missing_netns: set[str],
+) -> list[str]:
+    """Reasons the desired state cannot be applied on this host without touching what is not ours."""
+    out: list[str] = []
+    not_ours = "exists and is not managed by this spec"
+    for res in desired.resources.values():
+        if isinstance(res, Iface) and res.host_ifname in foreign_links:
+            out.append(f"container {res.container}: interface {res.host_ifname} {not_ours}")
+        elif isinstance(res, Bridge) and res.ifname in foreign_links:
+            out.append(f"network {res.network}: interface {res.ifname} {not_ours}")
+        elif isinstance(res, Netns) and res.path in missing_netns:
+            out.append(f"container {res.container}: {res.path} is not a network namespace")
+        elif isinstance(res, Netns) and res.path in foreign_netns and not res.adopted:
+            out.append(f"container {res.container}: namespace {res.path} {not_ours}")
+        elif isinstance(res, HostsFile) and res.container in foreign_hosts:
+            out.append(f"container {res.container}: /etc/netns/{res.container}/hosts {not_ours}")
+    return out

@@ -1,0 +1,111 @@
+"""The reconcile loop: observe -> allocate -> desire -> check -> plan -> apply, under the state lock."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from . import ipam, names
+from .desired import desired_state
+from .diff import Action, conflicts, plan
+from .errors import HostConflict, PermissionProblem
+from .observe import Observed, observe
+from .spec import Spec
+from .statedir import ScopeRecord, StateDir
+
+CAP_NET_ADMIN = 12
+
+
+@dataclass
+class Outcome:
+    actions: list[Action]
+    applied: bool
+
+
+def scope_of(spec: Spec) -> str:
+    return spec.name or names.DEFAULT_SCOPE
+
+
+def require_privileges() -> None:
+    with open("/proc/self/status") as f:
+        caps = next((line.split()[1] for line in f if line.startswith("CapEff:")), "0")
+    if not int(caps, 16) >> CAP_NET_ADMIN & 1:
+        raise PermissionProblem(
+            "this needs root or CAP_NET_ADMIN (it changes network namespaces, links and nftables)"
+        )
+
+
+def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool = False) -> Outcome:
+    """Bring this spec's scope to the spec (or, with `destroy`, remove everything the scope owns)."""
+    require_privileges()
+    from pyroute2 import IPRoute
+
+    from .apply import execute
+    from .apply.context import Context
+    from .nft import Nft
+
+    scope = scope_of(spec)
+    if destroy:
+        spec = Spec(version=1, name=spec.name)
+    with state_dir.lock(), IPRoute() as ipr:
+        nft = Nft()
+        previous = state_dir.load(scope)
+        adopted = {path: c for c, path in previous.adopted.items()}
+        adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
+        observed = observe(scope, adopted, ipr, nft)
+        record = ipam.allocate(spec, previous, _in_use(observed, state_dir, scope))
+        desired = desired_state(spec, record, scope)
+        problems = conflicts(
+            desired,
+            observed.foreign_links,
+            observed.foreign_netns,
+            observed.foreign_hosts,
+            observed.missing_netns,
+        )
+        if problems:
+            raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
+        actions = plan(desired, observed.state)
+        if dry_run:
+            return Outcome(actions, applied=False)
+        # Allocations are recorded before the kernel changes, so a crash never hands an address out twice;
+        # adopted namespaces stay recorded until a run succeeds, so a crashed one can still be cleaned up.
+        pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
+        _save(state_dir, scope, pending)
+        ctx = Context(scope, ipr, nft)
+        try:
+            execute(ctx, actions)
+        finally:
+            ctx.close()
+        _save(state_dir, scope, record)
+        return Outcome(actions, applied=True)
+
+
+def snapshot(scope: str, state_dir: StateDir) -> Observed:
+    """The scope's observed state, for `show`."""
+    require_privileges()
+    from pyroute2 import IPRoute
+
+    from .nft import Nft
+
+    with state_dir.lock(), IPRoute() as ipr:
+        adopted = {path: c for c, path in state_dir.load(scope).adopted.items()}
+        return observe(scope, adopted, ipr, Nft())
+
+
+def _in_use(observed: Observed, state_dir: StateDir, scope: str) -> list[ipaddress.IPv4Network]:
+    taken = list(observed.host_prefixes)
+    for record in state_dir.others(scope).values():
+        taken.extend(ipaddress.IPv4Network(n.subnet) for n in record.networks.values())
+    return taken
+
+
+def _save(state_dir: StateDir, scope: str, record: ScopeRecord) -> None:
+    if record.networks or record.adopted:
+        state_dir.save(scope, record)
+    else:
+        state_dir.remove(scope)
+
+
+def state_dir_from(option: str | None) -> StateDir:
+    return StateDir(option or os.environ.get("RECONCILER_STATE_DIR") or "/var/lib/reconciler")

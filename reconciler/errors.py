@@ -1,0 +1,56 @@
+"""One exception hierarchy; the CLI maps each class to an exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a spec: `FILE:LINE: field.path: message`."""
+
+    path: tuple[str | int, ...]
+    message: str
+    file: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "<spec>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        field = ".".join(str(p) for p in self.path)
+        return f"{where}: {field}: {self.message}" if field else f"{where}: {self.message}"
+
+
+class ReconcilerError(Exception):
+    """Base of every error the CLI reports without a traceback."""
+
+    exit_code = 1
+
+
+class SpecError(ReconcilerError):
+    """The spec is invalid; carries every problem found, each located."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class HostConflict(ReconcilerError):
+    """The spec cannot be applied on this host (missing kernel feature, clash with foreign objects)."""
+
+
+class PermissionProblem(ReconcilerError):
+    """The process lacks root / CAP_NET_ADMIN."""
+
+    exit_code = 4
+
+
+class LockBusy(ReconcilerError):
+    """Another reconciler run holds the state lock."""
+
+    exit_code = 3
+
+
+class ApplyFailed(ReconcilerError):
+    """A kernel operation failed mid-apply; the next apply converges."""

@@ -1,0 +1,232 @@
+"""Our nftables layout: static chains and rules per scope, with sets and maps for everything dynamic.
+
+Adding a container or a port changes set/map elements only; the skeleton (chains, rules, set
+declarations) changes only when this file does. Every rule carries a comment derived from its own
+text, so observe can fingerprint a table without parsing rules back.
+
+inet table (per scope):
+- prerouting/output: DNAT published ports (`ports_*`: on every host address; `hostports_*`: on one).
+- postrouting: masquerade outbound traffic of non-internal networks, traffic to a published port from
+  127.0.0.1 (the bridge has route_localnet set), and hairpin connections container -> host port -> container.
+- forward: replies pass; published ports pass; traffic within one bridge passes unless icc is off
+  (with br_netfilter loaded, bridged frames traverse this hook as bridge -> same bridge); internal
+  networks go nowhere; nothing else enters a bridge of ours, which isolates networks from each other.
+bridge table (only when some network sets icc: false): frames between two ports of such a network drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import names
+from .model import NftElement, NftTable, Resource
+from .spec import Spec
+from .statedir import ScopeRecord
+
+if TYPE_CHECKING:
+    from .desired import Endpoint
+
+BRIDGE_GLOB = "nr-*"
+
+
+@dataclass(frozen=True)
+class SetDecl:
+    name: str
+    type: str | list[str]
+    map: str | None = None
+    flags: tuple[str, ...] = ()
+
+    def json(self, family: str, table: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"family": family, "table": table, "name": self.name, "type": self.type}
+        if self.flags:
+            body["flags"] = list(self.flags)
+        if self.map:
+            body["map"] = self.map
+            return {"map": body}
+        return {"set": body}
+
+
+@dataclass(frozen=True)
+class ChainDecl:
+    name: str
+    type: str
+    hook: str
+    prio: int
+    rules: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True)
+class TableDecl:
+    family: str
+    name: str
+    sets: tuple[SetDecl, ...]
+    chains: tuple[ChainDecl, ...]
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            [(c.name, c.hook, c.prio, [rule_comment(r) for r in c.rules]) for c in self.chains],
+            [s.name for s in self.sets],
+        )
+
+
+def rule_comment(expr: tuple[Any, ...]) -> str:
+    return "nr:" + hashlib.sha256(json.dumps(expr, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def fingerprint(chains: list[tuple[str, str, int, list[str]]], sets: list[str]) -> str:
+    blob = json.dumps([sorted(chains), sorted(sets)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _match(left: Any, right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> dict[str, Any]:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+_L4 = [_meta("l4proto"), _payload("th", "dport")]
+_HOST_L4 = [_payload("ip", "daddr"), *_L4]
+
+
+def _dnat(key: list[Any], maps: str) -> dict[str, Any]:
+    # Address and port come from two maps with the same key: libnftables 1.0.6's JSON parser crashes
+    # on a map whose data is a concatenation (address . port).
+    lookup = {"concat": key}
+    return {
+        "dnat": {
+            "family": "ip",
+            "addr": {"map": {"key": lookup, "data": f"@{maps}_addr"}},
+            "port": {"map": {"key": lookup, "data": f"@{maps}_port"}},
+        }
+    }
+
+
+_DNAT_ANY = (_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"), _dnat(_L4, "ports"))
+_DNAT_HOST = (_dnat(_HOST_L4, "hostports"),)
+_SADDR_MASQ = _match(_payload("ip", "saddr"), "@masq_subnets")
+_TO_OUR_BRIDGE = _match(_meta("oifname"), "@bridges")
+_MASQ = {"masquerade": None}
+_CT_DNAT = _match({"ct": {"key": "status"}}, "dnat", "in")
+
+INET_SETS = (
+    SetDecl("bridges", "ifname"),
+    SetDecl("internal", "ifname"),
+    SetDecl("intra", ["ifname", "ifname"]),
+    SetDecl("masq_subnets", "ipv4_addr", flags=("interval",)),
+    SetDecl("ports_addr", ["inet_proto", "inet_service"], map="ipv4_addr"),
+    SetDecl("ports_port", ["inet_proto", "inet_service"], map="inet_service"),
+    SetDecl("hostports_addr", ["ipv4_addr", "inet_proto", "inet_service"], map="ipv4_addr"),
+    SetDecl("hostports_port", ["ipv4_addr", "inet_proto", "inet_service"], map="inet_service"),
+)
+INET_CHAINS = (
+    ChainDecl("prerouting", "nat", "prerouting", -100, (_DNAT_ANY, _DNAT_HOST)),
+    ChainDecl("output", "nat", "output", -100, (_DNAT_ANY, _DNAT_HOST)),
+    ChainDecl(
+        "postrouting",
+        "nat",
+        "postrouting",
+        100,
+        (
+            (_SADDR_MASQ, _match(_meta("oifname"), BRIDGE_GLOB, "!="), _MASQ),
+            (
+                _match(_payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                _TO_OUR_BRIDGE,
+                _MASQ,
+            ),
+            (_CT_DNAT, _SADDR_MASQ, _TO_OUR_BRIDGE, _MASQ),
+        ),
+    ),
+    ChainDecl(
+        "forward",
+        "filter",
+        "forward",
+        0,
+        (
+            (_match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None}),
+            (_CT_DNAT, {"accept": None}),
+            (_match({"concat": [_meta("iifname"), _meta("oifname")]}, "@intra"), {"accept": None}),
+            (_match(_meta("iifname"), "@internal"), {"drop": None}),
+            (_match(_meta("oifname"), "@internal"), {"drop": None}),
+            (_match(_meta("oifname"), BRIDGE_GLOB), {"drop": None}),
+        ),
+    ),
+)
+BRIDGE_SETS = (SetDecl("noicc_ports", "ifname"),)
+BRIDGE_CHAINS = (
+    ChainDecl(
+        "forward", "filter", "forward", 0, ((_match(_meta("iifname"), "@noicc_ports"), {"drop": None}),)
+    ),
+)
+
+
+def tables(scope: str) -> dict[str, TableDecl]:
+    """Our tables for a scope, by family."""
+    name = names.nft_table(scope)
+    return {
+        "inet": TableDecl("inet", name, INET_SETS, INET_CHAINS),
+        "bridge": TableDecl("bridge", name, BRIDGE_SETS, BRIDGE_CHAINS),
+    }
+
+
+def element_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def desired_firewall(
+    spec: Spec, record: ScopeRecord, scope: str, eps: dict[str, list[Endpoint]]
+) -> list[Resource]:
+    if not spec.networks:
+        return []
+    decls = tables(scope)
+    inet = decls["inet"]
+    out: list[Resource] = [NftTable("inet", inet.name, inet.fingerprint())]
+
+    def element(family: str, set_name: str, value: Any) -> None:
+        out.append(NftElement(family, inet.name, set_name, element_json(value)))
+
+    for n, net in spec.networks.items():
+        bridge = names.bridge_ifname(scope, n)
+        element("inet", "bridges", bridge)
+        if net.icc:
+            element("inet", "intra", {"concat": [bridge, bridge]})
+        if net.internal:
+            element("inet", "internal", bridge)
+        else:
+            subnet = ipaddress.IPv4Network(record.networks[n].subnet)
+            element(
+                "inet",
+                "masq_subnets",
+                {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}},
+            )
+    for c, ctr in spec.containers.items():
+        target = next((ep for ep in eps[c] if not spec.networks[ep.network].internal), None)
+        for pm in ctr.port_mappings() if target else []:
+            assert target is not None
+            if pm.host_ip is None:
+                key, maps = {"concat": [pm.protocol, pm.host_port]}, "ports"
+            else:
+                key, maps = {"concat": [str(pm.host_ip), pm.protocol, pm.host_port]}, "hostports"
+            element("inet", f"{maps}_addr", [key, str(target.address)])
+            element("inet", f"{maps}_port", [key, pm.container_port])
+    noicc = [
+        names.host_veth_ifname(scope, ep.container, ep.network)
+        for their in eps.values()
+        for ep in their
+        if not spec.networks[ep.network].icc
+    ]
+    if any(not net.icc for net in spec.networks.values()):
+        bridge_table = decls["bridge"]
+        out.append(NftTable("bridge", bridge_table.name, bridge_table.fingerprint()))
+        for port in noicc:
+            element("bridge", "noicc_ports", port)
+    return out

@@ -1,0 +1,91 @@
+"""Built-in IPAM: subnets from default pools and addresses from subnets, stable across runs.
+
+Allocation is a pure function of the spec, the previous record and the prefixes already in use, so
+the plan can show addresses before anything is written. Order of precedence for an address: the
+spec's static address, then the container's recorded address, then the first free one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from .errors import HostConflict
+from .spec import Network, Spec
+from .statedir import NetworkRecord, ScopeRecord
+
+IPv4Net = ipaddress.IPv4Network
+IPv4 = ipaddress.IPv4Address
+
+
+def default_pools() -> Iterator[IPv4Net]:
+    """Docker's defaults: 172.17-31.0.0/16, then 192.168.0.0/16 cut into /20s."""
+    for second in range(17, 32):
+        yield IPv4Net(f"172.{second}.0.0/16")
+    yield from IPv4Net("192.168.0.0/16").subnets(new_prefix=20)
+
+
+def gateway(net: Network, subnet: IPv4Net) -> IPv4:
+    return net.gateway if net.gateway is not None else subnet.network_address + 1
+
+
+def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeRecord:
+    """Subnets and addresses for every network and attachment of the spec.
+
+    `in_use` holds prefixes taken by other scopes and by the host's own addresses and routes."""
+    taken = list(in_use) + [n.subnet for n in spec.networks.values() if n.subnet is not None]
+    record = ScopeRecord(adopted={c: ctr.netns for c, ctr in spec.containers.items() if ctr.netns})
+    for name, net in spec.networks.items():
+        subnet = net.subnet or _auto_subnet(name, previous, taken)
+        if net.subnet is None:
+            taken.append(subnet)
+        old = previous.networks.get(name)
+        old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
+        record.networks[name] = NetworkRecord(str(subnet), _addresses(spec, name, net, subnet, old_addresses))
+    return record
+
+
+def _auto_subnet(name: str, previous: ScopeRecord, taken: list[IPv4Net]) -> IPv4Net:
+    old = previous.networks.get(name)
+    if old is not None:
+        subnet = IPv4Net(old.subnet)
+        if not any(subnet.overlaps(t) for t in taken):
+            return subnet
+    for candidate in default_pools():
+        if not any(candidate.overlaps(t) for t in taken):
+            return candidate
+    raise HostConflict(f"network {name}: every default address pool overlaps a prefix in use; set a subnet")
+
+
+def _addresses(spec: Spec, name: str, net: Network, subnet: IPv4Net, old: dict[str, str]) -> dict[str, str]:
+    members = {c: ctr.attachments()[name] for c, ctr in spec.containers.items() if name in ctr.attachments()}
+    used = {gateway(net, subnet)}
+    result: dict[str, IPv4] = {}
+    for c, att in members.items():
+        if att.ipv4_address is not None:
+            result[c] = att.ipv4_address
+            used.add(att.ipv4_address)
+    for c in members:
+        if c in result or c not in old:
+            continue
+        addr = IPv4(old[c])
+        if addr not in used and addr in subnet:
+            result[c] = addr
+            used.add(addr)
+    free = _free(net.ip_range or subnet, subnet, used)
+    for c in members:
+        if c not in result:
+            found = next(free, None)
+            if found is None:
+                raise HostConflict(
+                    f"network {name}: no free address left in {net.ip_range or subnet} for {c}"
+                )
+            result[c] = found
+    # Keep the spec's container order so the record reads naturally.
+    return {c: str(result[c]) for c in members}
+
+
+def _free(pool: IPv4Net, subnet: IPv4Net, used: set[IPv4]) -> Iterator[IPv4]:
+    for addr in pool.hosts() if pool.prefixlen < 31 else pool:
+        if addr not in used and addr not in (subnet.network_address, subnet.broadcast_address):
+            yield addr

@@ -1,0 +1,180 @@
+"""The state model shared by desired and observed state.
+
+One type per kind of kernel object, as nmstate does: `desired.py` builds these from the spec, `observe`
+builds them from the kernel, and `diff.plan` compares the two by key. A field whose desired value is
+None means "don't care" and is not compared.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: ClassVar[str]
+    # Fields whose change cannot be applied in place: the object is deleted and created again.
+    immutable: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def id(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def key(self) -> Key:
+        return (self.kind, self.id)
+
+    def attrs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def differences(self, observed: Resource) -> list[str]:
+        """Names of the fields that differ, skipping fields this (desired) object does not care about."""
+        mine, theirs = self.attrs(), observed.attrs()
+        return [name for name, value in mine.items() if value is not None and theirs.get(name) != value]
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Sysctl(Resource):
+    kind = "sysctl"
+    name: str
+    value: str
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Bridge(Resource):
+    kind = "bridge"
+    immutable = ("ifname",)
+    network: str
+    ifname: str
+    address: str | None = None  # gateway/prefixlen
+    mtu: int | None = None
+    up: bool = True
+    route_localnet: bool = True  # lets the host reach published ports on 127.0.0.1
+
+    @property
+    def id(self) -> str:
+        return self.network
+
+
+@dataclass(frozen=True)
+class Netns(Resource):
+    """A container's network namespace; `adopted` ones exist already and are never created or deleted."""
+
+    kind = "netns"
+    immutable = ("path", "adopted")
+    container: str
+    path: str
+    adopted: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.container
+
+
+@dataclass(frozen=True)
+class Iface(Resource):
+    """A veth pair: `ifname` inside the container, `host_ifname` enslaved to the network's bridge."""
+
+    kind = "iface"
+    immutable = ("ifname", "host_ifname", "netns")
+    container: str
+    network: str
+    netns: str
+    ifname: str
+    host_ifname: str
+    bridge: str | None
+    address: str | None = None  # address/prefixlen inside the container
+    mac: str | None = None
+    mtu: int | None = None
+    up: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"{self.container}/{self.network}"
+
+
+@dataclass(frozen=True)
+class Route(Resource):
+    """The container's default route."""
+
+    kind = "route"
+    container: str
+    netns: str
+    gateway: str
+    dev: str
+
+    @property
+    def id(self) -> str:
+        return self.container
+
+
+@dataclass(frozen=True)
+class HostsFile(Resource):
+    kind = "hosts"
+    container: str
+    content: str
+
+    @property
+    def id(self) -> str:
+        return self.container
+
+
+@dataclass(frozen=True)
+class NftTable(Resource):
+    """One of our tables with its chains, rules and set declarations (the skeleton), not elements.
+
+    `fingerprint` summarizes the skeleton so a flushed chain or a deleted set shows up as drift."""
+
+    kind = "nft-table"
+    family: str
+    name: str
+    fingerprint: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.family} {self.name}"
+
+
+@dataclass(frozen=True)
+class NftElement(Resource):
+    """One element of one of our sets or maps; `value` is the element in libnftables JSON form."""
+
+    kind = "nft-element"
+    family: str
+    table: str
+    set: str
+    value_json: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.family} {self.table} {self.set} {self.value_json}"
+
+    @property
+    def value(self) -> Any:
+        return json.loads(self.value_json)
+
+
+# The order objects are created in; deletions run in the reverse order.
+KIND_ORDER = ["sysctl", "bridge", "netns", "iface", "route", "hosts", "nft-table", "nft-element"]
+
+
+@dataclass
+class State:
+    resources: dict[Key, Resource] = field(default_factory=dict)
+
+    def add(self, resource: Resource) -> None:
+        self.resources[resource.key] = resource
+
+    def of_kind(self, kind: str) -> list[Resource]:
+        return [r for (k, _), r in self.resources.items() if k == kind]

@@ -1,0 +1,66 @@
+"""Kernel names and ownership marks: how a spec object maps to kernel objects and back.
+
+Names are derived, never stored: the same spec always yields the same names, and interface names
+stay within the kernel's 15 characters by hashing when the readable form does not fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+IFNAMSIZ = 15
+MARK_PREFIX = "netreconciler"
+DEFAULT_SCOPE = "default"
+# Routes we add carry this protocol number (iproute2 shows it as "proto 211"): the route's mark.
+RTPROT = 211
+NETNS_DIR = "/run/netns"
+ETC_NETNS_DIR = "/etc/netns"
+HOSTS_HEADER = "# managed by netreconciler"
+
+
+def _digest(*parts: str, length: int) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
+
+
+def bridge_ifname(scope: str, network: str) -> str:
+    readable = f"nr-{network}"
+    if scope == DEFAULT_SCOPE and len(readable) <= IFNAMSIZ:
+        return readable
+    return "nr-" + _digest(scope, network, length=IFNAMSIZ - 3)
+
+
+def host_veth_ifname(scope: str, container: str, network: str) -> str:
+    return "nrv" + _digest(scope, container, network, length=IFNAMSIZ - 3)
+
+
+def container_ifname(index: int) -> str:
+    return f"eth{index}"
+
+
+def mark(scope: str, kind: str, key: str) -> str:
+    """The ifalias we give every link we create: `netreconciler:<scope>:<kind>:<key>`."""
+    return f"{MARK_PREFIX}:{scope}:{kind}:{key}"
+
+
+def parse_mark(alias: str | None) -> tuple[str, str, str] | None:
+    if not alias or not alias.startswith(MARK_PREFIX + ":"):
+        return None
+    parts = alias.split(":", 3)
+    if len(parts) != 4:
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+def container_mac(address: ipaddress.IPv4Address) -> str:
+    """Docker's scheme (02:42 + the IPv4 address): a re-created interface keeps its MAC, so peers'
+    ARP caches stay valid."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)
+
+
+def nft_table(scope: str) -> str:
+    return MARK_PREFIX if scope == DEFAULT_SCOPE else f"{MARK_PREFIX}_{scope}"
+
+
+def netns_path(container: str) -> str:
+    return f"{NETNS_DIR}/{container}"

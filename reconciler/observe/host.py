@@ -1,0 +1,174 @@
+"""Observe one scope's objects on this host, plus what belongs to others (to refuse clashes)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+
+from .. import names, netns
+from ..model import Bridge, HostsFile, Iface, Netns, Route, State, Sysctl
+from ..nft import Nft
+from .links import Link, default_routes, read_addresses, read_links, route_prefixes
+from .nft import observe_firewall
+
+
+@dataclass
+class Observed:
+    state: State = field(default_factory=State)
+    # Host links that are not this scope's: names we must not create or touch.
+    foreign_links: set[str] = field(default_factory=set)
+    # Namespace paths that exist but are not this scope's (foreign or another scope's).
+    foreign_netns: set[str] = field(default_factory=set)
+    # Containers whose /etc/netns/NAME/hosts exists and is not ours.
+    foreign_hosts: set[str] = field(default_factory=set)
+    # Adopted namespace paths (from the spec) that are not network namespaces.
+    missing_netns: set[str] = field(default_factory=set)
+    # Prefixes on host interfaces we do not own: default pools must avoid them.
+    host_prefixes: list[ipaddress.IPv4Network] = field(default_factory=list)
+
+
+@dataclass
+class _NsIface:
+    link: Link
+    netns: str
+
+
+def observe(scope: str, adopted: dict[str, str], ipr: IPRoute, nft: Nft) -> Observed:
+    """`adopted`: namespace path -> container, for namespaces we use but did not create (from the spec
+    and the record); they may live outside /run/netns."""
+    obs = Observed()
+    links = read_links(ipr)
+    read_addresses(ipr, links)
+    ours = _host_links(scope, links, obs)
+    obs.host_prefixes = route_prefixes(ipr, skip={link.index for link in ours})
+    for link in links.values():
+        if link.index not in {o.index for o in ours}:
+            obs.host_prefixes.extend(ipaddress.IPv4Network(a, strict=False) for a in link.addresses)
+    veths = {m[2]: link for link in ours if (m := link.mark) and m[1] == "veth"}
+    ns_ifaces = _observe_namespaces(scope, adopted, obs)
+    for key, ns_iface in ns_ifaces.items():
+        obs.state.add(_iface(key, ns_iface, veths.get(key), links))
+    for key, host_link in veths.items():
+        if key not in ns_ifaces:  # a peer that lost its container side: only deleting it helps
+            container, network = key.split("/", 1)
+            obs.state.add(Iface(container, network, "", "", host_link.ifname, None, up=False))
+    _observe_files(scope, obs)
+    for resource in observe_firewall(nft, scope):
+        obs.state.add(resource)
+    return obs
+
+
+def _host_links(scope: str, links: dict[int, Link], obs: Observed) -> list[Link]:
+    ours = []
+    for link in links.values():
+        m = link.mark
+        if m is None or m[0] != scope:
+            obs.foreign_links.add(link.ifname)
+            continue
+        ours.append(link)
+        if m[1] == "network":
+            obs.state.add(
+                Bridge(
+                    network=m[2],
+                    ifname=link.ifname,
+                    address=",".join(link.addresses) or "",
+                    mtu=link.mtu,
+                    up=link.up,
+                    route_localnet=_sysctl(f"net/ipv4/conf/{link.ifname}/route_localnet") == "1",
+                )
+            )
+    return ours
+
+
+def _iface(key: str, ns_iface: _NsIface, host: Link | None, host_links: dict[int, Link]) -> Iface:
+    container, network = key.split("/", 1)
+    link = ns_iface.link
+    master = host_links.get(host.master) if host and host.master else None
+    return Iface(
+        container=container,
+        network=network,
+        netns=ns_iface.netns,
+        ifname=link.ifname,
+        host_ifname=host.ifname if host else "",
+        bridge=master.ifname if master else "",
+        address=",".join(link.addresses) or "",
+        mac=link.mac,
+        mtu=link.mtu,
+        up=link.up and bool(host and host.up),
+    )
+
+
+def _observe_namespaces(scope: str, adopted: dict[str, str], obs: Observed) -> dict[str, _NsIface]:
+    ifaces: dict[str, _NsIface] = {}
+    paths = [os.path.join(names.NETNS_DIR, n) for n in _listdir(names.NETNS_DIR)]
+    for path in [*paths, *sorted(set(adopted) - set(paths))]:
+        is_adopted = path in adopted
+        if not netns.is_netns(path):
+            if is_adopted:
+                obs.missing_netns.add(path)
+            else:
+                obs.foreign_netns.add(path)
+            continue
+        with netns.socket_in(path) as ipr:
+            links = read_links(ipr)
+            lo = links.get(1)
+            mark = lo.mark if lo else None
+            owned = mark is not None and mark[0] == scope and mark[1] == "container"
+            if not owned and not is_adopted:
+                obs.foreign_netns.add(path)
+                continue
+            mine = {
+                m[2]: link
+                for link in links.values()
+                if (m := link.mark) and m[0] == scope and m[1] == "iface"
+            }
+            if owned:
+                assert mark is not None
+                obs.state.add(Netns(mark[2], path, adopted=False))
+            else:
+                obs.state.add(Netns(adopted[path], path, adopted=True))
+            if not mine:
+                continue
+            read_addresses(ipr, links)
+            by_index = {link.index: link for link in mine.values()}
+            for route in default_routes(ipr):
+                dev = by_index.get(route.oif or 0)
+                if route.proto == names.RTPROT and dev is not None and route.gateway:
+                    container = dev.mark[2].split("/", 1)[0] if dev.mark else ""
+                    obs.state.add(Route(container, path, route.gateway, dev.ifname))
+        for key, link in mine.items():
+            ifaces[key] = _NsIface(link, path)
+    return ifaces
+
+
+def _observe_files(scope: str, obs: Observed) -> None:
+    obs.state.add(Sysctl("net.ipv4.ip_forward", _sysctl("net/ipv4/ip_forward") or "0"))
+    header = f"{names.HOSTS_HEADER} (scope {scope})"
+    for container in _listdir(names.ETC_NETNS_DIR):
+        try:
+            with open(os.path.join(names.ETC_NETNS_DIR, container, "hosts")) as f:
+                content = f.read(1 << 20)
+        except OSError:
+            continue
+        if content.startswith(header):
+            obs.state.add(HostsFile(container, content))
+        else:
+            obs.foreign_hosts.add(container)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        with open(f"/proc/sys/{name}") as f:
+            return f.read().strip()
+    except OSError:
+        return None

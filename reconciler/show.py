@@ -1,0 +1,67 @@
+"""`reconciler show`: the observed managed state, shaped like the spec (Ansible's `gathered`)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from . import engine
+from .model import Bridge, Iface, Netns, NftElement, Route
+from .render import nft_value
+from .spec import Spec
+from .statedir import StateDir
+
+
+def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
+    scope = engine.scope_of(spec) if spec else "default"
+    observed = engine.snapshot(scope, state_dir).state
+    networks: dict[str, Any] = {}
+    containers: dict[str, Any] = {}
+    nft: dict[str, list[str]] = {}
+    for res in observed.resources.values():
+        if isinstance(res, Bridge):
+            entry: dict[str, Any] = {"bridge": res.ifname, "up": res.up, "mtu": res.mtu}
+            if res.address:
+                iface = ipaddress.IPv4Interface(res.address.split(",")[0])
+                entry.update(subnet=str(iface.network), gateway=str(iface.ip))
+            networks[res.network] = entry
+        elif isinstance(res, Netns):
+            containers.setdefault(res.container, {"interfaces": []}).update(
+                netns=res.path, adopted=res.adopted
+            )
+        elif isinstance(res, Iface):
+            containers.setdefault(res.container, {"interfaces": []})["interfaces"].append(
+                {
+                    "ifname": res.ifname,
+                    "network": res.network,
+                    "address": res.address,
+                    "mac": res.mac,
+                    "host_ifname": res.host_ifname,
+                    "bridge": res.bridge,
+                }
+            )
+        elif isinstance(res, Route):
+            containers.setdefault(res.container, {"interfaces": []})["default_route"] = res.gateway
+        elif isinstance(res, NftElement):
+            nft.setdefault(f"{res.family} {res.table} {res.set}", []).append(nft_value(res.value))
+    for c in containers.values():
+        c["interfaces"].sort(key=lambda i: i["ifname"])
+    return {"scope": scope, "networks": networks, "containers": containers, "nftables": nft}
+
+
+def text(result: dict[str, Any]) -> str:
+    lines = [f"scope {result['scope']}"]
+    for name, net in sorted(result["networks"].items()):
+        lines.append(
+            f"network {name}: bridge {net['bridge']} {net.get('subnet', '')} "
+            f"gateway {net.get('gateway', '-')}"
+        )
+    for name, ctr in sorted(result["containers"].items()):
+        lines.append(f"container {name}: {ctr.get('netns', '(namespace missing)')}")
+        for i in ctr["interfaces"]:
+            lines.append(f"  {i['ifname']} {i['address']} on {i['network']} (host {i['host_ifname']})")
+        if "default_route" in ctr:
+            lines.append(f"  default via {ctr['default_route']}")
+    for set_name, values in sorted(result["nftables"].items()):
+        lines.append(f"nft {set_name}: {', '.join(sorted(values))}")
+    return "\n".join(lines)

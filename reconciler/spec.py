@@ -1,0 +1,309 @@
+"""The desired-state spec: strict pydantic models plus the semantic checks pydantic cannot express.
+
+`Spec.model_validate` checks shapes; `semantic_problems` checks the spec as a whole (overlaps,
+duplicates, references). Both report field paths; `specload` turns paths into file lines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from .errors import Problem
+
+# A container name becomes a namespace file name and a host name: no '/', no '..', no shell magic.
+# \Z, not $: `$` also matches before a trailing newline, which a quoted YAML key can carry.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+SCOPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}\Z")
+DRIVERS_SUPPORTED = {"bridge"}
+MAX_PORT_RANGE = 1024
+IP = ipaddress.IPv4Address
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME_RE.match(value) or ".." in value:
+        raise ValueError(
+            f"invalid {what} name {value!r}: use 1-63 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit, without '..'"
+        )
+    return value
+
+
+def _dotted_only(value: object) -> object:
+    # pydantic's IP types also accept ints and bytes: `subnet: 42` would silently mean 0.0.0.42/32.
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"must be written in dotted IPv4 notation, not {value!r}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Network(_Model):
+    driver: Literal["bridge", "overlay", "macvlan"] = "bridge"
+    subnet: ipaddress.IPv4Network | None = None
+    gateway: ipaddress.IPv4Address | None = None
+    ip_range: ipaddress.IPv4Network | None = None
+    internal: StrictBool = False
+    icc: StrictBool = True
+    mtu: Annotated[StrictInt, Field(ge=68, le=65535)] | None = None
+
+    @field_validator("subnet", "gateway", "ip_range", mode="before")
+    @classmethod
+    def _dotted(cls, v: object) -> object:
+        return _dotted_only(v)
+
+
+class Attachment(_Model):
+    ipv4_address: ipaddress.IPv4Address | None = None
+    aliases: list[str] = []
+
+    @field_validator("ipv4_address", mode="before")
+    @classmethod
+    def _dotted(cls, v: object) -> object:
+        return _dotted_only(v)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: list[str]) -> list[str]:
+        return [_check_name(a, "alias") for a in v]
+
+
+@dataclass(frozen=True, order=True)
+class PortMapping:
+    """One published port, ranges already expanded: host_ip None means every host address."""
+
+    protocol: str
+    host_port: int
+    container_port: int
+    host_ip: ipaddress.IPv4Address | None = None
+
+    def __str__(self) -> str:
+        host = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{host}{self.host_port}:{self.container_port}/{self.protocol}"
+
+
+_PORT_RE = re.compile(
+    r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?"
+    r"(?P<h1>\d+)(?:-(?P<h2>\d+))?:(?P<c1>\d+)(?:-(?P<c2>\d+))?"
+    r"(?:/(?P<proto>tcp|udp|sctp))?\Z",
+    re.ASCII,  # \d would otherwise accept other scripts' digits, which int() then parses
+)
+
+
+def parse_port(text: str) -> list[PortMapping]:
+    """Docker's -p syntax: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/PROTO]."""
+    m = _PORT_RE.match(text)
+    if not m:
+        raise ValueError(
+            f"invalid port mapping {text!r}: expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp|sctp]"
+            " (a host port is required)"
+        )
+    host_ip = ipaddress.IPv4Address(m["ip"]) if m["ip"] else None
+    if host_ip is not None and host_ip.is_unspecified:
+        host_ip = None
+    h1, c1 = int(m["h1"]), int(m["c1"])
+    h2 = int(m["h2"]) if m["h2"] else h1
+    c2 = int(m["c2"]) if m["c2"] else c1
+    for p in (h1, h2, c1, c2):
+        if not 1 <= p <= 65535:
+            raise ValueError(f"invalid port mapping {text!r}: port {p} is not in 1-65535")
+    if h2 < h1 or c2 < c1:
+        raise ValueError(f"invalid port mapping {text!r}: a range must go upwards")
+    if h2 - h1 != c2 - c1:
+        raise ValueError(f"invalid port mapping {text!r}: host and container ranges differ in size")
+    if h2 - h1 >= MAX_PORT_RANGE:
+        raise ValueError(f"invalid port mapping {text!r}: ranges are limited to {MAX_PORT_RANGE} ports")
+    proto = m["proto"] or "tcp"
+    return [PortMapping(proto, h1 + i, c1 + i, host_ip) for i in range(h2 - h1 + 1)]
+
+
+class Container(_Model):
+    networks: list[str] | dict[str, Attachment | None] = []
+    ports: list[str] = []
+    netns: str | None = None
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports_are_strings(cls, v: object) -> object:
+        if isinstance(v, list):
+            for item in v:
+                if isinstance(item, int):
+                    raise ValueError(
+                        f"port mapping {item} is a number: quote it (YAML 1.1 reads an unquoted "
+                        "'8000:50' as a base-60 number)"
+                    )
+        return v
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[str]) -> list[str]:
+        for text in v:
+            parse_port(text)
+        return v
+
+    @field_validator("netns")
+    @classmethod
+    def _netns(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or "\0" in v):
+            raise ValueError(f"netns must be an absolute path to a network namespace, got {v!r}")
+        return v
+
+    def attachments(self) -> dict[str, Attachment]:
+        """Networks in declaration order, each with its options (defaults filled in)."""
+        if isinstance(self.networks, list):
+            return {n: Attachment() for n in self.networks}
+        return {n: (a or Attachment()) for n, a in self.networks.items()}
+
+    def port_mappings(self) -> list[PortMapping]:
+        return [pm for text in self.ports for pm in parse_port(text)]
+
+
+class Spec(_Model):
+    version: Literal[1]
+    name: str | None = None
+    networks: dict[str, Network] = {}
+    containers: dict[str, Container] = {}
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: object) -> object:
+        # Checked by hand: Literal[1] also matches True and 1.0, which compare equal to 1.
+        if type(v) is not int or v != 1:
+            raise ValueError(f"unsupported version {v!r}: this reconciler reads version 1")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _scope(cls, v: str | None) -> str | None:
+        if v is not None and not SCOPE_RE.match(v):
+            raise ValueError(
+                f"invalid spec name {v!r}: use 1-16 lowercase letters, digits or '_', starting with a letter"
+            )
+        return v
+
+    @field_validator("networks")
+    @classmethod
+    def _network_names(cls, v: dict[str, Network]) -> dict[str, Network]:
+        for name in v:
+            _check_name(name, "network")
+        return v
+
+    @field_validator("containers")
+    @classmethod
+    def _container_names(cls, v: dict[str, Container]) -> dict[str, Container]:
+        for name in v:
+            _check_name(name, "container")
+        return v
+
+
+def semantic_problems(spec: Spec) -> list[Problem]:
+    """Whole-spec checks, each reported at the field path that is wrong."""
+    return [*_network_problems(spec), *_container_problems(spec)]
+
+
+def _network_problems(spec: Spec) -> list[Problem]:
+    out: list[Problem] = []
+    seen: list[tuple[str, ipaddress.IPv4Network]] = []
+    for name, net in spec.networks.items():
+        at = ("networks", name)
+        if net.driver not in DRIVERS_SUPPORTED:
+            out.append(Problem((*at, "driver"), f"driver {net.driver} is not supported yet"))
+        if net.subnet is None:
+            for field in ("gateway", "ip_range"):
+                if getattr(net, field) is not None:
+                    out.append(Problem((*at, field), f"{field} needs an explicit subnet"))
+            continue
+        if net.subnet.prefixlen > 30:
+            out.append(Problem((*at, "subnet"), f"subnet {net.subnet} is too small for a bridge network"))
+        for other, other_net in seen:
+            if net.subnet.overlaps(other_net):
+                out.append(
+                    Problem((*at, "subnet"), f"subnet {net.subnet} overlaps {other_net} of network {other}")
+                )
+        seen.append((name, net.subnet))
+        if net.gateway is not None and not _usable(net.gateway, net.subnet):
+            out.append(
+                Problem((*at, "gateway"), f"gateway {net.gateway} is not a usable address of {net.subnet}")
+            )
+        if net.ip_range is not None and not net.ip_range.subnet_of(net.subnet):
+            out.append(
+                Problem((*at, "ip_range"), f"ip_range {net.ip_range} is not inside subnet {net.subnet}")
+            )
+    return out
+
+
+def _usable(addr: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> bool:
+    return addr in subnet and addr not in (subnet.network_address, subnet.broadcast_address)
+
+
+def _container_problems(spec: Spec) -> list[Problem]:
+    out: list[Problem] = []
+    taken: dict[ipaddress.IPv4Address, str] = {}
+    published: dict[tuple[str, int], list[tuple[IP | None, str]]] = {}
+    netns_paths: dict[str, str] = {}
+    for cname, ctr in spec.containers.items():
+        at = ("containers", cname)
+        attachments = ctr.attachments()
+        for nname, att in attachments.items():
+            net = spec.networks.get(nname)
+            if net is None:
+                out.append(Problem((*at, "networks", nname), f"unknown network {nname!r}"))
+                continue
+            addr = att.ipv4_address
+            if addr is None:
+                continue
+            where = (*at, "networks", nname, "ipv4_address")
+            if net.subnet is None:
+                out.append(Problem(where, f"a static address needs network {nname} to declare its subnet"))
+            elif not _usable(addr, net.subnet):
+                out.append(Problem(where, f"{addr} is not a usable address of {net.subnet}"))
+            elif addr == _gateway(net):
+                out.append(Problem(where, f"{addr} is the gateway of network {nname}"))
+            elif addr in taken:
+                out.append(Problem(where, f"{addr} is already assigned to container {taken[addr]}"))
+            else:
+                taken[addr] = cname
+        if ctr.ports:
+            if not any(n in spec.networks and not spec.networks[n].internal for n in attachments):
+                out.append(Problem((*at, "ports"), "ports need at least one non-internal network"))
+            out.extend(_port_clashes(cname, ctr, published))
+        if ctr.netns is not None:
+            if ctr.netns in netns_paths:
+                out.append(
+                    Problem(
+                        (*at, "netns"), f"namespace {ctr.netns} is already used by {netns_paths[ctr.netns]}"
+                    )
+                )
+            netns_paths[ctr.netns] = cname
+    return out
+
+
+def _port_clashes(
+    cname: str, ctr: Container, published: dict[tuple[str, int], list[tuple[IP | None, str]]]
+) -> list[Problem]:
+    out: list[Problem] = []
+    for index, text in enumerate(ctr.ports):
+        for pm in parse_port(text):
+            bound = published.setdefault((pm.protocol, pm.host_port), [])
+            # A wildcard binding clashes with every specific binding of the same port, and vice versa.
+            clash = next((o for ip, o in bound if ip is None or pm.host_ip is None or ip == pm.host_ip), None)
+            if clash is not None:
+                msg = f"host port {pm.host_port}/{pm.protocol} is already published by {clash}"
+                out.append(Problem(("containers", cname, "ports", index), msg))
+                break
+            bound.append((pm.host_ip, cname))
+    return out
+
+
+def _gateway(net: Network) -> ipaddress.IPv4Address | None:
+    if net.gateway is not None:
+        return net.gateway
+    if net.subnet is None:
+        return None
+    return net.subnet.network_address + 1

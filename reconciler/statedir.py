@@ -1,0 +1,108 @@
+"""The state directory: IPAM records per scope and the lock that serializes runs.
+
+The lock is an flock on a file, so it dies with its holder: a killed run never leaves a stale lock.
+Records are written by rename, so a crash leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LockBusy, ReconcilerError
+
+DEFAULT_STATE_DIR = "/var/lib/reconciler"
+
+
+@dataclass
+class NetworkRecord:
+    subnet: str
+    addresses: dict[str, str] = field(default_factory=dict)  # container -> address
+
+
+@dataclass
+class ScopeRecord:
+    networks: dict[str, NetworkRecord] = field(default_factory=dict)
+    adopted: dict[str, str] = field(default_factory=dict)  # container -> netns path
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "networks": {n: {"subnet": r.subnet, "addresses": r.addresses} for n, r in self.networks.items()},
+            "adopted": self.adopted,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> ScopeRecord:
+        nets = data.get("networks", {})
+        adopted = data.get("adopted", {})
+        assert isinstance(nets, dict) and isinstance(adopted, dict)
+        return cls(
+            networks={n: NetworkRecord(r["subnet"], dict(r.get("addresses", {}))) for n, r in nets.items()},
+            adopted=dict(adopted),
+        )
+
+
+class StateDir:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def _file(self, scope: str) -> Path:
+        return self.path / f"{scope}.json"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ReconcilerError(f"cannot use state directory {self.path}: {e.strerror}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    raise LockBusy(
+                        f"another reconciler run (pid {holder}) holds {self.path / 'lock'}; "
+                        "try again when it ends"
+                    ) from e
+                raise
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def load(self, scope: str) -> ScopeRecord:
+        try:
+            data = json.loads(self._file(scope).read_text())
+        except FileNotFoundError:
+            return ScopeRecord()
+        except (OSError, ValueError) as e:
+            raise ReconcilerError(f"state file {self._file(scope)} is unreadable: {e}") from e
+        return ScopeRecord.from_json(data)
+
+    def others(self, scope: str) -> dict[str, ScopeRecord]:
+        """Every other scope's records: their subnets are taken even when this spec does not list them."""
+        if not self.path.is_dir():
+            return {}
+        return {p.stem: self.load(p.stem) for p in sorted(self.path.glob("*.json")) if p.stem != scope}
+
+    def save(self, scope: str, record: ScopeRecord) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self._file(scope).with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(record.to_json(), f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._file(scope))
+
+    def remove(self, scope: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._file(scope).unlink()

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+from sandbox import Host, SandboxError
+
+# Shown after a failing integration test, to tell a reconciler bug from a test bug without rerunning.
+DIAGNOSTICS = (
+    "ip -br link; ip -br addr; ip route; ip netns list",
+    "for ns in $(ip netns list | cut -d' ' -f1); do echo \"== $ns\"; ip -n $ns -br addr; ip -n $ns route; done",
+    "nft list ruleset",
+    "sysctl net.ipv4.ip_forward; ls -la /var/lib/reconciler /etc/netns",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: runs the reconciler against the real kernel in a throwaway sandbox (root)"
+    )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[_failed] = report.failed
+    return report
+
+
+_failed = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Host]:
+    """A fresh sandboxed host per test, always torn down."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
+    missing = [tool for tool in ("unshare", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"integration tests need util-linux's {' and '.join(missing)}")
+    sandbox = Host(workdir=tmp_path)
+    try:
+        yield sandbox
+        if request.node.stash.get(_failed, False):
+            _dump(sandbox)
+    finally:
+        sandbox.close()
+
+
+def _dump(sandbox: Host) -> None:
+    for cmd in DIAGNOSTICS:
+        try:
+            proc = sandbox.run(cmd, check=False, timeout=20)
+        except (SandboxError, OSError) as e:
+            print(f"$ {cmd}\n(could not run: {e})")
+            continue
+        print(f"$ {cmd}\n{proc.stdout}{proc.stderr}")

@@ -1,0 +1,345 @@
+"""A throwaway "host" for real-kernel tests: new network, mount and pid namespaces.
+
+Nothing done through a `Host` can reach this machine's own network: every command runs inside the
+sandbox's network namespace, with private tmpfs mounts on the directories the reconciler and
+`ip netns` write (/run/netns, /etc/netns, /var/lib/reconciler). The sandbox's init is pid 1 of its own
+pid namespace, so killing it makes the kernel kill every helper started inside, and dropping the last
+reference to the network namespace deletes every interface, namespace and nft table made there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+STATE_DIR = "/var/lib/reconciler"
+PRIVATE_DIRS = ("/run/netns", "/etc/netns", STATE_DIR)
+
+# The sandbox's init. A directory that does not exist on this machine cannot be a mount point, and
+# creating it would change the machine, so its parent is first covered by an overlay whose upper layer
+# lives in the sandbox's scratch tmpfs. /sys is remounted so that it shows the sandbox's interfaces,
+# not the machine's (a sysfs mount shows the network namespace of whoever mounted it).
+INIT = r"""
+set -e
+scratch=$1; shift
+mount -t tmpfs -o mode=0755 sandbox "$scratch"
+private_dir() {
+    d=$1
+    if [ ! -d "$d" ]; then
+        p=$(dirname "$d")
+        while [ ! -d "$p" ]; do p=$(dirname "$p"); done
+        n=$(printf %s "$p" | tr / _)
+        mkdir -p "$scratch/overlay$n/upper" "$scratch/overlay$n/work"
+        mount -t overlay overlay \
+            -o "lowerdir=$p,upperdir=$scratch/overlay$n/upper,workdir=$scratch/overlay$n/work" "$p"
+        mkdir -p "$d"
+    fi
+    mount -t tmpfs -o mode=0755 private "$d"
+}
+for d in "$@"; do private_dir "$d"; done
+umount -l /sys
+mount -t sysfs sysfs /sys
+ip link set lo up
+echo ready
+exec sleep infinity
+"""
+
+# A TCP server: answers every connection with one line (argv[2]) after reading what the client sent.
+SERVER = r"""
+import socket, sys, threading
+port, reply = int(sys.argv[1]), sys.argv[2].encode() + b"\n"
+srv = socket.create_server(("0.0.0.0", port))
+print("listening", flush=True)
+def handle(conn):
+    with conn:
+        conn.settimeout(2)
+        try:
+            conn.recv(65536)
+        except OSError:
+            pass
+        conn.sendall(reply)
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+"""
+
+# A TCP client: connects (resolving names through the hosts file of the namespace it runs in), sends
+# one line and reports what came back, as JSON.
+CLIENT = r"""
+import json, socket, sys
+host, port, timeout, payload = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+try:
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(payload.encode())
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    print(json.dumps({"ok": True, "data": b"".join(chunks).decode(errors="replace"), "error": ""}))
+except OSError as e:
+    print(json.dumps({"ok": False, "data": "", "error": repr(e)}))
+"""
+
+
+class SandboxError(Exception):
+    """The sandbox could not be started, or a command inside it failed."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The outcome of one client connection: `ok` means the TCP connection was established."""
+
+    ok: bool
+    data: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Outside:
+    """A namespace joined to the sandbox's host namespace by a veth, like a machine on the LAN."""
+
+    netns: str
+    host_ifname: str
+    host_ip: str
+    ip: str
+
+
+class Server:
+    """A background TCP server inside the sandbox; the sandbox's end kills it."""
+
+    def __init__(self, proc: subprocess.Popen[str], netns: str | None, port: int, reply: str) -> None:
+        self.proc, self.netns, self.port, self.reply = proc, netns, port, reply
+
+    def stop(self) -> str:
+        """Kill the server; returns what it wrote to stderr."""
+        # nsenter forked the server into the sandbox's pid namespace: kill the whole process group.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, err = self.proc.communicate(timeout=10)
+        return err or ""
+
+
+class Host:
+    """One sandbox. Use as a context manager, or call close()."""
+
+    def __init__(self, workdir: Path | None = None, start_timeout: float = 10.0) -> None:
+        self._scratch = tempfile.mkdtemp(prefix="sandbox-scratch-")
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="sandbox-"))
+        self.state_dir = STATE_DIR
+        self._servers: list[Server] = []
+        self._proc = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private",
+             "sh", "-c", INIT, "sandbox-init", self._scratch, *PRIVATE_DIRS],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            self._wait_ready(start_timeout)
+            self.pid = self._init_pid()
+            self._netns_inode = os.stat(f"/proc/{self.pid}/ns/net").st_ino
+            if self._netns_inode == os.stat("/proc/self/ns/net").st_ino:
+                raise SandboxError("the sandbox shares this machine's network namespace")
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._proc.stdout is not None
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        line = self._proc.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            self._proc.kill()
+            _, err = self._proc.communicate(timeout=10)
+            raise SandboxError(f"sandbox did not start: {err.strip() or 'no ready line'}")
+
+    def _init_pid(self) -> int:
+        """The pid (as seen here) of the sandbox's init: unshare's only child."""
+        parent = self._proc.pid
+        children = Path(f"/proc/{parent}/task/{parent}/children")
+        if children.exists():
+            pids = children.read_text().split()
+        else:
+            pids = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == parent]
+        if len(pids) != 1:
+            raise SandboxError(f"expected one child of unshare {parent}, found {pids}")
+        return int(pids[0])
+
+    def _enter(self) -> list[str]:
+        # Guard against pid reuse: entering a recycled pid could mean entering this machine's namespaces.
+        try:
+            alive = os.stat(f"/proc/{self.pid}/ns/net").st_ino == self._netns_inode
+        except (AttributeError, FileNotFoundError):
+            alive = False
+        if not alive or self._proc.poll() is not None:
+            raise SandboxError("the sandbox is gone")
+        return ["nsenter", f"--target={self.pid}", "--net", "--mount", "--pid", f"--wd={os.getcwd()}"]
+
+    def run(
+        self,
+        cmd: list[str] | str,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60,
+        netns: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command (a list, or a string for `sh -c`) in the sandbox, or in one of its namespaces."""
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        proc = subprocess.run(
+            [*self._enter(), *argv],
+            check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        if check and proc.returncode != 0:
+            raise SandboxError(
+                f"command {argv} exited {proc.returncode}\n--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+    def reconciler(
+        self, *args: str, check: bool = False, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -m reconciler ARGS` in the sandbox's host namespace, with this checkout importable."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        return self.run([sys.executable, "-m", "reconciler", *args], check=check, timeout=timeout, env=env)
+
+    def write_spec(self, spec: str | dict[str, Any], name: str = "spec.yaml") -> Path:
+        """Write a spec (YAML text, or a dict dumped as YAML) where the sandbox can read it."""
+        path = self.workdir / name
+        text = spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False)
+        path.write_text(text)
+        return path
+
+    def show(self, *args: str) -> dict[str, Any]:
+        proc = self.reconciler("show", *args, "-o", "json", check=True)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    def links(self, netns: str | None = None) -> dict[str, int]:
+        """Interface name -> index, in the host namespace or in a named namespace."""
+        out = self.run(["ip", "-j", "link", "show"], netns=netns).stdout
+        return {link["ifname"]: link["ifindex"] for link in json.loads(out)}
+
+    def netns_list(self) -> list[str]:
+        """Namespace names as `ip netns list` shows them, without the "(id: N)" suffix."""
+        out = self.run(["ip", "netns", "list"]).stdout
+        return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+
+    def nft_tables(self) -> list[str]:
+        """`family name` of every nft table."""
+        out = self.run(["nft", "list", "tables"]).stdout
+        return sorted(line.removeprefix("table ").strip() for line in out.splitlines() if line.strip())
+
+    def default_route(self, netns: str) -> list[dict[str, Any]]:
+        routes: list[dict[str, Any]] = json.loads(
+            self.run(["ip", "-j", "route", "show", "default"], netns=netns).stdout
+        )
+        return routes
+
+    def serve(self, netns: str | None, port: int, reply: str, timeout: float = 10) -> Server:
+        """Start a TCP server on 0.0.0.0:PORT in a namespace (None: the sandbox's host namespace)."""
+        argv = [sys.executable, "-c", SERVER, str(port), reply]
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        proc = subprocess.Popen(
+            [*self._enter(), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        server = Server(proc, netns, port, reply)
+        self._servers.append(server)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if not ready or proc.stdout.readline().strip() != "listening":
+            raise SandboxError(f"server {netns}:{port} did not start: {server.stop()}")
+        return server
+
+    def connect(
+        self, netns: str | None, host: str, port: int, timeout: float = 2.0, payload: str = "hello\n"
+    ) -> Connection:
+        """Connect from a namespace (None: the host namespace) to HOST:PORT; HOST may be a name."""
+        argv = [sys.executable, "-c", CLIENT, host, str(port), str(timeout), payload]
+        out = self.run(argv, netns=netns, timeout=timeout + 30).stdout
+        return Connection(**json.loads(out))
+
+    def add_outside(
+        self,
+        netns: str = "outside",
+        host_ip: str = "198.51.100.1",
+        ip: str = "198.51.100.2",
+        prefix: int = 24,
+    ) -> Outside:
+        """Create a namespace joined to the host namespace by a veth, routed through the host.
+
+        The addresses default to TEST-NET-2 and exist only inside the sandbox.
+        """
+        host_if = f"sbx-{netns}"[:15]
+        self.run(["ip", "netns", "add", netns])
+        self.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        self.run(["ip", "addr", "add", f"{host_ip}/{prefix}", "dev", host_if])
+        self.run(["ip", "link", "set", host_if, "up"])
+        self.run(["ip", "addr", "add", f"{ip}/{prefix}", "dev", "eth0"], netns=netns)
+        self.run(["ip", "link", "set", "eth0", "up"], netns=netns)
+        self.run(["ip", "link", "set", "lo", "up"], netns=netns)
+        self.run(["ip", "route", "add", "default", "via", host_ip], netns=netns)
+        return Outside(netns, host_if, host_ip, ip)
+
+    def close(self) -> None:
+        pid = getattr(self, "pid", None)
+        if pid is not None and self._proc.poll() is None:
+            # Only SIGKILL reaches a pid namespace's init from outside it; its death kills the rest.
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self._proc.poll() is None and pid is None:
+            self._proc.kill()
+        try:
+            self._proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.communicate(timeout=10)
+        for server in self._servers:
+            server.stop()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ppid(proc_dir: Path) -> int | None:
+    try:
+        for line in (proc_dir / "status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
