@@ -39,9 +39,18 @@ else
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 fi
 py=$venv/bin/python
-if ! "$py" -c 'import reconciler.cli' 2>/dev/null; then
-    "$py" -m pip install -q -e "$root[test]"
-fi
+# Installed means the distribution and its requirements, checked away from the checkout (which would
+# import from the working directory and hide a missing install).
+installed() {
+    (cd / && "$py" - 2>/dev/null <<'PY'
+import importlib.metadata as m, re
+for req in m.requires("netreconciler") or []:
+    if "extra ==" not in req:
+        m.distribution(re.split(r"[ <>=!~;\[]", req, maxsplit=1)[0])
+PY
+    )
+}
+installed || "$py" -m pip install -q -e "$root[test]"
 echo "nft: $(nft --version); python: $py"
 
 scratch=$(mktemp -d /tmp/pets-demo.XXXXXX)

@@ -12,7 +12,7 @@ from .diff import Action, conflicts, plan
 from .errors import HostConflict, PermissionProblem
 from .observe import Observed, observe
 from .spec import Spec
-from .statedir import ScopeRecord, StateDir
+from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
 
 CAP_NET_ADMIN = 12
 
@@ -108,4 +108,4 @@ def _save(state_dir: StateDir, scope: str, record: ScopeRecord) -> None:
 
 
 def state_dir_from(option: str | None) -> StateDir:
-    return StateDir(option or os.environ.get("RECONCILER_STATE_DIR") or "/var/lib/reconciler")
+    return StateDir(option or os.environ.get("RECONCILER_STATE_DIR") or DEFAULT_STATE_DIR)

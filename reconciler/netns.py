@@ -71,8 +71,9 @@ def _prepare_run_dir() -> None:
 
 def create(path: str) -> None:
     _prepare_run_dir()
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
-    os.close(fd)
+    # O_EXCL unless the file is a crashed run's unmounted leftover: never mount over a live namespace.
+    exclusive = 0 if os.path.exists(path) and not is_netns(path) else os.O_EXCL
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | exclusive, 0o444))
 
     def run() -> None:
         _check(_libc.unshare(CLONE_NEWNET), "unshare")

@@ -7,10 +7,11 @@ Records are written by rename, so a crash leaves either the old or the new file,
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from .errors import LockBusy, ReconcilerError
 
 DEFAULT_STATE_DIR = "/var/lib/reconciler"
+LOCK_WAIT = float(os.environ.get("RECONCILER_LOCK_WAIT", "60"))
 
 
 @dataclass
@@ -56,28 +58,39 @@ class StateDir:
         return self.path / f"{scope}.json"
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, wait: float = LOCK_WAIT) -> Iterator[None]:
+        """Hold the state lock; while another run holds it, say so once and wait up to `wait` seconds."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise ReconcilerError(f"cannot use state directory {self.path}: {e.strerror}") from e
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EACCES):
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise LockBusy(
-                        f"another reconciler run (pid {holder}) holds {self.path / 'lock'}; "
-                        "try again when it ends"
-                    ) from e
-                raise
+            self._acquire(fd, wait)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
             os.close(fd)
+
+    def _acquire(self, fd: int, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if time.monotonic() >= deadline:
+                    raise LockBusy(
+                        f"another reconciler run (pid {holder}) still holds {self.path / 'lock'} "
+                        f"after {wait:g} s; try again when it ends"
+                    ) from None
+                if not told:
+                    print(f"waiting for another reconciler run (pid {holder}) to finish...", file=sys.stderr)
+                    told = True
+                time.sleep(0.05)
 
     def load(self, scope: str) -> ScopeRecord:
         try:

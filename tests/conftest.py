@@ -11,7 +11,8 @@ from sandbox import Host, SandboxError
 # Shown after a failing integration test, to tell a reconciler bug from a test bug without rerunning.
 DIAGNOSTICS = (
     "ip -br link; ip -br addr; ip route; ip netns list",
-    "for ns in $(ip netns list | cut -d' ' -f1); do echo \"== $ns\"; ip -n $ns -br addr; ip -n $ns route; done",
+    "for ns in $(ip netns list | cut -d' ' -f1); do echo \"== $ns\"; ip -n $ns -br addr; ip -n $ns route;"
+    " done",
     "nft list ruleset",
     "sysctl net.ipv4.ip_forward; ls -la /var/lib/reconciler /etc/netns",
 )

@@ -9,6 +9,7 @@ reference to the network namespace deletes every interface, namespace and nft ta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -26,6 +27,18 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = "/var/lib/reconciler"
 PRIVATE_DIRS = ("/run/netns", "/etc/netns", STATE_DIR)
+# --kill-child: should unshare itself die, the sandbox's init (and so the whole sandbox) goes with it.
+UNSHARE = (
+    "unshare",
+    "--net",
+    "--mount",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+    "--propagation",
+    "private",
+)
 
 # The sandbox's init. A directory that does not exist on this machine cannot be a mount point, and
 # creating it would change the machine, so its parent is first covered by an overlay whose upper layer
@@ -124,10 +137,8 @@ class Server:
     def stop(self) -> str:
         """Kill the server; returns what it wrote to stderr."""
         # nsenter forked the server into the sandbox's pid namespace: kill the whole process group.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         _, err = self.proc.communicate(timeout=10)
         return err or ""
 
@@ -142,10 +153,12 @@ class Host:
         self.state_dir = STATE_DIR
         self._servers: list[Server] = []
         self._proc = subprocess.Popen(
-            ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private",
-             "sh", "-c", INIT, "sandbox-init", self._scratch, *PRIVATE_DIRS],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [*UNSHARE, "sh", "-c", INIT, "sandbox-init", self._scratch, *PRIVATE_DIRS],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             self._wait_ready(start_timeout)
             self.pid = self._init_pid()
@@ -230,8 +243,9 @@ class Host:
         path.write_text(text)
         return path
 
-    def show(self, *args: str) -> dict[str, Any]:
-        proc = self.reconciler("show", *args, "-o", "json", check=True)
+    def show(self, spec: Path | None = None) -> dict[str, Any]:
+        """`reconciler show [SPEC] -o json`: the spec's scope (its `name`), or the default scope."""
+        proc = self.reconciler("show", *([str(spec)] if spec else []), "-o", "json", check=True)
         result: dict[str, Any] = json.loads(proc.stdout)
         return result
 
@@ -311,10 +325,8 @@ class Host:
         pid = getattr(self, "pid", None)
         if pid is not None and self._proc.poll() is None:
             # Only SIGKILL reaches a pid namespace's init from outside it; its death kills the rest.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self._proc.poll() is None and pid is None:
             self._proc.kill()
         try:

@@ -107,10 +107,10 @@ def _observe_namespaces(scope: str, adopted: dict[str, str], obs: Observed) -> d
     for path in [*paths, *sorted(set(adopted) - set(paths))]:
         is_adopted = path in adopted
         if not netns.is_netns(path):
+            # An unmounted file under /run/netns is what a crash between create and mount leaves:
+            # not a namespace of anyone's, and `netns.create` reuses it.
             if is_adopted:
                 obs.missing_netns.add(path)
-            else:
-                obs.foreign_netns.add(path)
             continue
         with netns.socket_in(path) as ipr:
             links = read_links(ipr)
