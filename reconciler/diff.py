@@ -38,15 +38,19 @@ def plan(desired: State, observed: State) -> list[Action]:
             actions[key] = Action("create", res)
             continue
         fields = tuple(res.differences(old))
-        if not fields:
-            continue
+        if not fields or _someone_elses(old):
+            continue  # conflicts() refuses a spec that would take over someone else's namespace
         op: Op = "replace" if any(f in res.immutable for f in fields) else "change"
         actions[key] = Action(op, res, old, fields)
     for key, old in have.items():
-        if key not in want and key[0] not in NEVER_DELETED and not getattr(old, "adopted", False):
+        if key not in want and key[0] not in NEVER_DELETED and not _someone_elses(old):
             actions[key] = Action("delete", old)
     _cascade(want, have, actions)
     return _ordered(actions.values())
+
+
+def _someone_elses(res: Resource) -> bool:
+    return isinstance(res, Netns) and res.adopted
 
 
 def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict[Key, Action]) -> None:
@@ -56,17 +60,19 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
         (res.container, res.ifname) for k in replaced if isinstance(res := want.get(k) or have[k], Iface)
     }
     for key, res in want.items():
-        if key in actions:
+        current = actions.get(key)
+        if current is not None and current.op != "change":
             continue
         old = have[key]
+        fields = current.fields if current else ()
         if isinstance(res, Iface) and ("netns", res.container) in replaced:
-            actions[key] = Action("replace", res, old, ("netns",))
-        elif isinstance(res, Iface) and ("bridge", res.network) in replaced:
-            actions[key] = Action("change", res, old, ("bridge",))
+            actions[key] = Action("replace", res, old, (*fields, "netns"))
+        elif isinstance(res, Iface) and ("bridge", res.network) in replaced and "bridge" not in fields:
+            actions[key] = Action("change", res, old, (*fields, "bridge"))
         elif isinstance(res, Route) and (
             ("netns", res.container) in replaced or (res.container, res.dev) in lost_devs
         ):
-            actions[key] = Action("replace", res, old, ("dev",))
+            actions[key] = Action("replace", res, old, (*fields, "dev"))
         elif isinstance(res, NftElement) and ("nft-table", f"{res.family} {res.table}") in created:
             actions[key] = Action("create", res)
     # Elements of a table that is deleted or replaced go with it.
@@ -99,6 +105,7 @@ def summary(actions: list[Action]) -> dict[str, int]:
 
 def conflicts(
     desired: State,
+    observed: State,
     foreign_links: set[str],
     foreign_netns: set[str],
     foreign_hosts: set[str],
@@ -114,7 +121,11 @@ def conflicts(
             out.append(f"network {res.network}: interface {res.ifname} {not_ours}")
         elif isinstance(res, Netns) and res.path in missing_netns:
             out.append(f"container {res.container}: {res.path} is not a network namespace")
-        elif isinstance(res, Netns) and res.path in foreign_netns and not res.adopted:
+        elif (
+            isinstance(res, Netns)
+            and not res.adopted
+            and (res.path in foreign_netns or _someone_elses(observed.resources.get(res.key, res)))
+        ):
             out.append(f"container {res.container}: namespace {res.path} {not_ours}")
         elif isinstance(res, HostsFile) and res.container in foreign_hosts:
             out.append(f"container {res.container}: /etc/netns/{res.container}/hosts {not_ours}")

@@ -58,6 +58,7 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
         desired = desired_state(spec, record, scope)
         problems = conflicts(
             desired,
+            observed.state,
             observed.foreign_links,
             observed.foreign_netns,
             observed.foreign_hosts,

@@ -34,23 +34,24 @@ def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeR
 
     `in_use` holds prefixes taken by other scopes and by the host's own addresses and routes."""
     taken = list(in_use) + [n.subnet for n in spec.networks.values() if n.subnet is not None]
+    subnets = {name: net.subnet for name, net in spec.networks.items() if net.subnet is not None}
+    # Recorded subnets first: a network declared before an existing one must not take its subnet.
+    for name in spec.networks:
+        old_subnet = IPv4Net(previous.networks[name].subnet) if name in previous.networks else None
+        if name not in subnets and old_subnet and not any(old_subnet.overlaps(t) for t in taken):
+            subnets[name] = old_subnet
+            taken.append(old_subnet)
     record = ScopeRecord(adopted={c: ctr.netns for c, ctr in spec.containers.items() if ctr.netns})
     for name, net in spec.networks.items():
-        subnet = net.subnet or _auto_subnet(name, previous, taken)
-        if net.subnet is None:
-            taken.append(subnet)
+        subnet = subnets.get(name) or _auto_subnet(name, taken)
+        taken.append(subnet)
         old = previous.networks.get(name)
         old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
         record.networks[name] = NetworkRecord(str(subnet), _addresses(spec, name, net, subnet, old_addresses))
     return record
 
 
-def _auto_subnet(name: str, previous: ScopeRecord, taken: list[IPv4Net]) -> IPv4Net:
-    old = previous.networks.get(name)
-    if old is not None:
-        subnet = IPv4Net(old.subnet)
-        if not any(subnet.overlaps(t) for t in taken):
-            return subnet
+def _auto_subnet(name: str, taken: list[IPv4Net]) -> IPv4Net:
     for candidate in default_pools():
         if not any(candidate.overlaps(t) for t in taken):
             return candidate
@@ -86,6 +87,7 @@ def _addresses(spec: Spec, name: str, net: Network, subnet: IPv4Net, old: dict[s
 
 
 def _free(pool: IPv4Net, subnet: IPv4Net, used: set[IPv4]) -> Iterator[IPv4]:
-    for addr in pool.hosts() if pool.prefixlen < 31 else pool:
+    """Every address of the pool (an ip_range may start or end anywhere) but the subnet's own."""
+    for addr in pool:
         if addr not in used and addr not in (subnet.network_address, subnet.broadcast_address):
             yield addr

@@ -137,6 +137,7 @@ class NftTable(Resource):
     `fingerprint` summarizes the skeleton so a flushed chain or a deleted set shows up as drift."""
 
     kind = "nft-table"
+    immutable = ("fingerprint",)
     family: str
     name: str
     fingerprint: str

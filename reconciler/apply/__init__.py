@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..diff import Action
+from ..model import KIND_ORDER
 from . import bridge, container, firewall, hosts, sysctl
 from .context import Context
 
@@ -19,10 +20,25 @@ EXECUTORS: dict[str, Callable[[Context, Action], None]] = {
 
 
 def execute(ctx: Context, actions: list[Action]) -> None:
-    """Netlink and file actions one by one, then all nftables actions in one transaction."""
+    """Netlink and file actions one by one, then all nftables actions in one transaction.
+
+    A replacement runs in two halves: its removal with the deletions, before anything is created, so
+    that a name it frees (eth0 moving to another network) is free when its new owner is created."""
     nft_actions = [a for a in actions if a.resource.kind.startswith("nft-")]
+    rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
+    removals = sorted(
+        (a for a in actions if a.op in ("delete", "replace")), key=lambda a: -rank[a.resource.kind]
+    )
+    for action in removals:
+        old = action.before if action.op == "replace" and action.before else action.resource
+        _run(ctx, Action("delete", old))
     for action in actions:
-        run = EXECUTORS.get(action.resource.kind)
-        if run is not None:
-            run(ctx, action)
+        if action.op != "delete":
+            _run(ctx, action if action.op == "change" else Action("create", action.resource))
     firewall.execute(ctx, nft_actions)
+
+
+def _run(ctx: Context, action: Action) -> None:
+    run = EXECUTORS.get(action.resource.kind)
+    if run is not None:
+        run(ctx, action)
