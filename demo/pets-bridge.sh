@@ -22,35 +22,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 section "Requirements"
-missing=()
-command -v nft >/dev/null && ldconfig -p | grep 'libnftables\.so\.1' >/dev/null || missing+=(nftables)
-command -v ip >/dev/null || missing+=(iproute2)
-command -v unshare >/dev/null || missing+=(util-linux)
-python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-if [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then
-    venv=$VIRTUAL_ENV
-else
-    venv=$root/.venv
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-fi
-py=$venv/bin/python
-# Installed means the distribution and its requirements, checked away from the checkout (which would
-# import from the working directory and hide a missing install).
-installed() {
-    (cd / && "$py" - 2>/dev/null <<'PY'
-import importlib.metadata as m, re
-for req in m.requires("netreconciler") or []:
-    if "extra ==" not in req:
-        m.distribution(re.split(r"[ <>=!~;\[]", req, maxsplit=1)[0])
-PY
-    )
-}
-installed || "$py" -m pip install -q -e "$root[test]"
+bash scripts/bootstrap.sh
+py=$root/.venv/bin/python
 echo "nft: $(nft --version); python: $py"
 
 scratch=$(mktemp -d /tmp/pets-demo.XXXXXX)

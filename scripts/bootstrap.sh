@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-command -v nft >/dev/null 2>&1 || missing+=(nftables)
-command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+{ command -v nft >/dev/null && ldconfig -p | grep -q 'libnftables\.so\.1'; } || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v unshare >/dev/null || missing+=(util-linux)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "== installing Debian packages: ${missing[*]}"
   apt-get update -qq

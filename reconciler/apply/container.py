@@ -115,7 +115,7 @@ def execute_route(ctx: Context, action: Action) -> None:
     if action.op == "delete":
         if netns.is_netns(res.netns):
             with missing_ok():
-                ctx.ns(res.netns).route("del", dst="0.0.0.0/0", proto=names.RTPROT)
+                ctx.ns(res.netns).route("del", dst="0.0.0.0/0", gateway=res.gateway)
         return
     ns = ctx.ns(res.netns)
     index = ctx.ifindex(ns, res.dev)

@@ -136,7 +136,9 @@ def _observe_namespaces(scope: str, adopted: dict[str, str], obs: Observed) -> d
             by_index = {link.index: link for link in mine.values()}
             for route in default_routes(ipr):
                 dev = by_index.get(route.oif or 0)
-                if route.proto == names.RTPROT and dev is not None and route.gateway:
+                # In a namespace we own every default route through our interfaces is ours to manage
+                # (an internal network must have none); in an adopted one, only those we marked.
+                if dev is not None and route.gateway and (owned or route.proto == names.RTPROT):
                     container = dev.mark[2].split("/", 1)[0] if dev.mark else ""
                     obs.state.add(Route(container, path, route.gateway, dev.ifname))
         for key, link in mine.items():
