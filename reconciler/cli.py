@@ -128,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from . import engine
 
+    engine.require_privileges()  # before reading anything: the user learns what is missing first
     state_dir = engine.state_dir_from(args.state_dir)
     if args.command == "show":
         from .show import show

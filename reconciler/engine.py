@@ -37,8 +37,8 @@ def require_privileges() -> None:
 
 
 def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool = False) -> Outcome:
-    """Bring this spec's scope to the spec (or, with `destroy`, remove everything the scope owns)."""
-    require_privileges()
+    """Bring this spec's scope to the spec (or, with `destroy`, remove everything the scope owns).
+    The caller has checked privileges (`require_privileges`)."""
     from pyroute2 import IPRoute
 
     from .apply import execute
@@ -84,7 +84,6 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
 
 def snapshot(scope: str, state_dir: StateDir) -> Observed:
     """The scope's observed state, for `show`."""
-    require_privileges()
     from pyroute2 import IPRoute
 
     from .nft import Nft

@@ -229,12 +229,19 @@ class Host:
         return proc
 
     def reconciler(
-        self, *args: str, check: bool = False, timeout: float = 120
+        self,
+        *args: str,
+        check: bool = False,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
-        """`python -m reconciler ARGS` in the sandbox's host namespace, with this checkout importable."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        return self.run([sys.executable, "-m", "reconciler", *args], check=check, timeout=timeout, env=env)
+        """`python -m reconciler ARGS` in the sandbox's host namespace, with this checkout importable;
+        `prefix` runs it under another command (e.g. setpriv), `env` adds variables."""
+        full = dict(os.environ) | (env or {})
+        full["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full.get("PYTHONPATH")) if p)
+        argv = [*prefix, sys.executable, "-m", "reconciler", *args]
+        return self.run(argv, check=check, timeout=timeout, env=full)
 
     def write_spec(self, spec: str | dict[str, Any], name: str = "spec.yaml") -> Path:
         """Write a spec (YAML text, or a dict dumped as YAML) where the sandbox can read it."""
