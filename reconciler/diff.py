@@ -11,6 +11,7 @@ replacements, changes and creations.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,9 +84,9 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
             del actions[key]
 
 
-def _ordered(actions: object) -> list[Action]:
+def _ordered(actions: Iterable[Action]) -> list[Action]:
     rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
-    items = list(actions)  # type: ignore[call-overload]
+    items = list(actions)
     deletes = sorted(
         (a for a in items if a.op == "delete"), key=lambda a: (-rank[a.resource.kind], a.resource.id)
     )

@@ -43,9 +43,10 @@ def observe(scope: str, adopted: dict[str, str], ipr: IPRoute, nft: Nft) -> Obse
     links = read_links(ipr)
     read_addresses(ipr, links)
     ours = _host_links(scope, links, obs)
-    obs.host_prefixes = route_prefixes(ipr, skip={link.index for link in ours})
+    our_indexes = {link.index for link in ours}
+    obs.host_prefixes = route_prefixes(ipr, skip=our_indexes)
     for link in links.values():
-        if link.index not in {o.index for o in ours}:
+        if link.index not in our_indexes:
             obs.host_prefixes.extend(ipaddress.IPv4Network(a, strict=False) for a in link.addresses)
     veths = {m[2]: link for link in ours if (m := link.mark) and m[1] == "veth"}
     ns_ifaces = _observe_namespaces(scope, adopted, obs)
