@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from .model import KIND_ORDER, Bridge, HostsFile, Iface, Key, Netns, NftElement, Resource, Route, State
+from .model import KIND_RANK, Bridge, HostsFile, Iface, Key, Netns, NftElement, Resource, Route, State
 
 Op = Literal["create", "change", "replace", "delete"]
 # Objects we may adjust but never remove: the sysctl is the host's, shared with everyone.
@@ -85,13 +85,12 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
 
 
 def _ordered(actions: Iterable[Action]) -> list[Action]:
-    rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
     items = list(actions)
     deletes = sorted(
-        (a for a in items if a.op == "delete"), key=lambda a: (-rank[a.resource.kind], a.resource.id)
+        (a for a in items if a.op == "delete"), key=lambda a: (-KIND_RANK[a.resource.kind], a.resource.id)
     )
     rest = sorted(
-        (a for a in items if a.op != "delete"), key=lambda a: (rank[a.resource.kind], a.resource.id)
+        (a for a in items if a.op != "delete"), key=lambda a: (KIND_RANK[a.resource.kind], a.resource.id)
     )
     return deletes + rest
 

@@ -168,6 +168,7 @@ class NftElement(Resource):
 
 # The order objects are created in; deletions run in the reverse order.
 KIND_ORDER = ["sysctl", "bridge", "netns", "iface", "route", "hosts", "nft-table", "nft-element"]
+KIND_RANK = {kind: i for i, kind in enumerate(KIND_ORDER)}
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..diff import Action
-from ..model import KIND_ORDER
+from ..model import KIND_RANK
 from . import bridge, container, firewall, hosts, sysctl
 from .context import Context
 
@@ -25,9 +25,8 @@ def execute(ctx: Context, actions: list[Action]) -> None:
     A replacement runs in two halves: its removal with the deletions, before anything is created, so
     that a name it frees (eth0 moving to another network) is free when its new owner is created."""
     nft_actions = [a for a in actions if a.resource.kind.startswith("nft-")]
-    rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
     removals = sorted(
-        (a for a in actions if a.op in ("delete", "replace")), key=lambda a: -rank[a.resource.kind]
+        (a for a in actions if a.op in ("delete", "replace")), key=lambda a: -KIND_RANK[a.resource.kind]
     )
     for action in removals:
         old = action.before if action.op == "replace" and action.before else action.resource

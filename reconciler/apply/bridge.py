@@ -31,16 +31,13 @@ def _configure(ctx: Context, res: Bridge, index: int, fields: tuple[str, ...] | 
 def execute(ctx: Context, action: Action) -> None:
     res = action.resource
     assert isinstance(res, Bridge)
-    if action.op in ("delete", "replace"):
-        old = action.before or res
-        assert isinstance(old, Bridge)
-        index = ctx.ifindex(ctx.ipr, old.ifname)
+    if action.op == "delete":
+        index = ctx.ifindex(ctx.ipr, res.ifname)
         if index is not None:
             with missing_ok():
                 ctx.ipr.link("del", index=index)
-    if action.op == "delete":
         return
-    if action.op != "change":
+    if action.op == "create":
         ctx.ipr.link("add", ifname=res.ifname, kind="bridge")
     index = ctx.ifindex(ctx.ipr, res.ifname)
     assert index is not None

@@ -15,12 +15,10 @@ def execute_netns(ctx: Context, action: Action) -> None:
     assert isinstance(res, Netns)
     if res.adopted:
         return  # someone else's namespace: we only ever add our interfaces to it
-    if action.op in ("delete", "replace"):
-        old = action.before or res
-        assert isinstance(old, Netns)
-        ctx.forget(old.path)
-        netns.delete(old.path)
-    if action.op in ("create", "replace"):
+    if action.op == "delete":
+        ctx.forget(res.path)
+        netns.delete(res.path)
+    elif action.op == "create":
         netns.create(res.path)
         ns = ctx.ns(res.path)
         ns.link("set", index=1, state="up", ifalias=names.mark(ctx.scope, "container", res.container))
@@ -29,9 +27,9 @@ def execute_netns(ctx: Context, action: Action) -> None:
 def execute_iface(ctx: Context, action: Action) -> None:
     res = action.resource
     assert isinstance(res, Iface)
-    if action.op in ("delete", "replace"):
-        _delete_iface(ctx, action.before or res)
-    if action.op in ("create", "replace"):
+    if action.op == "delete":
+        _delete_iface(ctx, res)
+    elif action.op == "create":
         _create_iface(ctx, res)
     elif action.op == "change":
         _change_iface(ctx, res, action.fields)
@@ -92,8 +90,7 @@ def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
         ns.link("set", index=index, state="up")
 
 
-def _delete_iface(ctx: Context, old: object) -> None:
-    assert isinstance(old, Iface)
+def _delete_iface(ctx: Context, old: Iface) -> None:
     # Deleting either end of a veth deletes both.
     if old.host_ifname:
         index = ctx.ifindex(ctx.ipr, old.host_ifname)
