@@ -39,8 +39,6 @@ def require_privileges() -> None:
 def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool = False) -> Outcome:
     """Bring this spec's scope to the spec (or, with `destroy`, remove everything the scope owns).
     The caller has checked privileges (`require_privileges`)."""
-    from pyroute2 import IPRoute
-
     from .apply import execute
     from .apply.context import Context
     from .nft import Nft
@@ -48,12 +46,12 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
     scope = scope_of(spec)
     if destroy:
         spec = Spec(version=1, name=spec.name)
-    with state_dir.lock(), IPRoute() as ipr:
+    with state_dir.lock():
         nft = Nft()
         previous = state_dir.load(scope)
         adopted = {path: c for c, path in previous.adopted.items()}
         adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
-        observed = observe(scope, adopted, ipr, nft)
+        observed = observe(scope, adopted, nft)
         record = ipam.allocate(spec, previous, _in_use(observed, state_dir, scope))
         desired = desired_state(spec, record, scope)
         problems = conflicts(
@@ -73,7 +71,7 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
         # adopted namespaces stay recorded until a run succeeds, so a crashed one can still be cleaned up.
         pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
         _save(state_dir, scope, pending)
-        ctx = Context(scope, ipr, nft)
+        ctx = Context(scope, nft)
         try:
             execute(ctx, actions)
         finally:
@@ -84,13 +82,11 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
 
 def snapshot(scope: str, state_dir: StateDir) -> Observed:
     """The scope's observed state, for `show`."""
-    from pyroute2 import IPRoute
-
     from .nft import Nft
 
-    with state_dir.lock(), IPRoute() as ipr:
+    with state_dir.lock():
         adopted = {path: c for c, path in state_dir.load(scope).adopted.items()}
-        return observe(scope, adopted, ipr, Nft())
+        return observe(scope, adopted, Nft())
 
 
 def _in_use(observed: Observed, state_dir: StateDir, scope: str) -> list[ipaddress.IPv4Network]:

@@ -16,12 +16,13 @@ import fcntl
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from pyroute2 import IPRoute
 
 from .names import NETNS_DIR
+from .rtnl import Rtnl
 
 CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
@@ -123,3 +124,34 @@ def socket_in(path: str) -> IPRoute:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE).detach()
 
     return IPRoute(fileno=_in_thread(run))
+
+
+def rtnl_in(path: str) -> Rtnl:
+    """A raw rtnetlink socket (reconciler.rtnl) in the namespace at `path`."""
+    fd = os.open(path, os.O_RDONLY)
+
+    def run() -> int:
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+        finally:
+            os.close(fd)
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE).detach()
+
+    return Rtnl(_in_thread(run))
+
+
+def each(paths: Iterable[str], fn: Callable[[str, Rtnl], None]) -> None:
+    """Call `fn(path, socket)` for every namespace, from one thread that enters them in turn: one
+    thread for a thousand namespaces, and one open socket at a time."""
+
+    def run() -> None:
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+            finally:
+                os.close(fd)
+            with Rtnl() as sock:
+                fn(path, sock)
+
+    _in_thread(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import names
 from ..diff import Action
 from ..model import Bridge
+from ..rtnl import IFLA_IFALIAS, IFLA_MTU, attr
 from .context import Context, missing_ok
 from .sysctl import write
 
@@ -13,32 +14,33 @@ def _configure(ctx: Context, res: Bridge, index: int, fields: tuple[str, ...] | 
     def wanted(field: str) -> bool:
         return fields is None or field in fields
 
+    sock = ctx.rtnl
     if fields is None:
-        ctx.ipr.link("set", index=index, ifalias=names.mark(ctx.scope, "network", res.network))
+        sock.set_link(index, attr(IFLA_IFALIAS, names.mark(ctx.scope, "network", res.network)))
     if res.mtu is not None and wanted("mtu"):
-        ctx.ipr.link("set", index=index, mtu=res.mtu)
+        sock.set_link(index, attr(IFLA_MTU, res.mtu))
     if wanted("address"):
-        ctx.ipr.flush_addr(index=index, family=2)
+        sock.flush_addresses(index)
         if res.address:
             addr, prefixlen = res.address.split("/")
-            ctx.ipr.addr("add", index=index, address=addr, prefixlen=int(prefixlen))
+            sock.add_address(index, addr, int(prefixlen))
     if wanted("route_localnet"):
         write(f"net/ipv4/conf/{res.ifname}/route_localnet", "1" if res.route_localnet else "0")
     if wanted("up"):
-        ctx.ipr.link("set", index=index, state="up" if res.up else "down")
+        sock.set_link(index, up=res.up)
 
 
 def execute(ctx: Context, action: Action) -> None:
     res = action.resource
     assert isinstance(res, Bridge)
     if action.op == "delete":
-        index = ctx.ifindex(ctx.ipr, res.ifname)
+        index = ctx.rtnl.ifindex(res.ifname)
         if index is not None:
             with missing_ok():
-                ctx.ipr.link("del", index=index)
+                ctx.rtnl.del_link(index)
         return
     if action.op == "create":
-        ctx.ipr.link("add", ifname=res.ifname, kind="bridge")
-    index = ctx.ifindex(ctx.ipr, res.ifname)
+        ctx.rtnl.add_link(res.ifname, "bridge")
+    index = ctx.rtnl.ifindex(res.ifname)
     assert index is not None
     _configure(ctx, res, index, action.fields if action.op == "change" else None)

@@ -7,6 +7,7 @@ import os
 from .. import names, netns
 from ..diff import Action
 from ..model import Iface, Netns, Route
+from ..rtnl import IFLA_ADDRESS, IFLA_IFALIAS, IFLA_IFNAME, IFLA_MASTER, IFLA_MTU, IFLA_NET_NS_FD, attr
 from .context import Context, missing_ok
 
 
@@ -20,8 +21,8 @@ def execute_netns(ctx: Context, action: Action) -> None:
         netns.delete(res.path)
     elif action.op == "create":
         netns.create(res.path)
-        ns = ctx.ns(res.path)
-        ns.link("set", index=1, state="up", ifalias=names.mark(ctx.scope, "container", res.container))
+        mark = names.mark(ctx.scope, "container", res.container)
+        ctx.rns(res.path).set_link(1, attr(IFLA_IFALIAS, mark), up=True)
 
 
 def execute_iface(ctx: Context, action: Action) -> None:
@@ -35,75 +36,73 @@ def execute_iface(ctx: Context, action: Action) -> None:
         _change_iface(ctx, res, action.fields)
 
 
+def _mac(mac: str) -> bytes:
+    return attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
+
+
 def _create_iface(ctx: Context, res: Iface) -> None:
-    master = ctx.ifindex(ctx.ipr, res.bridge) if res.bridge else None
-    peer: dict[str, object] = {"ifname": res.ifname, "address": res.mac}
-    if res.mtu is not None:
-        peer["mtu"] = res.mtu
+    master = ctx.rtnl.ifindex(res.bridge) if res.bridge else None
+    mtu = attr(IFLA_MTU, res.mtu) if res.mtu is not None else b""
     fd = os.open(res.netns, os.O_RDONLY)
     try:
-        peer["net_ns_fd"] = fd
+        peer = attr(IFLA_IFNAME, res.ifname) + attr(IFLA_NET_NS_FD, fd) + mtu
         # The container end is born inside its namespace: no move, no rename (pyroute2's advice).
-        ctx.ipr.link("add", ifname=res.host_ifname, kind="veth", peer=peer)
+        ctx.rtnl.add_veth(res.host_ifname, peer + (_mac(res.mac) if res.mac else b""), mtu)
     finally:
         os.close(fd)
-    host_index = ctx.ifindex(ctx.ipr, res.host_ifname)
-    assert host_index is not None
-    extra: dict[str, object] = {"mtu": res.mtu} if res.mtu is not None else {}
-    ctx.ipr.link(
-        "set",
-        index=host_index,
-        ifalias=names.mark(ctx.scope, "veth", res.id),
-        master=master or 0,
-        state="up",
-        **extra,
+    ctx.rtnl.set_link(
+        0,
+        attr(IFLA_IFALIAS, names.mark(ctx.scope, "veth", res.id)),
+        attr(IFLA_MASTER, master or 0),
+        ifname=res.host_ifname,
+        up=True,
     )
-    ns = ctx.ns(res.netns)
-    index = ctx.ifindex(ns, res.ifname)
-    assert index is not None
-    ns.link("set", index=index, ifalias=names.mark(ctx.scope, "iface", res.id), state="up")
+    ns = ctx.rns(res.netns)
+    ns.set_link(0, attr(IFLA_IFALIAS, names.mark(ctx.scope, "iface", res.id)), ifname=res.ifname, up=True)
     if res.address:
+        index = ns.ifindex(res.ifname)
+        assert index is not None
         addr, prefixlen = res.address.split("/")
-        ns.addr("add", index=index, address=addr, prefixlen=int(prefixlen))
+        ns.add_address(index, addr, int(prefixlen))
 
 
 def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
-    ns = ctx.ns(res.netns)
-    index = ctx.ifindex(ns, res.ifname)
-    host_index = ctx.ifindex(ctx.ipr, res.host_ifname)
+    ns = ctx.rns(res.netns)
+    index = ns.ifindex(res.ifname)
+    host_index = ctx.rtnl.ifindex(res.host_ifname)
     assert index is not None and host_index is not None
     if "mac" in fields and res.mac:
-        ns.link("set", index=index, address=res.mac)
+        ns.set_link(index, _mac(res.mac))
     if "mtu" in fields and res.mtu is not None:
-        ctx.ipr.link("set", index=host_index, mtu=res.mtu)
-        ns.link("set", index=index, mtu=res.mtu)
+        ctx.rtnl.set_link(host_index, attr(IFLA_MTU, res.mtu))
+        ns.set_link(index, attr(IFLA_MTU, res.mtu))
     if "bridge" in fields:
-        master = ctx.ifindex(ctx.ipr, res.bridge) if res.bridge else None
-        ctx.ipr.link("set", index=host_index, master=master or 0)
+        master = ctx.rtnl.ifindex(res.bridge) if res.bridge else None
+        ctx.rtnl.set_link(host_index, attr(IFLA_MASTER, master or 0))
     if "address" in fields:
-        ns.flush_addr(index=index, family=2)
+        ns.flush_addresses(index)
         if res.address:
             addr, prefixlen = res.address.split("/")
-            ns.addr("add", index=index, address=addr, prefixlen=int(prefixlen))
+            ns.add_address(index, addr, int(prefixlen))
     if "up" in fields:
-        ctx.ipr.link("set", index=host_index, state="up")
-        ns.link("set", index=index, state="up")
+        ctx.rtnl.set_link(host_index, up=True)
+        ns.set_link(index, up=True)
 
 
 def _delete_iface(ctx: Context, old: Iface) -> None:
     # Deleting either end of a veth deletes both.
     if old.host_ifname:
-        index = ctx.ifindex(ctx.ipr, old.host_ifname)
+        index = ctx.rtnl.ifindex(old.host_ifname)
         if index is not None:
             with missing_ok():
-                ctx.ipr.link("del", index=index)
+                ctx.rtnl.del_link(index)
             return
     if old.ifname and netns.is_netns(old.netns):
-        ns = ctx.ns(old.netns)
-        index = ctx.ifindex(ns, old.ifname)
+        ns = ctx.rns(old.netns)
+        index = ns.ifindex(old.ifname)
         if index is not None:
             with missing_ok():
-                ns.link("del", index=index)
+                ns.del_link(index)
 
 
 def execute_route(ctx: Context, action: Action) -> None:
@@ -112,9 +111,9 @@ def execute_route(ctx: Context, action: Action) -> None:
     if action.op == "delete":
         if netns.is_netns(res.netns):
             with missing_ok():
-                ctx.ns(res.netns).route("del", dst="0.0.0.0/0", gateway=res.gateway)
+                ctx.rns(res.netns).del_default_route(res.gateway)
         return
-    ns = ctx.ns(res.netns)
-    index = ctx.ifindex(ns, res.dev)
+    ns = ctx.rns(res.netns)
+    index = ns.ifindex(res.dev)
     assert index is not None
-    ns.route("replace", dst="0.0.0.0/0", gateway=res.gateway, oif=index, proto=names.RTPROT)
+    ns.replace_default_route(res.gateway, index, names.RTPROT)

@@ -5,50 +5,75 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import netns
 from ..nft import Nft
+from ..rtnl import Rtnl
 
 # Each namespace socket holds a file descriptor; keep only the most recently used ones open.
 MAX_NS_SOCKETS = 64
+S = TypeVar("S", IPRoute, Rtnl)
 
 
 class Context:
-    def __init__(self, scope: str, ipr: IPRoute, nft: Nft) -> None:
+    """`rtnl`/`rns()`: raw rtnetlink (reconciler.rtnl), what the bridge driver uses on its hot paths;
+    `ipr`/`ns()`: pyroute2, created on first use, for executors that need its richer message encoders."""
+
+    def __init__(self, scope: str, nft: Nft) -> None:
         self.scope = scope
-        self.ipr = ipr
         self.nft = nft
+        self.rtnl = Rtnl()
+        self._ipr: IPRoute | None = None
         self._ns: OrderedDict[str, IPRoute] = OrderedDict()
+        self._rns: OrderedDict[str, Rtnl] = OrderedDict()
+
+    @property
+    def ipr(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        return self._ipr
 
     def ns(self, path: str) -> IPRoute:
-        sock = self._ns.get(path)
-        if sock is None:
-            sock = netns.socket_in(path)
-            self._ns[path] = sock
-            if len(self._ns) > MAX_NS_SOCKETS:
-                self._ns.popitem(last=False)[1].close()
-        else:
-            self._ns.move_to_end(path)
-        return sock
+        return _cached(self._ns, path, netns.socket_in)
+
+    def rns(self, path: str) -> Rtnl:
+        return _cached(self._rns, path, netns.rtnl_in)
 
     def forget(self, path: str) -> None:
-        """Drop the socket of a namespace about to be deleted, so it does not keep it alive."""
-        sock = self._ns.pop(path, None)
-        if sock is not None:
-            sock.close()
+        """Drop the sockets of a namespace about to be deleted, so they do not keep it alive."""
+        for cache in (self._ns, self._rns):
+            sock = cache.pop(path, None)
+            if sock is not None:
+                sock.close()
 
     def ifindex(self, ipr: IPRoute, ifname: str) -> int | None:
         found = ipr.link_lookup(ifname=ifname)
         return found[0] if found else None
 
     def close(self) -> None:
-        for sock in self._ns.values():
-            sock.close()
-        self._ns.clear()
+        for cache in (self._ns, self._rns):
+            for sock in cache.values():
+                sock.close()
+            cache.clear()
+        self.rtnl.close()
+        if self._ipr is not None:
+            self._ipr.close()
+
+
+def _cached(cache: OrderedDict[str, S], path: str, open_in: Callable[[str], S]) -> S:
+    sock = cache.get(path)
+    if sock is None:
+        sock = cache[path] = open_in(path)
+        if len(cache) > MAX_NS_SOCKETS:
+            cache.popitem(last=False)[1].close()
+    else:
+        cache.move_to_end(path)
+    return sock
 
 
 @contextlib.contextmanager

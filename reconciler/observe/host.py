@@ -6,11 +6,10 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
-
 from .. import names, netns
 from ..model import Bridge, HostsFile, Iface, Netns, Route, State, Sysctl
 from ..nft import Nft
+from ..rtnl import Rtnl
 from .links import Link, default_routes, read_addresses, read_links, route_prefixes
 from .nft import observe_firewall
 
@@ -36,15 +35,16 @@ class _NsIface:
     netns: str
 
 
-def observe(scope: str, adopted: dict[str, str], ipr: IPRoute, nft: Nft) -> Observed:
+def observe(scope: str, adopted: dict[str, str], nft: Nft) -> Observed:
     """`adopted`: namespace path -> container, for namespaces we use but did not create (from the spec
     and the record); they may live outside /run/netns."""
     obs = Observed()
-    links = read_links(ipr)
-    read_addresses(ipr, links)
-    ours = _host_links(scope, links, obs)
-    our_indexes = {link.index for link in ours}
-    obs.host_prefixes = route_prefixes(ipr, skip=our_indexes)
+    with Rtnl() as sock:
+        links = read_links(sock)
+        read_addresses(sock, links)
+        ours = _host_links(scope, links, obs)
+        our_indexes = {link.index for link in ours}
+        obs.host_prefixes = route_prefixes(sock, skip=our_indexes)
     for link in links.values():
         if link.index not in our_indexes:
             obs.host_prefixes.extend(ipaddress.IPv4Network(a, strict=False) for a in link.addresses)
@@ -105,45 +105,46 @@ def _iface(key: str, ns_iface: _NsIface, host: Link | None, host_links: dict[int
 def _observe_namespaces(scope: str, adopted: dict[str, str], obs: Observed) -> dict[str, _NsIface]:
     ifaces: dict[str, _NsIface] = {}
     paths = [os.path.join(names.NETNS_DIR, n) for n in _listdir(names.NETNS_DIR)]
+    mounted = []
     for path in [*paths, *sorted(set(adopted) - set(paths))]:
-        is_adopted = path in adopted
-        if not netns.is_netns(path):
+        if netns.is_netns(path):
+            mounted.append(path)
+        elif path in adopted:
             # An unmounted file under /run/netns is what a crash between create and mount leaves:
             # not a namespace of anyone's, and `netns.create` reuses it.
-            if is_adopted:
-                obs.missing_netns.add(path)
-            continue
-        with netns.socket_in(path) as ipr:
-            links = read_links(ipr)
-            lo = links.get(1)
-            mark = lo.mark if lo else None
-            owned = mark is not None and mark[0] == scope and mark[1] == "container"
-            if not owned and not is_adopted:
-                obs.foreign_netns.add(path)
-                continue
-            mine = {
-                m[2]: link
-                for link in links.values()
-                if (m := link.mark) and m[0] == scope and m[1] == "iface"
-            }
-            if owned:
-                assert mark is not None
-                obs.state.add(Netns(mark[2], path, adopted=False))
-            else:
-                obs.state.add(Netns(adopted[path], path, adopted=True))
-            if not mine:
-                continue
-            read_addresses(ipr, links)
-            by_index = {link.index: link for link in mine.values()}
-            for route in default_routes(ipr):
-                dev = by_index.get(route.oif or 0)
-                # In a namespace we own every default route through our interfaces is ours to manage
-                # (an internal network must have none); in an adopted one, only those we marked.
-                if dev is not None and route.gateway and (owned or route.proto == names.RTPROT):
-                    container = dev.mark[2].split("/", 1)[0] if dev.mark else ""
-                    obs.state.add(Route(container, path, route.gateway, dev.ifname))
+            obs.missing_netns.add(path)
+
+    def one(path: str, sock: Rtnl) -> None:
+        links = read_links(sock)
+        lo = links.get(1)
+        mark = lo.mark if lo else None
+        owned = mark is not None and mark[0] == scope and mark[1] == "container"
+        if not owned and path not in adopted:
+            obs.foreign_netns.add(path)
+            return
+        mine = {
+            m[2]: link for link in links.values() if (m := link.mark) and m[0] == scope and m[1] == "iface"
+        }
+        if owned:
+            assert mark is not None
+            obs.state.add(Netns(mark[2], path, adopted=False))
+        else:
+            obs.state.add(Netns(adopted[path], path, adopted=True))
+        if not mine:
+            return
+        read_addresses(sock, links)
+        by_index = {link.index: link for link in mine.values()}
+        for route in default_routes(sock):
+            dev = by_index.get(route.oif or 0)
+            # In a namespace we own every default route through our interfaces is ours to manage
+            # (an internal network must have none); in an adopted one, only those we marked.
+            if dev is not None and route.gateway and (owned or route.proto == names.RTPROT):
+                container = dev.mark[2].split("/", 1)[0] if dev.mark else ""
+                obs.state.add(Route(container, path, route.gateway, dev.ifname))
         for key, link in mine.items():
             ifaces[key] = _NsIface(link, path)
+
+    netns.each(mounted, one)
     return ifaces
 
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from .. import names
-
-IFF_UP = 1
+from ..rtnl import IFF_UP, Rtnl
 
 
 @dataclass
@@ -47,44 +43,39 @@ class Netlink:
         return {link.ifname: link for link in self.links.values()}
 
 
-def read_links(ipr: IPRoute) -> dict[int, Link]:
+def read_links(sock: Rtnl) -> dict[int, Link]:
     links: dict[int, Link] = {}
-    for msg in ipr.link("dump"):
-        links[msg["index"]] = Link(
-            index=msg["index"],
-            ifname=msg.get("ifname"),
-            alias=msg.get("ifalias"),
-            kind=msg.get(("linkinfo", "kind")),
-            master=msg.get("master"),
-            up=bool(msg["flags"] & IFF_UP),
-            mtu=msg.get("mtu"),
-            mac=msg.get("address"),
+    for msg in sock.links():
+        links[msg.index] = Link(
+            index=msg.index,
+            ifname=msg.ifname,
+            alias=msg.alias,
+            kind=msg.kind,
+            master=msg.master,
+            up=bool(msg.flags & IFF_UP),
+            mtu=msg.mtu,
+            mac=msg.mac,
         )
     return links
 
 
-def read_addresses(ipr: IPRoute, links: dict[int, Link]) -> None:
-    for msg in ipr.addr("dump", family=socket.AF_INET):
-        link = links.get(msg["index"])
+def read_addresses(sock: Rtnl, links: dict[int, Link]) -> None:
+    for msg in sock.addresses():
+        link = links.get(msg.index)
         if link is not None:
-            link.addresses.append(f"{msg.get('address')}/{msg['prefixlen']}")
+            link.addresses.append(f"{msg.address}/{msg.prefixlen}")
     for link in links.values():
         link.addresses.sort()
 
 
-def default_routes(ipr: IPRoute) -> list[DefaultRoute]:
-    return [
-        DefaultRoute(msg.get("gateway"), msg.get("oif"), msg["proto"])
-        for msg in ipr.route("dump", family=socket.AF_INET, table=254)
-        if msg["dst_len"] == 0
-    ]
+def default_routes(sock: Rtnl) -> list[DefaultRoute]:
+    return [DefaultRoute(r.gateway, r.oif, r.proto) for r in sock.routes() if r.dst_len == 0]
 
 
-def route_prefixes(ipr: IPRoute, skip: set[int]) -> list[ipaddress.IPv4Network]:
+def route_prefixes(sock: Rtnl, skip: set[int]) -> list[ipaddress.IPv4Network]:
     """Prefixes the host routes through interfaces other than `skip` (ours): IPAM must avoid them."""
-    out = []
-    for msg in ipr.route("dump", family=socket.AF_INET, table=254):
-        if msg["dst_len"] == 0 or msg.get("oif") in skip:
-            continue
-        out.append(ipaddress.IPv4Network(f"{msg.get('dst')}/{msg['dst_len']}", strict=False))
-    return out
+    return [
+        ipaddress.IPv4Network(f"{r.dst}/{r.dst_len}", strict=False)
+        for r in sock.routes()
+        if r.dst_len and r.oif not in skip
+    ]

@@ -1,0 +1,285 @@
+"""Plain rtnetlink over a raw socket: the few requests and dumps the bridge driver needs.
+
+pyroute2 0.9 routes every request through an asyncio core that costs about 3 ms; the kernel answers
+a request on a plain socket in tens of microseconds. So the hot paths (observing every namespace,
+creating veths, addresses and routes) build and parse the messages here, and only the fields they use.
+Errors are pyroute2's NetlinkError, so callers handle both the same way.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+NETLINK_ROUTE = 0
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 1, 2, 4
+NLM_F_DUMP, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x300, 0x100, 0x200, 0x400
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+IFF_UP = 1
+RT_TABLE_MAIN, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 0, 1
+
+_HDR = struct.Struct("=IHHII")
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_ATTR = struct.Struct("=HH")
+
+
+class Stats:
+    """Requests sent and messages parsed, process-wide: the benchmark reports them per scenario."""
+
+    requests = 0
+
+
+def attr(kind: int, value: bytes | str | int) -> bytes:
+    if isinstance(value, str):
+        value = value.encode() + b"\0"
+    elif isinstance(value, int):
+        value = struct.pack("=I", value)
+    size = _ATTR.size + len(value)
+    return _ATTR.pack(size, kind) + value + b"\0" * (-size & 3)
+
+
+def attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    end = len(data)
+    while offset + 4 <= end:
+        size, kind = _ATTR.unpack_from(data, offset)
+        if size < 4:
+            break
+        out[kind & 0x3FFF] = data[offset + 4 : offset + size]
+        offset += (size + 3) & ~3
+    return out
+
+
+def _str(value: bytes | None) -> str | None:
+    return value.rstrip(b"\0").decode() if value is not None else None
+
+
+def _u32(value: bytes | None) -> int | None:
+    return struct.unpack("=I", value[:4])[0] if value is not None else None
+
+
+def ifinfo(index: int = 0, up: bool | None = None) -> bytes:
+    flags, change = (IFF_UP if up else 0, IFF_UP) if up is not None else (0, 0)
+    return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
+
+
+@dataclass
+class LinkMsg:
+    index: int
+    flags: int
+    attrs: dict[int, bytes]
+    info: dict[int, bytes] = field(default_factory=dict)  # IFLA_LINKINFO's nested attributes
+
+    @property
+    def ifname(self) -> str:
+        return _str(self.attrs.get(IFLA_IFNAME)) or ""
+
+    @property
+    def alias(self) -> str | None:
+        return _str(self.attrs.get(IFLA_IFALIAS))
+
+    @property
+    def kind(self) -> str | None:
+        return _str(self.info.get(IFLA_INFO_KIND))
+
+    @property
+    def master(self) -> int | None:
+        return _u32(self.attrs.get(IFLA_MASTER))
+
+    @property
+    def mtu(self) -> int:
+        return _u32(self.attrs.get(IFLA_MTU)) or 0
+
+    @property
+    def mac(self) -> str:
+        return self.attrs.get(IFLA_ADDRESS, b"").hex(":")
+
+
+@dataclass
+class AddrMsg:
+    index: int
+    prefixlen: int
+    address: str
+
+
+@dataclass
+class RouteMsg:
+    dst: str | None
+    dst_len: int
+    gateway: str | None
+    oif: int | None
+    proto: int
+    table: int
+
+
+def _ip(value: bytes | None) -> str | None:
+    return socket.inet_ntoa(value) if value is not None and len(value) == 4 else None
+
+
+class Rtnl:
+    """One rtnetlink socket (in the namespace its descriptor was created in)."""
+
+    def __init__(self, fileno: int | None = None) -> None:
+        if fileno is None:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        else:
+            self.sock = socket.socket(fileno=fileno)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Rtnl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, kind: int, flags: int, body: bytes) -> int:
+        self._seq += 1
+        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, flags | NLM_F_REQUEST, self._seq, 0) + body)
+        Stats.requests += 1
+        return self._seq
+
+    def _replies(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        """(type, payload) of the answer to `seq` until its ACK or DONE; raises on an error."""
+        while True:
+            data = self.sock.recv(1 << 16)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                size, kind, _, got, _ = _HDR.unpack_from(data, offset)
+                payload = data[offset + _HDR.size : offset + size]
+                offset += (size + 3) & ~3
+                if got != seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code:
+                        raise NetlinkError(code, os.strerror(code))
+                    return
+                yield kind, payload
+
+    def request(self, kind: int, body: bytes, flags: int = 0) -> None:
+        for _ in self._replies(self._send(kind, flags | NLM_F_ACK, body)):
+            pass
+
+    def dump(self, kind: int, body: bytes) -> Iterator[bytes]:
+        for _, payload in self._replies(self._send(kind, NLM_F_DUMP, body)):
+            yield payload
+
+    # Links
+
+    def links(self, ifname: str | None = None) -> list[LinkMsg]:
+        """Every link, or the one named `ifname` ([] when there is none)."""
+        if ifname is None:
+            return [_link(p) for p in self.dump(RTM_GETLINK, ifinfo())]
+        try:
+            # With an ACK requested the reply is followed by one, which ends the exchange.
+            seq = self._send(RTM_GETLINK, NLM_F_ACK, ifinfo() + attr(IFLA_IFNAME, ifname))
+            return [_link(p) for _, p in self._replies(seq)]
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return []
+            raise
+
+    def ifindex(self, ifname: str) -> int | None:
+        found = self.links(ifname)
+        return found[0].index if found else None
+
+    def set_link(
+        self, index: int = 0, *extra: bytes, ifname: str | None = None, up: bool | None = None
+    ) -> None:
+        """Change a link by index, or by name when `index` is 0; `extra` are IFLA_ attributes."""
+        name = attr(IFLA_IFNAME, ifname) if ifname and not index else b""
+        self.request(RTM_NEWLINK, ifinfo(index, up) + name + b"".join(extra))
+
+    def add_link(
+        self, ifname: str, kind: str, *extra: bytes, data: bytes = b"", up: bool | None = None
+    ) -> None:
+        info = attr(IFLA_INFO_KIND, kind) + (attr(IFLA_INFO_DATA, data) if data else b"")
+        body = ifinfo(up=up) + attr(IFLA_IFNAME, ifname) + attr(IFLA_LINKINFO, info) + b"".join(extra)
+        self.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
+
+    def add_veth(self, ifname: str, peer: bytes, *extra: bytes, up: bool | None = None) -> None:
+        """A veth pair; `peer` is the peer's attributes (IFLA_IFNAME, IFLA_NET_NS_FD, ...)."""
+        self.add_link(ifname, "veth", *extra, data=attr(VETH_INFO_PEER, ifinfo(up=up) + peer), up=up)
+
+    def del_link(self, index: int) -> None:
+        self.request(RTM_DELLINK, ifinfo(index))
+
+    # Addresses
+
+    def addresses(self) -> list[AddrMsg]:
+        out = []
+        for p in self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)):
+            family, prefixlen, _, _, index = _IFADDR.unpack_from(p)
+            a = attrs(p, _IFADDR.size)
+            address = _ip(a.get(IFA_ADDRESS) or a.get(IFA_LOCAL))
+            if family == socket.AF_INET and address:
+                out.append(AddrMsg(index, prefixlen, address))
+        return out
+
+    def add_address(self, index: int, address: str, prefixlen: int) -> None:
+        packed = socket.inet_aton(address)
+        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, 0, index)
+        body += attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
+        self.request(RTM_NEWADDR, body, NLM_F_CREATE | NLM_F_EXCL)
+
+    def flush_addresses(self, index: int) -> None:
+        for a in self.addresses():
+            if a.index == index:
+                packed = socket.inet_aton(a.address)
+                body = _IFADDR.pack(socket.AF_INET, a.prefixlen, 0, 0, index) + attr(IFA_LOCAL, packed)
+                self.request(RTM_DELADDR, body)
+
+    # Routes (IPv4, main table)
+
+    def routes(self) -> list[RouteMsg]:
+        out = []
+        for p in self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
+            family, dst_len, _, _, table, proto, _, _, _ = _RTMSG.unpack_from(p)
+            a = attrs(p, _RTMSG.size)
+            table = _u32(a.get(RTA_TABLE)) or table
+            if family != socket.AF_INET or table != RT_TABLE_MAIN:
+                continue
+            gateway, oif = _ip(a.get(RTA_GATEWAY)), _u32(a.get(RTA_OIF))
+            out.append(RouteMsg(_ip(a.get(RTA_DST)), dst_len, gateway, oif, proto, table))
+        return out
+
+    def _default_route(self, gateway: str, oif: int | None, proto: int) -> bytes:
+        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, proto, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+        body += attr(RTA_GATEWAY, socket.inet_aton(gateway))
+        return body + (attr(RTA_OIF, oif) if oif else b"")
+
+    def replace_default_route(self, gateway: str, oif: int, proto: int) -> None:
+        self.request(RTM_NEWROUTE, self._default_route(gateway, oif, proto), NLM_F_CREATE | NLM_F_REPLACE)
+
+    def del_default_route(self, gateway: str) -> None:
+        self.request(RTM_DELROUTE, self._default_route(gateway, None, 0))
+
+
+def _link(payload: bytes) -> LinkMsg:
+    _, _, index, flags, _ = _IFINFO.unpack_from(payload)
+    a = attrs(payload, _IFINFO.size)
+    info = attrs(a[IFLA_LINKINFO]) if IFLA_LINKINFO in a else {}
+    return LinkMsg(index, flags, a, info)
