@@ -41,6 +41,8 @@ def desired_state(spec: Spec, record: ScopeRecord, scope: str) -> State:
     for their in eps.values():
         for ep in their:
             members[ep.network].append(ep)
+    # Each network's lines once: every member's hosts file repeats them (N²/networks lines in all).
+    blocks = {n: "".join(_hosts_line(ep) for ep in eps) for n, eps in members.items()}
     if any(not n.internal for n in spec.networks.values()):
         state.add(Sysctl("net.ipv4.ip_forward", "1"))
     for name, net in spec.networks.items():
@@ -69,7 +71,7 @@ def desired_state(spec: Spec, record: ScopeRecord, scope: str) -> State:
         route = _default_route(spec, record, c, path)
         if route is not None:
             state.add(route)
-        state.add(HostsFile(c, hosts_file(scope, c, eps[c], members)))
+        state.add(HostsFile(c, hosts_file(scope, eps[c], blocks)))
     for resource in desired_firewall(spec, record, scope, eps):
         state.add(resource)
     return state
@@ -85,14 +87,16 @@ def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str) -
     return None
 
 
-def hosts_file(scope: str, container: str, mine: list[Endpoint], members: dict[str, list[Endpoint]]) -> str:
-    """Docker's scope: a container resolves the names and aliases of containers on networks it shares."""
-    lines = [
-        f"{names.HOSTS_HEADER} (scope {scope}); edits are overwritten",
-        "127.0.0.1\tlocalhost",
-        "::1\tlocalhost ip6-localhost ip6-loopback",
-    ]
-    for own in mine:
-        for ep in members[own.network]:
-            lines.append("\t".join([str(ep.address), ep.container, *ep.aliases]))
-    return "\n".join(lines) + "\n"
+def hosts_file(scope: str, mine: list[Endpoint], blocks: dict[str, str]) -> str:
+    """Docker's scope: a container resolves the names and aliases of containers on networks it shares.
+    `blocks`: per network, the lines of its members."""
+    header = (
+        f"{names.HOSTS_HEADER} (scope {scope}); edits are overwritten\n"
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
+    return header + "".join(blocks[own.network] for own in mine)
+
+
+def _hosts_line(ep: Endpoint) -> str:
+    return "\t".join([str(ep.address), ep.container, *ep.aliases]) + "\n"

@@ -17,12 +17,14 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from typing import TypeVar
-
-from pyroute2 import IPRoute
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
 
 from .names import NETNS_DIR
 from .rtnl import Rtnl
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
@@ -30,6 +32,7 @@ MNT_DETACH = 2
 NETLINK_ROUTE = 0
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 _libc = ctypes.CDLL(None, use_errno=True)
+_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netns")
 T = TypeVar("T")
 
 
@@ -40,21 +43,9 @@ def _check(rc: int, what: str) -> None:
 
 
 def _in_thread(fn: Callable[[], T]) -> T:
-    box: dict[str, T] = {}
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            box["v"] = fn()
-        except BaseException as e:  # re-raised in the caller's thread
-            errors.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
-    return box["v"]
+    """Run `fn` in the namespace worker: one long-lived thread that only ever acts on its own namespaces
+    (each job enters or creates the one it needs first), so a thousand namespaces cost no thread starts."""
+    return _worker.submit(fn).result()
 
 
 def _prepare_run_dir() -> None:
@@ -114,6 +105,8 @@ def is_netns(path: str) -> bool:
 
 def socket_in(path: str) -> IPRoute:
     """An IPRoute whose socket lives in the namespace at `path`."""
+    from pyroute2 import IPRoute  # imported on demand: it costs 0.3 s, and the bridge driver needs none
+
     fd = os.open(path, os.O_RDONLY)
 
     def run() -> int:

@@ -3,7 +3,6 @@
 pyroute2 0.9 routes every request through an asyncio core that costs about 3 ms; the kernel answers
 a request on a plain socket in tens of microseconds. So the hot paths (observing every namespace,
 creating veths, addresses and routes) build and parse the messages here, and only the fields they use.
-Errors are pyroute2's NetlinkError, so callers handle both the same way.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from pyroute2.netlink.exceptions import NetlinkError
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -37,6 +34,14 @@ _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _ATTR = struct.Struct("=HH")
+
+
+class NetlinkError(OSError):
+    """The kernel refused a request; `code` is the errno, as in pyroute2's NetlinkError."""
+
+    @property
+    def code(self) -> int:
+        return self.errno or 0
 
 
 class Stats:

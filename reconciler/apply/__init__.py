@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..diff import Action
-from ..model import KIND_RANK
+from ..model import KIND_RANK, Iface, Netns, Route
 from . import bridge, container, firewall, hosts, sysctl
 from .context import Context
 
@@ -23,10 +23,20 @@ def execute(ctx: Context, actions: list[Action]) -> None:
     """Netlink and file actions one by one, then all nftables actions in one transaction.
 
     A replacement runs in two halves: its removal with the deletions, before anything is created, so
-    that a name it frees (eth0 moving to another network) is free when its new owner is created."""
+    that a name it frees (eth0 moving to another network) is free when its new owner is created.
+
+    Interfaces and routes inside a namespace that is deleted for good are left to the kernel: it tears
+    a namespace's veths down in one batch, where deleting them one by one costs a synchronize_net
+    (~25 ms) each."""
     nft_actions = [a for a in actions if a.resource.kind.startswith("nft-")]
+    gone = {
+        a.resource.path
+        for a in actions
+        if a.op == "delete" and isinstance(a.resource, Netns) and not a.resource.adopted
+    }
     removals = sorted(
-        (a for a in actions if a.op in ("delete", "replace")), key=lambda a: -KIND_RANK[a.resource.kind]
+        (a for a in actions if a.op in ("delete", "replace") and not _goes_with(a, gone)),
+        key=lambda a: -KIND_RANK[a.resource.kind],
     )
     for action in removals:
         old = action.before if action.op == "replace" and action.before else action.resource
@@ -35,6 +45,11 @@ def execute(ctx: Context, actions: list[Action]) -> None:
         if action.op != "delete":
             _run(ctx, action if action.op == "change" else Action("create", action.resource))
     firewall.execute(ctx, nft_actions)
+
+
+def _goes_with(action: Action, gone: set[str]) -> bool:
+    res = action.resource
+    return action.op == "delete" and isinstance(res, Iface | Route) and res.netns in gone
 
 
 def _run(ctx: Context, action: Action) -> None:

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import TypeVar
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, TypeVar
 
 from .. import netns
 from ..nft import Nft
-from ..rtnl import Rtnl
+from ..rtnl import NetlinkError, Rtnl
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 # Each namespace socket holds a file descriptor; keep only the most recently used ones open.
 MAX_NS_SOCKETS = 64
-S = TypeVar("S", IPRoute, Rtnl)
+S = TypeVar("S", "IPRoute", Rtnl)
 
 
 class Context:
@@ -35,6 +36,8 @@ class Context:
     @property
     def ipr(self) -> IPRoute:
         if self._ipr is None:
+            from pyroute2 import IPRoute
+
             self._ipr = IPRoute()
         return self._ipr
 
@@ -79,8 +82,11 @@ def _cached(cache: OrderedDict[str, S], path: str, open_in: Callable[[str], S]) 
 @contextlib.contextmanager
 def missing_ok() -> Iterator[None]:
     """Deleting what the kernel already removed (a veth whose peer went, a route with its device) is done."""
+    # pyroute2's NetlinkError too, when an executor used it (then it is imported already).
+    pyroute2 = sys.modules.get("pyroute2.netlink.exceptions")
+    errors = (NetlinkError, pyroute2.NetlinkError) if pyroute2 else (NetlinkError,)
     try:
         yield
-    except NetlinkError as e:
+    except errors as e:
         if e.code not in (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL):
             raise
