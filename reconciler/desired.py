@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from . import names
 from .firewall import desired_firewall
-from .ipam import gateway
-from .model import Bridge, HostsFile, Iface, Netns, Route, State, Sysctl
-from .spec import Spec
+from .ipam import HOST_SHIM, gateway
+from .model import Bridge, HostsFile, Iface, MacvlanShim, Netns, Route, State, Sysctl, Vlan
+from .spec import Network, Spec
 from .statedir import ScopeRecord
 
 
@@ -19,7 +19,7 @@ class Endpoint:
 
     container: str
     network: str
-    address: ipaddress.IPv4Address
+    address: ipaddress.IPv4Address | None  # None on a network without IPAM
     aliases: tuple[str, ...]
 
 
@@ -28,13 +28,20 @@ def endpoints(spec: Spec, record: ScopeRecord) -> dict[str, list[Endpoint]]:
     out: dict[str, list[Endpoint]] = {}
     for c, ctr in spec.containers.items():
         out[c] = [
-            Endpoint(c, n, ipaddress.IPv4Address(record.networks[n].addresses[c]), tuple(att.aliases))
-            for n, att in ctr.attachments().items()
+            Endpoint(c, n, _address(record, n, c), tuple(att.aliases)) for n, att in ctr.attachments().items()
         ]
     return out
 
 
-def desired_state(spec: Spec, record: ScopeRecord, scope: str) -> State:
+def _address(record: ScopeRecord, network: str, key: str) -> ipaddress.IPv4Address | None:
+    rec = record.networks.get(network)
+    return ipaddress.IPv4Address(rec.addresses[key]) if rec else None
+
+
+def desired_state(
+    spec: Spec, record: ScopeRecord, scope: str, existing_links: frozenset[str] = frozenset()
+) -> State:
+    """`existing_links`: host links that are not ours; a VLAN parent among them is used as it is."""
     state = State()
     eps = endpoints(spec, record)
     members: dict[str, list[Endpoint]] = {n: [] for n in spec.networks}
@@ -42,10 +49,14 @@ def desired_state(spec: Spec, record: ScopeRecord, scope: str) -> State:
         for ep in their:
             members[ep.network].append(ep)
     # Each network's lines once: every member's hosts file repeats them (N²/networks lines in all).
-    blocks = {n: "".join(_hosts_line(ep) for ep in eps) for n, eps in members.items()}
-    if any(not n.internal for n in spec.networks.values()):
+    blocks = {n: "".join(_hosts_line(ep) for ep in eps if ep.address) for n, eps in members.items()}
+    if any(n.driver == "bridge" and not n.internal for n in spec.networks.values()):
         state.add(Sysctl("net.ipv4.ip_forward", "1"))
     for name, net in spec.networks.items():
+        if net.driver == "macvlan":
+            for res in _macvlan_host(scope, name, net, record, members[name], existing_links):
+                state.add(res)
+            continue
         subnet = ipaddress.IPv4Network(record.networks[name].subnet)
         gw = gateway(net, subnet)
         state.add(Bridge(name, names.bridge_ifname(scope, name), f"{gw}/{subnet.prefixlen}", net.mtu))
@@ -53,20 +64,8 @@ def desired_state(spec: Spec, record: ScopeRecord, scope: str) -> State:
         path = ctr.netns or names.netns_path(c)
         state.add(Netns(c, path, adopted=ctr.netns is not None))
         for index, ep in enumerate(eps[c]):
-            net = spec.networks[ep.network]
-            subnet = ipaddress.IPv4Network(record.networks[ep.network].subnet)
             state.add(
-                Iface(
-                    container=c,
-                    network=ep.network,
-                    netns=path,
-                    ifname=names.container_ifname(index),
-                    host_ifname=names.host_veth_ifname(scope, c, ep.network),
-                    bridge=names.bridge_ifname(scope, ep.network),
-                    address=f"{ep.address}/{subnet.prefixlen}",
-                    mac=names.container_mac(ep.address),
-                    mtu=net.mtu,
-                )
+                _iface(scope, spec.networks[ep.network], record, ep, path, names.container_ifname(index))
             )
         route = _default_route(spec, record, c, path)
         if route is not None:
@@ -77,13 +76,78 @@ def desired_state(spec: Spec, record: ScopeRecord, scope: str) -> State:
     return state
 
 
+def _iface(scope: str, net: Network, record: ScopeRecord, ep: Endpoint, path: str, ifname: str) -> Iface:
+    subnet = record.networks[ep.network].subnet if ep.network in record.networks else None
+    address = f"{ep.address}/{ipaddress.IPv4Network(subnet).prefixlen}" if ep.address and subnet else None
+    mac = names.container_mac(ep.address) if ep.address else names.stable_mac(scope, ep.container, ep.network)
+    if net.driver == "macvlan":
+        return Iface(
+            container=ep.container,
+            network=ep.network,
+            netns=path,
+            ifname=ifname,
+            host_ifname="",
+            bridge=None,
+            address=address,
+            mac=None if net.mode == "passthru" else mac,  # passthru takes the parent's MAC
+            mtu=net.mtu,
+            parent=net.parent,
+            mode=net.mode,
+        )
+    return Iface(
+        container=ep.container,
+        network=ep.network,
+        netns=path,
+        ifname=ifname,
+        host_ifname=names.host_veth_ifname(scope, ep.container, ep.network),
+        bridge=names.bridge_ifname(scope, ep.network),
+        address=address,
+        mac=mac,
+        mtu=net.mtu,
+    )
+
+
+def _macvlan_host(
+    scope: str,
+    name: str,
+    net: Network,
+    record: ScopeRecord,
+    members: list[Endpoint],
+    existing: frozenset[str],
+) -> list[Vlan | MacvlanShim]:
+    """What a macvlan network needs on the host: its VLAN parent (unless it exists) and the shim."""
+    assert net.parent is not None
+    out: list[Vlan | MacvlanShim] = []
+    vlan = net.vlan()
+    if vlan is not None and net.parent not in existing:
+        out.append(Vlan(net.parent, vlan[0], vlan[1]))
+    shim = _address(record, name, HOST_SHIM) if net.host_access else None
+    if shim is not None:
+        routes = sorted(f"{ep.address}/32" for ep in members if ep.address is not None)
+        out.append(
+            MacvlanShim(
+                network=name,
+                ifname=names.shim_ifname(scope, name),
+                parent=net.parent,
+                address=f"{shim}/32",
+                mac=names.container_mac(shim),
+                mtu=net.mtu,
+                routes=",".join(routes),
+            )
+        )
+    return out
+
+
 def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str) -> Route | None:
-    """Via the first non-internal network's gateway; internal networks give no way out."""
+    """Via the first network with a way out: a non-internal bridge, or a macvlan network with a gateway."""
     for index, n in enumerate(spec.containers[container].attachments()):
         net = spec.networks[n]
-        if not net.internal:
-            gw = gateway(net, ipaddress.IPv4Network(record.networks[n].subnet))
-            return Route(container, path, str(gw), names.container_ifname(index))
+        if net.internal or n not in record.networks:
+            continue
+        subnet = ipaddress.IPv4Network(record.networks[n].subnet)
+        gw = gateway(net, subnet)
+        if gw is not None:
+            return Route(container, path, str(gw), names.container_ifname(index), onlink=gw not in subnet)
     return None
 
 

@@ -15,7 +15,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from .model import KIND_RANK, Bridge, HostsFile, Iface, Key, Netns, NftElement, Resource, Route, State
+from .model import (
+    KIND_RANK,
+    Bridge,
+    HostsFile,
+    Iface,
+    Key,
+    MacvlanShim,
+    Netns,
+    NftElement,
+    Resource,
+    Route,
+    State,
+)
 
 Op = Literal["create", "change", "replace", "delete"]
 # Objects we may adjust but never remove: the sysctl is the host's, shared with everyone.
@@ -58,7 +70,9 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
     replaced = {k for k, a in actions.items() if a.op in ("replace", "delete")}
     created = {k for k, a in actions.items() if a.op == "create"} | replaced
     lost_devs = {
-        (res.container, res.ifname) for k in replaced if isinstance(res := want.get(k) or have[k], Iface)
+        (res.container, res.ifname)
+        for k, res in {**have, **want}.items()
+        if isinstance(res, Iface) and (k in replaced or ("vlan", res.parent or "") in replaced)
     }
     for key, res in want.items():
         current = actions.get(key)
@@ -68,6 +82,9 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
         fields = current.fields if current else ()
         if isinstance(res, Iface) and ("netns", res.container) in replaced:
             actions[key] = Action("replace", res, old, (*fields, "netns"))
+        elif isinstance(res, (Iface, MacvlanShim)) and ("vlan", res.parent or "") in replaced:
+            # The kernel deletes macvlan children with their parent.
+            actions[key] = Action("replace", res, old, (*fields, "parent"))
         elif isinstance(res, Iface) and ("bridge", res.network) in replaced and "bridge" not in fields:
             actions[key] = Action("change", res, old, (*fields, "bridge"))
         elif isinstance(res, Route) and (
@@ -117,7 +134,7 @@ def conflicts(
     for res in desired.resources.values():
         if isinstance(res, Iface) and res.host_ifname in foreign_links:
             out.append(f"container {res.container}: interface {res.host_ifname} {not_ours}")
-        elif isinstance(res, Bridge) and res.ifname in foreign_links:
+        elif isinstance(res, (Bridge, MacvlanShim)) and res.ifname in foreign_links:
             out.append(f"network {res.network}: interface {res.ifname} {not_ours}")
         elif isinstance(res, Netns) and res.path in missing_netns:
             out.append(f"container {res.container}: {res.path} is not a network namespace")

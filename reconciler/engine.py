@@ -42,6 +42,7 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
     from .apply import execute
     from .apply.context import Context
     from .nft import Nft
+    from .parents import parent_problems, vlan_supported
 
     scope = scope_of(spec)
     if destroy:
@@ -53,7 +54,7 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
         adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
         observed = observe(scope, adopted, nft)
         record = ipam.allocate(spec, previous, _in_use(observed, state_dir, scope))
-        desired = desired_state(spec, record, scope)
+        desired = desired_state(spec, record, scope, frozenset(observed.foreign_links))
         problems = conflicts(
             desired,
             observed.state,
@@ -61,7 +62,7 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
             observed.foreign_netns,
             observed.foreign_hosts,
             observed.missing_netns,
-        )
+        ) + parent_problems(spec, desired, observed.state, observed.foreign_links, vlan_supported)
         if problems:
             raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
         actions = plan(desired, observed.state)

@@ -185,7 +185,9 @@ def element_json(value: Any) -> str:
 def desired_firewall(
     spec: Spec, record: ScopeRecord, scope: str, eps: dict[str, list[Endpoint]]
 ) -> list[Resource]:
-    if not spec.networks:
+    # Macvlan networks bypass the host's IP stack: nothing to NAT, publish or isolate there.
+    bridged = {n: net for n, net in spec.networks.items() if net.driver != "macvlan"}
+    if not bridged:
         return []
     decls = tables(scope)
     inet = decls["inet"]
@@ -194,7 +196,7 @@ def desired_firewall(
     def element(family: str, set_name: str, value: Any) -> None:
         out.append(NftElement(family, inet.name, set_name, element_json(value)))
 
-    for n, net in spec.networks.items():
+    for n, net in bridged.items():
         bridge = names.bridge_ifname(scope, n)
         element("inet", "bridges", bridge)
         if net.icc:
@@ -209,7 +211,9 @@ def desired_firewall(
                 {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}},
             )
     for c, ctr in spec.containers.items():
-        target = next((ep for ep in eps[c] if not spec.networks[ep.network].internal), None)
+        target = next(
+            (ep for ep in eps[c] if ep.network in bridged and not bridged[ep.network].internal), None
+        )
         for pm in ctr.port_mappings() if target else []:
             assert target is not None
             if pm.host_ip is None:
@@ -224,7 +228,7 @@ def desired_firewall(
         for ep in their
         if not spec.networks[ep.network].icc
     ]
-    if any(not net.icc for net in spec.networks.values()):
+    if any(not net.icc for net in bridged.values()):
         bridge_table = decls["bridge"]
         out.append(NftTable("bridge", bridge_table.name, bridge_table.fingerprint()))
         for port in noicc:

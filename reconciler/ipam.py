@@ -11,11 +11,13 @@ import ipaddress
 from collections.abc import Iterator
 
 from .errors import HostConflict
-from .spec import Network, Spec
+from .spec import Attachment, Network, Spec
 from .statedir import NetworkRecord, ScopeRecord
 
 IPv4Net = ipaddress.IPv4Network
 IPv4 = ipaddress.IPv4Address
+# The record key of a network's host shim address (host_access); no container name starts with '@'.
+HOST_SHIM = "@host"
 
 
 def default_pools() -> Iterator[IPv4Net]:
@@ -25,8 +27,11 @@ def default_pools() -> Iterator[IPv4Net]:
     yield from IPv4Net("192.168.0.0/16").subnets(new_prefix=20)
 
 
-def gateway(net: Network, subnet: IPv4Net) -> IPv4:
-    return net.gateway if net.gateway is not None else subnet.network_address + 1
+def gateway(net: Network, subnet: IPv4Net) -> IPv4 | None:
+    """A bridge network always has one (default: the first address); a macvlan one only when given."""
+    if net.gateway is not None or net.driver == "macvlan":
+        return net.gateway
+    return subnet.network_address + 1
 
 
 def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeRecord:
@@ -43,6 +48,8 @@ def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeR
             taken.append(old_subnet)
     record = ScopeRecord(adopted={c: ctr.netns for c, ctr in spec.containers.items() if ctr.netns})
     for name, net in spec.networks.items():
+        if net.ipam == "none":
+            continue  # L2 only: nothing to allocate or record
         subnet = subnets.get(name) or _auto_subnet(name, taken)
         taken.append(subnet)
         old = previous.networks.get(name)
@@ -60,7 +67,10 @@ def _auto_subnet(name: str, taken: list[IPv4Net]) -> IPv4Net:
 
 def _addresses(spec: Spec, name: str, net: Network, subnet: IPv4Net, old: dict[str, str]) -> dict[str, str]:
     members = {c: ctr.attachments()[name] for c, ctr in spec.containers.items() if name in ctr.attachments()}
-    used = {gateway(net, subnet)}
+    if net.host_access:  # the host's shim takes an address too, after the containers
+        members[HOST_SHIM] = Attachment()
+    gw = gateway(net, subnet)
+    used = {gw} if gw is not None else set()
     result: dict[str, IPv4] = {}
     for c, att in members.items():
         if att.ipv4_address is not None:
@@ -88,6 +98,7 @@ def _addresses(spec: Spec, name: str, net: Network, subnet: IPv4Net, old: dict[s
 
 def _free(pool: IPv4Net, subnet: IPv4Net, used: set[IPv4]) -> Iterator[IPv4]:
     """Every address of the pool (an ip_range may start or end anywhere) but the subnet's own."""
+    reserved = () if subnet.prefixlen >= 31 else (subnet.network_address, subnet.broadcast_address)
     for addr in pool:
-        if addr not in used and addr not in (subnet.network_address, subnet.broadcast_address):
+        if addr not in used and addr not in reserved:
             yield addr

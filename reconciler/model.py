@@ -68,6 +68,43 @@ class Bridge(Resource):
 
 
 @dataclass(frozen=True)
+class Vlan(Resource):
+    """An 802.1Q sub-interface we create as a macvlan parent (`BASE.VID`); shared by the networks on it."""
+
+    kind = "vlan"
+    immutable = ("base", "vid")
+    ifname: str
+    base: str
+    vid: int
+    up: bool = True
+
+    @property
+    def id(self) -> str:
+        return self.ifname
+
+
+@dataclass(frozen=True)
+class MacvlanShim(Resource):
+    """host_access: a bridge-mode macvlan on the host with a /32 and a host route to each container;
+    the parent itself never receives what its macvlan children send."""
+
+    kind = "shim"
+    immutable = ("ifname", "parent")
+    network: str
+    ifname: str
+    parent: str
+    address: str | None = None  # address/32
+    mac: str | None = None
+    mtu: int | None = None
+    routes: str | None = None  # sorted, comma-separated container addresses/32
+    up: bool = True
+
+    @property
+    def id(self) -> str:
+        return self.network
+
+
+@dataclass(frozen=True)
 class Netns(Resource):
     """A container's network namespace; `adopted` ones exist already and are never created or deleted."""
 
@@ -84,10 +121,11 @@ class Netns(Resource):
 
 @dataclass(frozen=True)
 class Iface(Resource):
-    """A veth pair: `ifname` inside the container, `host_ifname` enslaved to the network's bridge."""
+    """A veth pair: `ifname` inside the container, `host_ifname` enslaved to the network's bridge; or,
+    with `parent` set, a macvlan child of that host link, born in the container (no host end)."""
 
     kind = "iface"
-    immutable = ("ifname", "host_ifname", "netns")
+    immutable = ("ifname", "host_ifname", "netns", "parent", "mode")
     container: str
     network: str
     netns: str
@@ -98,6 +136,8 @@ class Iface(Resource):
     mac: str | None = None
     mtu: int | None = None
     up: bool = True
+    parent: str | None = None
+    mode: str | None = None  # macvlan mode
 
     @property
     def id(self) -> str:
@@ -113,6 +153,7 @@ class Route(Resource):
     netns: str
     gateway: str
     dev: str
+    onlink: bool = False  # a /32's gateway lies outside the subnet
 
     @property
     def id(self) -> str:
@@ -167,7 +208,18 @@ class NftElement(Resource):
 
 
 # The order objects are created in; deletions run in the reverse order.
-KIND_ORDER = ["sysctl", "bridge", "netns", "iface", "route", "hosts", "nft-table", "nft-element"]
+KIND_ORDER = [
+    "sysctl",
+    "bridge",
+    "vlan",
+    "shim",
+    "netns",
+    "iface",
+    "route",
+    "hosts",
+    "nft-table",
+    "nft-element",
+]
 KIND_RANK = {kind: i for i, kind in enumerate(KIND_ORDER)}
 
 

@@ -34,6 +34,10 @@ def host_veth_ifname(scope: str, container: str, network: str) -> str:
     return "nrv" + _digest(scope, container, network, length=IFNAMSIZ - 3)
 
 
+def shim_ifname(scope: str, network: str) -> str:
+    return "nrm" + _digest(scope, network, length=IFNAMSIZ - 3)
+
+
 def container_ifname(index: int) -> str:
     return f"eth{index}"
 
@@ -56,6 +60,11 @@ def container_mac(address: ipaddress.IPv4Address) -> str:
     """Docker's scheme (02:42 + the IPv4 address): a re-created interface keeps its MAC, so peers'
     ARP caches stay valid."""
     return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)
+
+
+def stable_mac(*parts: str) -> str:
+    """A locally administered unicast MAC derived from names, for interfaces without an address."""
+    return "02:" + ":".join(_digest(*parts, length=10)[i : i + 2] for i in range(0, 10, 2))
 
 
 def nft_table(scope: str) -> str:

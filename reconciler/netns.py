@@ -148,3 +148,14 @@ def each(paths: Iterable[str], fn: Callable[[str, Rtnl], None]) -> None:
                 fn(path, sock)
 
     _in_thread(run)
+
+
+def scratch() -> Rtnl:
+    """A raw rtnetlink socket in a fresh, unnamed namespace (for probes): the namespace and everything
+    created in it go away when the socket is closed."""
+
+    def run() -> int:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare")
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE).detach()
+
+    return Rtnl(_in_thread(run))

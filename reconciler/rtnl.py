@@ -21,13 +21,16 @@ RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 1, 2, 4
 NLM_F_DUMP, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x300, 0x100, 0x200, 0x400
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_MACVLAN_MODE, IFLA_VLAN_ID = 1, 1  # in IFLA_INFO_DATA of a macvlan / vlan link
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+RTNH_F_ONLINK = 4
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
 IFF_UP = 1
-RT_TABLE_MAIN, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 0, 1
+RT_TABLE_MAIN, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RTN_UNICAST = 254, 0, 253, 1
 
 _HDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
@@ -112,6 +115,25 @@ class LinkMsg:
         return _u32(self.attrs.get(IFLA_MTU)) or 0
 
     @property
+    def link(self) -> int | None:
+        """A macvlan's or vlan's parent (its index in the link's own namespace, the host's for ours)."""
+        return _u32(self.attrs.get(IFLA_LINK))
+
+    @property
+    def data(self) -> dict[int, bytes]:
+        return attrs(self.info[IFLA_INFO_DATA]) if IFLA_INFO_DATA in self.info else {}
+
+    @property
+    def macvlan_mode(self) -> str | None:
+        mode = _u32(self.data.get(IFLA_MACVLAN_MODE)) if self.kind == "macvlan" else None
+        return next((name for name, value in MACVLAN_MODES.items() if value == mode), None)
+
+    @property
+    def vlan_id(self) -> int | None:
+        vid = self.data.get(IFLA_VLAN_ID) if self.kind == "vlan" else None
+        return struct.unpack("=H", vid[:2])[0] if vid else None
+
+    @property
     def mac(self) -> str:
         return self.attrs.get(IFLA_ADDRESS, b"").hex(":")
 
@@ -131,6 +153,7 @@ class RouteMsg:
     oif: int | None
     proto: int
     table: int
+    flags: int = 0
 
 
 def _ip(value: bytes | None) -> str | None:
@@ -262,25 +285,40 @@ class Rtnl:
     def routes(self) -> list[RouteMsg]:
         out = []
         for p in self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
-            family, dst_len, _, _, table, proto, _, _, _ = _RTMSG.unpack_from(p)
+            family, dst_len, _, _, table, proto, _, _, flags = _RTMSG.unpack_from(p)
             a = attrs(p, _RTMSG.size)
             table = _u32(a.get(RTA_TABLE)) or table
             if family != socket.AF_INET or table != RT_TABLE_MAIN:
                 continue
             gateway, oif = _ip(a.get(RTA_GATEWAY)), _u32(a.get(RTA_OIF))
-            out.append(RouteMsg(_ip(a.get(RTA_DST)), dst_len, gateway, oif, proto, table))
+            out.append(RouteMsg(_ip(a.get(RTA_DST)), dst_len, gateway, oif, proto, table, flags))
         return out
 
-    def _default_route(self, gateway: str, oif: int | None, proto: int) -> bytes:
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, proto, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+    def _default_route(self, gateway: str, oif: int | None, proto: int, flags: int = 0) -> bytes:
+        scope = RT_SCOPE_UNIVERSE
+        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, proto, scope, RTN_UNICAST, flags)
         body += attr(RTA_GATEWAY, socket.inet_aton(gateway))
         return body + (attr(RTA_OIF, oif) if oif else b"")
 
-    def replace_default_route(self, gateway: str, oif: int, proto: int) -> None:
-        self.request(RTM_NEWROUTE, self._default_route(gateway, oif, proto), NLM_F_CREATE | NLM_F_REPLACE)
+    def replace_default_route(self, gateway: str, oif: int, proto: int, onlink: bool = False) -> None:
+        body = self._default_route(gateway, oif, proto, RTNH_F_ONLINK if onlink else 0)
+        self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_REPLACE)
 
     def del_default_route(self, gateway: str) -> None:
         self.request(RTM_DELROUTE, self._default_route(gateway, None, 0))
+
+    def _link_route(self, dst: str, dst_len: int, oif: int, proto: int) -> bytes:
+        body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, proto, RT_SCOPE_LINK, RTN_UNICAST, 0)
+        return body + attr(RTA_DST, socket.inet_aton(dst)) + attr(RTA_OIF, oif)
+
+    def replace_link_route(self, dst: str, dst_len: int, oif: int, proto: int, src: str | None) -> None:
+        """`dst/dst_len dev oif scope link [src src]`."""
+        body = self._link_route(dst, dst_len, oif, proto)
+        body += attr(RTA_PREFSRC, socket.inet_aton(src)) if src else b""
+        self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_REPLACE)
+
+    def del_link_route(self, dst: str, dst_len: int, oif: int) -> None:
+        self.request(RTM_DELROUTE, self._link_route(dst, dst_len, oif, 0))
 
 
 def _link(payload: bytes) -> LinkMsg:

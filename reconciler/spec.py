@@ -19,7 +19,12 @@ from .errors import Problem
 # \Z, not $: `$` also matches before a trailing newline, which a quoted YAML key can carry.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 SCOPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}\Z")
-DRIVERS_SUPPORTED = {"bridge"}
+DRIVERS_SUPPORTED = {"bridge", "macvlan"}
+# A host interface name as the kernel takes it (IFNAMSIZ - 1), readable and shell-safe.
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
+# Options that only mean something for one driver; setting one on another driver is an error.
+BRIDGE_ONLY = ("internal", "icc")
+MACVLAN_ONLY = ("parent", "mode", "host_access", "ipam")
 MAX_PORT_RANGE = 1024
 IP = ipaddress.IPv4Address
 
@@ -52,11 +57,31 @@ class Network(_Model):
     internal: StrictBool = False
     icc: StrictBool = True
     mtu: Annotated[StrictInt, Field(ge=68, le=65535)] | None = None
+    # macvlan: the host interface the containers' interfaces are children of (NAME or NAME.VLAN_ID).
+    parent: str | None = None
+    mode: Literal["bridge", "private", "vepa", "passthru"] = "bridge"
+    host_access: StrictBool = False  # a macvlan shim on the host, so the host reaches its containers
+    ipam: Literal["default", "none"] = "default"  # none: L2 only, addresses are configured elsewhere
 
     @field_validator("subnet", "gateway", "ip_range", mode="before")
     @classmethod
     def _dotted(cls, v: object) -> object:
         return _dotted_only(v)
+
+    @field_validator("parent")
+    @classmethod
+    def _parent(cls, v: str | None) -> str | None:
+        if v is not None and not IFNAME_RE.match(v):
+            raise ValueError(
+                f"invalid parent interface name {v!r}: use 1-15 letters, digits, '_', '.', '-', "
+                "starting with a letter or digit"
+            )
+        return v
+
+    def vlan(self) -> tuple[str, int] | None:
+        """(base, VLAN id) when the parent is named as an 802.1Q sub-interface, `BASE.VID`."""
+        m = re.match(r"^(?P<base>.+)\.(?P<vid>\d+)\Z", self.parent or "")
+        return (m["base"], int(m["vid"])) if m else None
 
 
 class Attachment(_Model):
@@ -209,25 +234,35 @@ def semantic_problems(spec: Spec) -> list[Problem]:
 
 def _network_problems(spec: Spec) -> list[Problem]:
     out: list[Problem] = []
-    seen: list[tuple[str, ipaddress.IPv4Network]] = []
+    seen: list[tuple[str, Network]] = []
     for name, net in spec.networks.items():
         at = ("networks", name)
         if net.driver not in DRIVERS_SUPPORTED:
             out.append(Problem((*at, "driver"), f"driver {net.driver} is not supported yet"))
+        out.extend(_driver_options(name, net))
+        if net.driver == "macvlan":
+            out.extend(_macvlan_problems(spec, name, net))
         if net.subnet is None:
             for field in ("gateway", "ip_range"):
                 if getattr(net, field) is not None:
                     out.append(Problem((*at, field), f"{field} needs an explicit subnet"))
             continue
-        if net.subnet.prefixlen > 30:
+        if net.subnet.prefixlen > 30 and net.driver != "macvlan":
             out.append(Problem((*at, "subnet"), f"subnet {net.subnet} is too small for a bridge network"))
         for other, other_net in seen:
-            if net.subnet.overlaps(other_net):
+            assert other_net.subnet is not None
+            # Macvlan networks on different parents are separate L2 segments: the same subnet is fine.
+            separate = net.driver == other_net.driver == "macvlan" and net.parent != other_net.parent
+            if net.subnet.overlaps(other_net.subnet) and not separate:
                 out.append(
-                    Problem((*at, "subnet"), f"subnet {net.subnet} overlaps {other_net} of network {other}")
+                    Problem(
+                        (*at, "subnet"), f"subnet {net.subnet} overlaps {other_net.subnet} of network {other}"
+                    )
                 )
-        seen.append((name, net.subnet))
-        if net.gateway is not None and not _usable(net.gateway, net.subnet):
+        seen.append((name, net))
+        # A /32 has no room for a gateway: it is reached on-link, outside the subnet.
+        outside_ok = net.driver == "macvlan" and net.subnet.prefixlen == 32
+        if net.gateway is not None and not _usable(net.gateway, net.subnet) and not outside_ok:
             out.append(
                 Problem((*at, "gateway"), f"gateway {net.gateway} is not a usable address of {net.subnet}")
             )
@@ -238,13 +273,61 @@ def _network_problems(spec: Spec) -> list[Problem]:
     return out
 
 
+def _driver_options(name: str, net: Network) -> list[Problem]:
+    out = []
+    for option in sorted(net.model_fields_set):
+        if option in BRIDGE_ONLY and net.driver != "bridge":
+            why = "a macvlan network has no bridge of ours to isolate" if net.driver == "macvlan" else ""
+            msg = f"{option} is a bridge network option, not one of driver {net.driver}"
+            out.append(Problem(("networks", name, option), f"{msg} ({why})" if why else msg))
+        elif option in MACVLAN_ONLY and net.driver != "macvlan":
+            msg = f"{option} is a macvlan network option, not one of driver {net.driver}"
+            out.append(Problem(("networks", name, option), msg))
+    return out
+
+
+def _macvlan_problems(spec: Spec, name: str, net: Network) -> list[Problem]:
+    at = ("networks", name)
+    out: list[Problem] = []
+    if net.parent is None:
+        out.append(Problem(at, "a macvlan network needs `parent`: the host interface its containers join"))
+    vlan = net.vlan()
+    if vlan is not None and not 1 <= vlan[1] <= 4094:
+        out.append(Problem((*at, "parent"), f"VLAN id {vlan[1]} of {net.parent} is not in 1-4094"))
+    if net.ipam == "none":
+        for field in ("subnet", "gateway", "ip_range"):
+            if getattr(net, field) is not None:
+                msg = f"ipam: none takes no {field} (addresses are set elsewhere)"
+                out.append(Problem((*at, field), msg))
+        if net.host_access:
+            out.append(Problem((*at, "host_access"), "host_access needs IPAM addresses to route to"))
+    elif net.subnet is None:
+        out.append(Problem(at, "a macvlan network needs the subnet of the network its parent is on"))
+    if net.host_access and net.mode != "bridge":
+        msg = f"host_access needs mode bridge: in mode {net.mode} the host's shim cannot reach the containers"
+        out.append(Problem((*at, "host_access"), msg))
+    if net.mode == "passthru":
+        members = [c for c, ctr in spec.containers.items() if name in ctr.attachments()]
+        if len(members) > 1:
+            msg = f"mode passthru gives the parent to one container, but {', '.join(members)} use it"
+            out.append(Problem((*at, "mode"), msg))
+        for other, other_net in spec.networks.items():
+            if other != name and other_net.driver == "macvlan" and other_net.parent == net.parent:
+                msg = f"mode passthru cannot share parent {net.parent} with network {other}"
+                out.append(Problem((*at, "mode"), msg))
+    return out
+
+
 def _usable(addr: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> bool:
+    if subnet.prefixlen >= 31:  # RFC 3021 point-to-point /31, and single-address /32: no reserved ends
+        return addr in subnet
     return addr in subnet and addr not in (subnet.network_address, subnet.broadcast_address)
 
 
 def _container_problems(spec: Spec) -> list[Problem]:
     out: list[Problem] = []
-    taken: dict[ipaddress.IPv4Address, str] = {}
+    # Per network: two macvlan networks on different parents may hand out the same address.
+    taken: dict[tuple[str, ipaddress.IPv4Address], str] = {}
     published: dict[tuple[str, int], list[tuple[IP | None, str]]] = {}
     netns_paths: dict[str, str] = {}
     for cname, ctr in spec.containers.items():
@@ -259,19 +342,25 @@ def _container_problems(spec: Spec) -> list[Problem]:
             if addr is None:
                 continue
             where = (*at, "networks", nname, "ipv4_address")
-            if net.subnet is None:
+            if net.ipam == "none":
+                out.append(Problem(where, f"network {nname} has ipam: none: its addresses are set elsewhere"))
+            elif net.subnet is None:
                 out.append(Problem(where, f"a static address needs network {nname} to declare its subnet"))
             elif not _usable(addr, net.subnet):
                 out.append(Problem(where, f"{addr} is not a usable address of {net.subnet}"))
             elif addr == _gateway(net):
                 out.append(Problem(where, f"{addr} is the gateway of network {nname}"))
-            elif addr in taken:
-                out.append(Problem(where, f"{addr} is already assigned to container {taken[addr]}"))
+            elif (nname, addr) in taken:
+                out.append(Problem(where, f"{addr} is already assigned to container {taken[nname, addr]}"))
             else:
-                taken[addr] = cname
+                taken[nname, addr] = cname
         if ctr.ports:
-            if not any(n in spec.networks and not spec.networks[n].internal for n in attachments):
-                out.append(Problem((*at, "ports"), "ports need at least one non-internal network"))
+            nets = [spec.networks[n] for n in attachments if n in spec.networks]
+            if not any(not n.internal and n.driver != "macvlan" for n in nets):
+                why = "at least one non-internal network"
+                if any(n.driver == "macvlan" for n in nets):
+                    why += " (macvlan networks publish no ports: the container is reached at its own address)"
+                out.append(Problem((*at, "ports"), f"ports need {why}"))
             out.extend(_port_clashes(cname, ctr, published))
         if ctr.netns is not None:
             if ctr.netns in netns_paths:
@@ -304,6 +393,6 @@ def _port_clashes(
 def _gateway(net: Network) -> ipaddress.IPv4Address | None:
     if net.gateway is not None:
         return net.gateway
-    if net.subnet is None:
+    if net.subnet is None or net.driver == "macvlan":  # a macvlan network has a gateway only when given
         return None
     return net.subnet.network_address + 1

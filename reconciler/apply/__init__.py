@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from ..diff import Action
 from ..model import KIND_RANK, Iface, Netns, Route
-from . import bridge, container, firewall, hosts, sysctl
+from . import bridge, container, firewall, hosts, macvlan, sysctl
 from .context import Context
 
 EXECUTORS: dict[str, Callable[[Context, Action], None]] = {
     "sysctl": sysctl.execute,
     "bridge": bridge.execute,
+    "vlan": macvlan.execute_vlan,
+    "shim": macvlan.execute_shim,
     "netns": container.execute_netns,
     "iface": container.execute_iface,
     "route": container.execute_route,

@@ -1,4 +1,4 @@
-"""Containers: their namespaces, veth pairs into network bridges, and default routes."""
+"""Containers: their namespaces, veth pairs into network bridges or macvlan children, default routes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,20 @@ import os
 
 from .. import names, netns
 from ..diff import Action
+from ..errors import HostConflict
 from ..model import Iface, Netns, Route
-from ..rtnl import IFLA_ADDRESS, IFLA_IFALIAS, IFLA_IFNAME, IFLA_MASTER, IFLA_MTU, IFLA_NET_NS_FD, attr
+from ..rtnl import (
+    IFLA_ADDRESS,
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    IFLA_LINK,
+    IFLA_MACVLAN_MODE,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_NET_NS_FD,
+    MACVLAN_MODES,
+    attr,
+)
 from .context import Context, missing_ok
 
 
@@ -41,6 +53,36 @@ def _mac(mac: str) -> bytes:
 
 
 def _create_iface(ctx: Context, res: Iface) -> None:
+    if res.parent:
+        _create_macvlan(ctx, res)
+    else:
+        _create_veth(ctx, res)
+    ns = ctx.rns(res.netns)
+    ns.set_link(0, attr(IFLA_IFALIAS, names.mark(ctx.scope, "iface", res.id)), ifname=res.ifname, up=True)
+    if res.address:
+        index = ns.ifindex(res.ifname)
+        assert index is not None
+        addr, prefixlen = res.address.split("/")
+        ns.add_address(index, addr, int(prefixlen))
+
+
+def _create_macvlan(ctx: Context, res: Iface) -> None:
+    parent = ctx.rtnl.ifindex(res.parent or "")
+    if parent is None:
+        raise HostConflict(f"container {res.container}: parent interface {res.parent} is gone")
+    extra = attr(IFLA_MTU, res.mtu) if res.mtu is not None else b""
+    extra += _mac(res.mac) if res.mac else b""
+    mode = attr(IFLA_MACVLAN_MODE, MACVLAN_MODES[res.mode or "bridge"])
+    fd = os.open(res.netns, os.O_RDONLY)
+    try:
+        # Born inside the container's namespace, as veth peers are; its parent stays in the host's.
+        where = attr(IFLA_LINK, parent) + attr(IFLA_NET_NS_FD, fd)
+        ctx.rtnl.add_link(res.ifname, "macvlan", where, extra, data=mode)
+    finally:
+        os.close(fd)
+
+
+def _create_veth(ctx: Context, res: Iface) -> None:
     master = ctx.rtnl.ifindex(res.bridge) if res.bridge else None
     mtu = attr(IFLA_MTU, res.mtu) if res.mtu is not None else b""
     fd = os.open(res.netns, os.O_RDONLY)
@@ -57,26 +99,21 @@ def _create_iface(ctx: Context, res: Iface) -> None:
         ifname=res.host_ifname,
         up=True,
     )
-    ns = ctx.rns(res.netns)
-    ns.set_link(0, attr(IFLA_IFALIAS, names.mark(ctx.scope, "iface", res.id)), ifname=res.ifname, up=True)
-    if res.address:
-        index = ns.ifindex(res.ifname)
-        assert index is not None
-        addr, prefixlen = res.address.split("/")
-        ns.add_address(index, addr, int(prefixlen))
 
 
 def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
     ns = ctx.rns(res.netns)
     index = ns.ifindex(res.ifname)
-    host_index = ctx.rtnl.ifindex(res.host_ifname)
-    assert index is not None and host_index is not None
+    # A macvlan child has no host end.
+    host_index = ctx.rtnl.ifindex(res.host_ifname) if res.host_ifname else None
+    assert index is not None and (host_index is not None or res.parent)
     if "mac" in fields and res.mac:
         ns.set_link(index, _mac(res.mac))
     if "mtu" in fields and res.mtu is not None:
-        ctx.rtnl.set_link(host_index, attr(IFLA_MTU, res.mtu))
+        if host_index is not None:
+            ctx.rtnl.set_link(host_index, attr(IFLA_MTU, res.mtu))
         ns.set_link(index, attr(IFLA_MTU, res.mtu))
-    if "bridge" in fields:
+    if "bridge" in fields and host_index is not None:
         master = ctx.rtnl.ifindex(res.bridge) if res.bridge else None
         ctx.rtnl.set_link(host_index, attr(IFLA_MASTER, master or 0))
     if "address" in fields:
@@ -85,7 +122,8 @@ def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
             addr, prefixlen = res.address.split("/")
             ns.add_address(index, addr, int(prefixlen))
     if "up" in fields:
-        ctx.rtnl.set_link(host_index, up=True)
+        if host_index is not None:
+            ctx.rtnl.set_link(host_index, up=True)
         ns.set_link(index, up=True)
 
 
@@ -116,4 +154,4 @@ def execute_route(ctx: Context, action: Action) -> None:
     ns = ctx.rns(res.netns)
     index = ns.ifindex(res.dev)
     assert index is not None
-    ns.replace_default_route(res.gateway, index, names.RTPROT)
+    ns.replace_default_route(res.gateway, index, names.RTPROT, onlink=res.onlink)

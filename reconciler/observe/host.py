@@ -11,6 +11,7 @@ from ..model import Bridge, HostsFile, Iface, Netns, Route, State, Sysctl
 from ..nft import Nft
 from ..rtnl import Rtnl
 from .links import Link, default_routes, read_addresses, read_links, route_prefixes
+from .macvlan import macvlan_host
 from .nft import observe_firewall
 
 
@@ -45,6 +46,8 @@ def observe(scope: str, adopted: dict[str, str], nft: Nft) -> Observed:
         ours = _host_links(scope, links, obs)
         our_indexes = {link.index for link in ours}
         obs.host_prefixes = route_prefixes(sock, skip=our_indexes)
+        for resource in macvlan_host(ours, links, sock):
+            obs.state.add(resource)
     for link in links.values():
         if link.index not in our_indexes:
             obs.host_prefixes.extend(ipaddress.IPv4Network(a, strict=False) for a in link.addresses)
@@ -87,6 +90,22 @@ def _host_links(scope: str, links: dict[int, Link], obs: Observed) -> list[Link]
 def _iface(key: str, ns_iface: _NsIface, host: Link | None, host_links: dict[int, Link]) -> Iface:
     container, network = key.split("/", 1)
     link = ns_iface.link
+    if link.kind == "macvlan":
+        parent = host_links.get(link.link or 0)
+        return Iface(
+            container=container,
+            network=network,
+            netns=ns_iface.netns,
+            ifname=link.ifname,
+            host_ifname="",
+            bridge="",
+            address=",".join(link.addresses) or "",
+            mac=link.mac,
+            mtu=link.mtu,
+            up=link.up,
+            parent=parent.ifname if parent else "",
+            mode=link.macvlan_mode or "",
+        )
     master = host_links.get(host.master) if host and host.master else None
     return Iface(
         container=container,
@@ -140,7 +159,7 @@ def _observe_namespaces(scope: str, adopted: dict[str, str], obs: Observed) -> d
             # (an internal network must have none); in an adopted one, only those we marked.
             if dev is not None and route.gateway and (owned or route.proto == names.RTPROT):
                 container = dev.mark[2].split("/", 1)[0] if dev.mark else ""
-                obs.state.add(Route(container, path, route.gateway, dev.ifname))
+                obs.state.add(Route(container, path, route.gateway, dev.ifname, route.onlink))
         for key, link in mine.items():
             ifaces[key] = _NsIface(link, path)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import names
-from ..rtnl import IFF_UP, Rtnl
+from ..rtnl import IFF_UP, RTNH_F_ONLINK, Rtnl
 
 
 @dataclass
@@ -21,6 +21,9 @@ class Link:
     mtu: int
     mac: str
     addresses: list[str] = field(default_factory=list)  # address/prefixlen, IPv4 only
+    link: int | None = None  # macvlan/vlan: the parent's index (in the host namespace)
+    macvlan_mode: str | None = None
+    vlan_id: int | None = None
 
     @property
     def mark(self) -> tuple[str, str, str] | None:
@@ -32,6 +35,7 @@ class DefaultRoute:
     gateway: str | None
     oif: int | None
     proto: int
+    onlink: bool = False
 
 
 @dataclass
@@ -55,6 +59,9 @@ def read_links(sock: Rtnl) -> dict[int, Link]:
             up=bool(msg.flags & IFF_UP),
             mtu=msg.mtu,
             mac=msg.mac,
+            link=msg.link,
+            macvlan_mode=msg.macvlan_mode,
+            vlan_id=msg.vlan_id,
         )
     return links
 
@@ -69,7 +76,11 @@ def read_addresses(sock: Rtnl, links: dict[int, Link]) -> None:
 
 
 def default_routes(sock: Rtnl) -> list[DefaultRoute]:
-    return [DefaultRoute(r.gateway, r.oif, r.proto) for r in sock.routes() if r.dst_len == 0]
+    return [
+        DefaultRoute(r.gateway, r.oif, r.proto, onlink=bool(r.flags & RTNH_F_ONLINK))
+        for r in sock.routes()
+        if r.dst_len == 0
+    ]
 
 
 def route_prefixes(sock: Rtnl, skip: set[int]) -> list[ipaddress.IPv4Network]:
@@ -79,3 +90,12 @@ def route_prefixes(sock: Rtnl, skip: set[int]) -> list[ipaddress.IPv4Network]:
         for r in sock.routes()
         if r.dst_len and r.oif not in skip
     ]
+
+
+def marked_routes(sock: Rtnl) -> dict[int, list[str]]:
+    """Our (protocol-marked) routes of the main table, dst/len by output interface index."""
+    out: dict[int, list[str]] = {}
+    for r in sock.routes():
+        if r.proto == names.RTPROT and r.dst_len and r.oif is not None:
+            out.setdefault(r.oif, []).append(f"{r.dst}/{r.dst_len}")
+    return out
