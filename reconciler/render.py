@@ -5,7 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from .diff import Action, summary
-from .model import Bridge, HostsFile, Iface, Netns, NftElement, NftTable, Resource, Route, Sysctl
+from .model import (
+    Bridge,
+    HostsFile,
+    Iface,
+    MacvlanShim,
+    Netns,
+    NftElement,
+    NftTable,
+    Resource,
+    Route,
+    Sysctl,
+    Vlan,
+)
 
 SIGNS = {"create": "  +", "change": "  ~", "replace": "-/+", "delete": "  -"}
 
@@ -25,11 +37,17 @@ def describe(res: Resource) -> str:
         return f"{res.ifname} {res.address or ''}".strip()
     if isinstance(res, Netns):
         return res.path + (" (adopted)" if res.adopted else "")
+    if isinstance(res, Iface) and res.parent:
+        return f"{res.ifname} {res.address or ''} (macvlan {res.mode} on {res.parent})"
     if isinstance(res, Iface):
         where = f"host {res.host_ifname} on {res.bridge}" if res.bridge else f"host {res.host_ifname}"
         return f"{res.ifname} {res.address or ''} ({where})"
     if isinstance(res, Route):
-        return f"default via {res.gateway} dev {res.dev}"
+        return f"default via {res.gateway} dev {res.dev}" + (" onlink" if res.onlink else "")
+    if isinstance(res, Vlan):
+        return f"802.1Q VLAN {res.vid} on {res.base}"
+    if isinstance(res, MacvlanShim):
+        return f"{res.ifname} {res.address} on {res.parent}, routes to {res.routes or '(none)'}"
     if isinstance(res, HostsFile):
         return f"/etc/netns/{res.container}/hosts ({len(res.content.splitlines()) - 1} entries)"
     if isinstance(res, NftElement):

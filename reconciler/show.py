@@ -38,6 +38,7 @@ def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
                     "mac": res.mac,
                     "host_ifname": res.host_ifname,
                     "bridge": res.bridge,
+                    **({"parent": res.parent, "mode": res.mode} if res.parent else {}),
                 }
             )
         elif isinstance(res, Route):

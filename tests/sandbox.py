@@ -69,23 +69,24 @@ echo ready
 exec sleep infinity
 """
 
-# A TCP server: answers every connection with one line (argv[2]) after reading what the client sent.
+# A TCP server: answers every connection with one line (argv[2]) after reading what the client sent;
+# "{peer}" in the line becomes the client's address as the server sees it (to tell NAT from none).
 SERVER = r"""
 import socket, sys, threading
 port, reply = int(sys.argv[1]), sys.argv[2].encode() + b"\n"
 srv = socket.create_server(("0.0.0.0", port))
 print("listening", flush=True)
-def handle(conn):
+def handle(conn, peer):
     with conn:
         conn.settimeout(2)
         try:
             conn.recv(65536)
         except OSError:
             pass
-        conn.sendall(reply)
+        conn.sendall(reply.replace(b"{peer}", peer[0].encode()))
 while True:
-    conn, _ = srv.accept()
-    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    conn, peer = srv.accept()
+    threading.Thread(target=handle, args=(conn, peer), daemon=True).start()
 """
 
 # A TCP client: connects (resolving names through the hosts file of the namespace it runs in), sends
