@@ -196,3 +196,42 @@ def test_hostile_input_is_refused_quickly(text: str) -> None:
     with pytest.raises(SpecError):
         parse_spec_text(text, "hostile.yaml")
     assert time.monotonic() - started < 2
+
+
+MACVLAN_VALID = """\
+version: 1
+networks:
+  seg0: {driver: macvlan, parent: lan0, subnet: 192.168.30.0/24}
+  seg1: {driver: macvlan, parent: lan1, subnet: 192.168.30.0/24}
+  vlan10: {driver: macvlan, parent: lan0.10, subnet: 10.10.0.0/24, mode: vepa}
+  vlan20: {driver: macvlan, parent: lan0.20, subnet: 10.20.0.0/24, mode: private}
+  single: {driver: macvlan, parent: lan2, subnet: 203.0.113.7/32, gateway: 203.0.113.1}
+  p2p: {driver: macvlan, parent: lan2, subnet: 198.51.100.0/31, gateway: 198.51.100.0}
+  l2: {driver: macvlan, parent: lan2, ipam: none}
+  shim: {driver: macvlan, parent: lan3, subnet: 192.0.2.0/24, host_access: true}
+  front: {subnet: 172.30.0.0/24}
+containers:
+  a:
+    networks:
+      seg0: {ipv4_address: 192.168.30.5}
+      front: {}
+    ports: ["8080:80"]
+  b:
+    networks:
+      seg1: {ipv4_address: 192.168.30.5}
+      single: {ipv4_address: 203.0.113.7}
+      p2p: {ipv4_address: 198.51.100.1}
+      l2: {}
+"""
+
+
+def test_macvlan_edge_cases_docker_refuses_are_valid() -> None:
+    spec = parse_spec_text(MACVLAN_VALID, "macvlan.yaml")
+    assert spec.networks["vlan10"].vlan() == ("lan0", 10)
+    assert spec.networks["seg0"].vlan() is None
+    assert spec.networks["seg0"].mode == "bridge" and spec.networks["l2"].ipam == "none"
+
+
+def test_overlay_is_still_not_supported() -> None:
+    err = _problems("version: 1\nnetworks:\n  o: {driver: overlay}\n")
+    assert [p.message for p in err.problems] == ["driver overlay is not supported yet"]
