@@ -60,7 +60,8 @@ def text(result: dict[str, Any]) -> str:
     for name, ctr in sorted(result["containers"].items()):
         lines.append(f"container {name}: {ctr.get('netns', '(namespace missing)')}")
         for i in ctr["interfaces"]:
-            lines.append(f"  {i['ifname']} {i['address']} on {i['network']} (host {i['host_ifname']})")
+            where = f"macvlan {i['mode']} on {i['parent']}" if "parent" in i else f"host {i['host_ifname']}"
+            lines.append(f"  {i['ifname']} {i['address']} on {i['network']} ({where})")
         if "default_route" in ctr:
             lines.append(f"  default via {ctr['default_route']}")
     for set_name, values in sorted(result["nftables"].items()):
