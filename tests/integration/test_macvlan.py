@@ -229,6 +229,16 @@ def test_host_access_shim(host: Host) -> None:
     assert f"{target} dev {shims[0]} proto 211" in host.run("ip route show").stdout
     assert_in_sync(host, path)
 
+    # A container joining changes the shim's routes in place.
+    data["containers"]["b"] = {"networks": ["lan"]}
+    out = apply(host, host.write_spec(data))
+    assert "~ shim lan: routes:" in out and "shim lan" not in out.replace("~ shim lan", "")
+    other = ip_of(host.show(), "b", "lan")
+    host.serve("b", 8000, "b")
+    reached(host, None, other, 8000, "b")
+    reached(host, None, target, 8000, shim_ip["local"])
+    assert_in_sync(host, path)
+
     net["host_access"] = False
     apply(host, host.write_spec(data))
     assert not [name for name in host.links() if name.startswith("nrm")]
