@@ -253,12 +253,15 @@ def _network_problems(spec: Spec) -> list[Problem]:
             assert other_net.subnet is not None
             # Macvlan networks on different parents are separate L2 segments: the same subnet is fine.
             separate = net.driver == other_net.driver == "macvlan" and net.parent != other_net.parent
-            if net.subnet.overlaps(other_net.subnet) and not separate:
-                out.append(
-                    Problem(
-                        (*at, "subnet"), f"subnet {net.subnet} overlaps {other_net.subnet} of network {other}"
-                    )
-                )
+            if not net.subnet.overlaps(other_net.subnet):
+                continue
+            if not separate:
+                msg = f"subnet {net.subnet} overlaps {other_net.subnet} of network {other}"
+                out.append(Problem((*at, "subnet"), msg))
+            elif net.host_access and other_net.host_access:
+                msg = f"network {other} overlaps and has host_access too"
+                msg += ": the host routes an address to one network only"
+                out.append(Problem((*at, "host_access"), msg))
         seen.append((name, net))
         # A /32 has no room for a gateway: it is reached on-link, outside the subnet.
         outside_ok = net.driver == "macvlan" and net.subnet.prefixlen == 32
