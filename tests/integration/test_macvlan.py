@@ -174,6 +174,33 @@ def test_same_subnet_on_two_parents_is_two_segments(host: Host) -> None:
     assert_in_sync(host, path)
 
 
+def test_several_networks_on_one_parent(host: Host) -> None:
+    add_lan(host, "lan0", "router", "192.168.10.1/24")
+    host.run(["ip", "addr", "add", "192.168.10.254/24", "dev", "eth0"], netns="router")
+    nets = {
+        "upper": {
+            "driver": "macvlan",
+            "parent": "lan0",
+            "subnet": "192.168.10.0/25",
+            "gateway": "192.168.10.1",
+        },
+        "lower": {
+            "driver": "macvlan",
+            "parent": "lan0",
+            "subnet": "192.168.10.128/25",
+            "gateway": "192.168.10.254",
+        },
+    }
+    path = host.write_spec(spec(nets, {"a": {"networks": ["upper"]}, "b": {"networks": ["lower"]}}))
+    apply(host, path)
+    shown = host.show()
+    host.serve("router", 7000, PEER)
+    reached(host, "a", "192.168.10.1", 7000, ip_of(shown, "a", "upper"))
+    reached(host, "b", "192.168.10.254", 7000, ip_of(shown, "b", "lower"))
+    assert [r["gateway"] for r in host.default_route("b")] == ["192.168.10.254"]
+    assert_in_sync(host, path)
+
+
 def test_no_gateway_first_address_and_single_address_network(host: Host) -> None:
     add_lan(host, "lan0", "router0", "192.168.40.1/24")
     add_lan(host, "lan1", "router1", "10.20.0.1/24")
