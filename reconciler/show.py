@@ -6,7 +6,7 @@ import ipaddress
 from typing import Any
 
 from . import engine
-from .model import Bridge, Iface, Netns, NftElement, Route
+from .model import Bridge, Iface, MacvlanShim, Netns, NftElement, Route
 from .render import nft_value
 from .spec import Spec
 from .statedir import StateDir
@@ -25,6 +25,8 @@ def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
                 iface = ipaddress.IPv4Interface(res.address.split(",")[0])
                 entry.update(subnet=str(iface.network), gateway=str(iface.ip))
             networks[res.network] = entry
+        elif isinstance(res, MacvlanShim):
+            networks[res.network] = {"host_shim": res.ifname, "parent": res.parent, "address": res.address}
         elif isinstance(res, Netns):
             containers.setdefault(res.container, {"interfaces": []}).update(
                 netns=res.path, adopted=res.adopted
@@ -53,6 +55,9 @@ def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
 def text(result: dict[str, Any]) -> str:
     lines = [f"scope {result['scope']}"]
     for name, net in sorted(result["networks"].items()):
+        if "host_shim" in net:
+            lines.append(f"network {name}: host shim {net['host_shim']} {net['address']} on {net['parent']}")
+            continue
         lines.append(
             f"network {name}: bridge {net['bridge']} {net.get('subnet', '')} "
             f"gateway {net.get('gateway', '-')}"

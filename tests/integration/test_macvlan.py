@@ -251,6 +251,9 @@ def test_host_access_shim(host: Host) -> None:
         "addr_info"
     ][0]
     assert shim_ip["prefixlen"] == 32
+    shown = host.show()["networks"]["lan"]
+    assert shown == {"host_shim": shims[0], "parent": "lan0", "address": f"{shim_ip['local']}/32"}
+    assert f"host shim {shims[0]}" in host.reconciler("show", check=True).stdout
     # The container sees the shim's own address: the host reaches it through the shim, not via NAT.
     reached(host, None, target, 8000, shim_ip["local"])
     assert f"{target} dev {shims[0]} proto 211" in host.run("ip route show").stdout
