@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import ipam, names
 from .desired import desired_state
@@ -13,6 +14,10 @@ from .errors import HostConflict, PermissionProblem
 from .observe import Observed, observe
 from .spec import Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
+
+if TYPE_CHECKING:
+    from .model import State
+    from .nft import Nft
 
 CAP_NET_ADMIN = 12
 
@@ -39,10 +44,7 @@ def require_privileges() -> None:
 def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool = False) -> Outcome:
     """Bring this spec's scope to the spec (or, with `destroy`, remove everything the scope owns).
     The caller has checked privileges (`require_privileges`)."""
-    from .apply import execute
-    from .apply.context import Context
     from .nft import Nft
-    from .parents import parent_problems, vlan_supported
 
     scope = scope_of(spec)
     if destroy:
@@ -53,32 +55,57 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
         adopted = {path: c for c, path in previous.adopted.items()}
         adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
         observed = observe(scope, adopted, nft)
-        record = ipam.allocate(spec, previous, _in_use(observed, state_dir, scope))
-        desired = desired_state(spec, record, scope, frozenset(observed.foreign_links))
-        problems = conflicts(
-            desired,
-            observed.state,
-            observed.foreign_links,
-            observed.foreign_netns,
-            observed.foreign_hosts,
-            observed.missing_netns,
-        ) + parent_problems(spec, desired, observed.state, observed.foreign_links, vlan_supported)
-        if problems:
-            raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
+        record, desired = prepare(spec, scope, previous, observed, state_dir)
         actions = plan(desired, observed.state)
         if dry_run:
             return Outcome(actions, applied=False)
-        # Allocations are recorded before the kernel changes, so a crash never hands an address out twice;
-        # adopted namespaces stay recorded until a run succeeds, so a crashed one can still be cleaned up.
-        pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
-        _save(state_dir, scope, pending)
-        ctx = Context(scope, nft)
-        try:
-            execute(ctx, actions)
-        finally:
-            ctx.close()
-        _save(state_dir, scope, record)
+        commit(actions, scope, previous, record, state_dir, nft)
         return Outcome(actions, applied=True)
+
+
+def prepare(
+    spec: Spec, scope: str, previous: ScopeRecord, observed: Observed, state_dir: StateDir
+) -> tuple[ScopeRecord, State]:
+    """Allocate addresses and build the desired state; refuse one that would touch what is not ours."""
+    from .parents import parent_problems, vlan_supported
+
+    record = ipam.allocate(spec, previous, _in_use(observed, state_dir, scope))
+    desired = desired_state(spec, record, scope, frozenset(observed.foreign_links))
+    problems = conflicts(
+        desired,
+        observed.state,
+        observed.foreign_links,
+        observed.foreign_netns,
+        observed.foreign_hosts,
+        observed.missing_netns,
+    ) + parent_problems(spec, desired, observed.state, observed.foreign_links, vlan_supported)
+    if problems:
+        raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
+    return record, desired
+
+
+def commit(
+    actions: list[Action],
+    scope: str,
+    previous: ScopeRecord,
+    record: ScopeRecord,
+    state_dir: StateDir,
+    nft: Nft,
+) -> None:
+    """Carry out a plan under the lock the caller holds, recording allocations around it."""
+    from .apply import execute
+    from .apply.context import Context
+
+    # Allocations are recorded before the kernel changes, so a crash never hands an address out twice;
+    # adopted namespaces stay recorded until a run succeeds, so a crashed one can still be cleaned up.
+    pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
+    _save(state_dir, scope, pending)
+    ctx = Context(scope, nft)
+    try:
+        execute(ctx, actions)
+    finally:
+        ctx.close()
+    _save(state_dir, scope, record)
 
 
 def snapshot(scope: str, state_dir: StateDir) -> Observed:

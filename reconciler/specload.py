@@ -9,6 +9,7 @@ keys that are not strings, and tags a spec has no use for.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -31,6 +32,8 @@ MAX_DEPTH = 32
 MAX_PROBLEMS = 100
 
 FieldPath = tuple[str | int, ...]
+# Where a field path is written: (file, line).
+Locate = Callable[[FieldPath], tuple[str, int | None]]
 
 _TAG = "tag:yaml.org,2002:"
 _KINDS = {
@@ -58,6 +61,11 @@ _MESSAGES = {
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Read and validate a spec file; raise SpecError listing every problem, each located."""
+    return parse_spec_text(read_spec_text(path), os.fspath(path))
+
+
+def read_spec_text(path: str | os.PathLike[str]) -> str:
+    """A spec file's text, refusing what is too large or not UTF-8."""
     filename = os.fspath(path)
     try:
         with open(filename, "rb") as f:
@@ -72,11 +80,17 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
         line = raw.count(b"\n", 0, e.start) + 1
         message = f"not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start}"
         raise SpecError([Problem((), message, filename, line)]) from e
-    return parse_spec_text(text, filename)
+    return text
 
 
 def parse_spec_text(text: str, filename: str) -> Spec:
     """Validate spec text as `load_spec` does; `filename` only labels the problems."""
+    data, lines = parse_spec_data(text, filename)
+    return validate_spec_data(data, lines)
+
+
+def parse_spec_data(text: str, filename: str) -> tuple[dict[str, Any], Locate]:
+    """Spec text -> plain data, and where each field path of it is written (for `validate_spec_data`)."""
     if len(text) > MAX_BYTES:
         raise _too_large(filename)
     try:
@@ -87,14 +101,22 @@ def parse_spec_text(text: str, filename: str) -> Spec:
     if size > MAX_BYTES:
         raise _too_large(filename)
     tree = _Tree(filename)
-    data = tree.build_root(_compose(text, filename))
+    return tree.build_root(_compose(text, filename)), tree.locate
+
+
+def validate_spec_data(data: dict[str, Any], locate: Locate) -> Spec:
+    """Plain data -> Spec, every problem placed by `locate` (which may span several files)."""
+
+    def error(found: list[tuple[FieldPath, str]]) -> SpecError:
+        return _spec_error([Problem(path, message, *locate(path)) for path, message in found])
+
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:
-        raise tree.error(_pydantic_problems(e, data)) from e
+        raise error(_pydantic_problems(e, data)) from e
     problems = semantic_problems(spec)
     if problems:
-        raise tree.error([(p.path, p.message) for p in problems])
+        raise error([(p.path, p.message) for p in problems])
     return spec
 
 
@@ -159,10 +181,8 @@ class _Tree:
             raise _spec_error(self.problems)
         return data
 
-    def error(self, found: list[tuple[FieldPath, str]]) -> SpecError:
-        return _spec_error(
-            [Problem(path, message, self.filename, self._line_of(path)) for path, message in found]
-        )
+    def locate(self, path: FieldPath) -> tuple[str, int | None]:
+        return self.filename, self._line_of(path)
 
     def _line_of(self, path: FieldPath) -> int | None:
         for n in range(len(path), -1, -1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .. import names, netns
@@ -36,9 +37,12 @@ class _NsIface:
     netns: str
 
 
-def observe(scope: str, adopted: dict[str, str], nft: Nft) -> Observed:
+def observe(
+    scope: str, adopted: dict[str, str], nft: Nft, containers: Collection[str] | None = None
+) -> Observed:
     """`adopted`: namespace path -> container, for namespaces we use but did not create (from the spec
-    and the record); they may live outside /run/netns."""
+    and the record); they may live outside /run/netns. `containers`: read only these containers'
+    namespaces (the watch daemon's partial observe); host objects, files and nft are always read."""
     obs = Observed()
     with Rtnl() as sock:
         links = read_links(sock)
@@ -52,12 +56,13 @@ def observe(scope: str, adopted: dict[str, str], nft: Nft) -> Observed:
         if link.index not in our_indexes:
             obs.host_prefixes.extend(ipaddress.IPv4Network(a, strict=False) for a in link.addresses)
     veths = {m[2]: link for link in ours if (m := link.mark) and m[1] == "veth"}
-    ns_ifaces = _observe_namespaces(scope, adopted, obs)
+    ns_ifaces = _observe_namespaces(scope, adopted, obs, containers)
     for key, ns_iface in ns_ifaces.items():
         obs.state.add(_iface(key, ns_iface, veths.get(key), links))
     for key, host_link in veths.items():
-        if key not in ns_ifaces:  # a peer that lost its container side: only deleting it helps
-            container, network = key.split("/", 1)
+        container, network = key.split("/", 1)
+        if key not in ns_ifaces and (containers is None or container in containers):
+            # A peer that lost its container side: only deleting it helps.
             obs.state.add(Iface(container, network, "", "", host_link.ifname, None, up=False))
     _observe_files(scope, obs)
     for resource in observe_firewall(nft, scope):
@@ -121,9 +126,15 @@ def _iface(key: str, ns_iface: _NsIface, host: Link | None, host_links: dict[int
     )
 
 
-def _observe_namespaces(scope: str, adopted: dict[str, str], obs: Observed) -> dict[str, _NsIface]:
+def _observe_namespaces(
+    scope: str, adopted: dict[str, str], obs: Observed, containers: Collection[str] | None
+) -> dict[str, _NsIface]:
     ifaces: dict[str, _NsIface] = {}
-    paths = [os.path.join(names.NETNS_DIR, n) for n in _listdir(names.NETNS_DIR)]
+    if containers is None:
+        paths = [os.path.join(names.NETNS_DIR, n) for n in _listdir(names.NETNS_DIR)]
+    else:
+        paths = sorted(names.netns_path(c) for c in containers)
+        adopted = {path: c for path, c in adopted.items() if c in containers}
     mounted = []
     for path in [*paths, *sorted(set(adopted) - set(paths))]:
         if netns.is_netns(path):

@@ -1,0 +1,112 @@
+"""The daemon's desired state: one spec file, or every `*.yaml` of a directory merged into one spec.
+
+A directory is typically a git checkout, so each file may hold a part of the spec: networks in one,
+containers in another. Every file is parsed on its own (so each problem names its file and line),
+then the parts are merged and validated as a whole. The same network or container defined in two
+files, or files that disagree on `version` or `name`, are conflicts naming both files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import Problem, SpecError
+from ..spec import Spec
+from ..specload import FieldPath, Locate, load_spec, parse_spec_data, read_spec_text, validate_spec_data
+
+SECTIONS = ("networks", "containers")
+
+
+def spec_files(path: Path) -> list[Path]:
+    """The files PATH stands for: itself, or its `*.yaml` files (not hidden ones: editors' temporaries)."""
+    if not path.is_dir():
+        return [path]
+    return sorted(f for f in path.glob("*.yaml") if not f.name.startswith(".") and f.is_file())
+
+
+def load_specs(path: Path) -> Spec:
+    """Read, merge and validate; raise SpecError listing every problem, each located."""
+    if not path.is_dir():
+        return load_spec(path)
+    files = spec_files(path)
+    if not files:
+        raise SpecError([Problem((), "no *.yaml spec files in this directory", str(path))])
+    parts: list[tuple[dict[str, Any], Locate]] = []
+    problems: list[Problem] = []
+    for file in files:
+        try:
+            parts.append(parse_spec_data(read_spec_text(file), str(file)))
+        except SpecError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise SpecError(problems)
+    merged, locate = merge(parts)
+    return validate_spec_data(merged, locate)
+
+
+def merge(parts: list[tuple[dict[str, Any], Locate]]) -> tuple[dict[str, Any], Locate]:
+    """One spec's data from several files', and a `Locate` that finds each field in its own file."""
+    merged: dict[str, Any] = {section: {} for section in SECTIONS}
+    owners: dict[FieldPath, Locate] = {}
+    problems: list[Problem] = []
+    for data, locate in parts:
+        for key, value in data.items():
+            if key in SECTIONS:
+                problems.extend(_merge_section(merged, owners, key, value, locate))
+            elif key == "name":
+                continue
+            elif key not in merged:
+                merged[key], owners[(key,)] = value, locate
+            elif merged[key] != value:
+                problems.append(_conflict((key,), f"{value!r} differs", locate, owners))
+    problems.extend(_name_conflicts(parts, merged, owners))
+    if problems:
+        raise SpecError(problems)
+    first = parts[0][1]
+
+    def located(path: FieldPath) -> tuple[str, int | None]:
+        return owners.get(path[:2], owners.get(path[:1], first))(path)
+
+    return merged, located
+
+
+def _merge_section(
+    merged: dict[str, Any], owners: dict[FieldPath, Locate], section: str, value: Any, locate: Locate
+) -> list[Problem]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [Problem((section,), "must be a mapping", *locate((section,)))]
+    problems = []
+    for name, body in value.items():
+        path: FieldPath = (section, name)
+        if name in merged[section]:
+            problems.append(_conflict(path, "is defined twice", locate, owners))
+            continue
+        merged[section][name], owners[path] = body, locate
+    return problems
+
+
+def _name_conflicts(
+    parts: list[tuple[dict[str, Any], Locate]], merged: dict[str, Any], owners: dict[FieldPath, Locate]
+) -> list[Problem]:
+    """Every file must carry the same `name` (or none): it is the scope the whole directory owns."""
+    (first, first_locate), problems = parts[0], []
+    if "name" in first:
+        merged["name"], owners[("name",)] = first["name"], first_locate
+    for data, locate in parts[1:]:
+        if data.get("name") != first.get("name"):
+            file, _ = first_locate(("name",))
+            what = f"spec name {data.get('name')!r} differs from {first.get('name')!r} in {file}"
+            problems.append(Problem(("name",), f"{what}: every file must name the same spec", *locate(("name",))))
+    return problems
+
+
+def _conflict(path: FieldPath, what: str, locate: Locate, owners: dict[FieldPath, Locate]) -> Problem:
+    here = locate(path)
+    first = owners.get(path)
+    if first is None:
+        return Problem(path, what, *here)
+    file, line = first(path)
+    return Problem(path, f"{what}: also in {file}:{line}", *here)
