@@ -28,6 +28,7 @@ examples:
   reconciler apply specs/pets-bridge.yaml --dry-run --exit-code   # drift check: exit 2 if out of sync
   reconciler show specs/pets-bridge.yaml -o json
   reconciler destroy specs/pets-bridge.yaml
+  reconciler watch specs/ --log-format json         # follow a directory of specs, repair drift
 
 exit codes: 0 ok, 1 invalid spec or failed apply, 2 changes pending (--exit-code),
             3 another run holds the lock, 4 needs root or CAP_NET_ADMIN
@@ -96,7 +97,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     output(s)
     state_dir(s)
+
+    w = command(
+        "watch",
+        "keep the host matching PATH: apply spec edits as they land and repair drift",
+        "reconciler watch /etc/netreconciler/ --metrics-address 127.0.0.1:9411",
+    )
+    w.add_argument(
+        "path", metavar="PATH", help="a spec file, or a directory whose *.yaml files form one spec"
+    )
+    w.add_argument(
+        "--resync-interval",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="full observe and repair at least this often (default 60)",
+    )
+    w.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text or JSON")
+    w.add_argument(
+        "--metrics-address", type=_address, metavar="HOST:PORT", help="serve /metrics and /healthz here"
+    )
+    state_dir(w)
     return p
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +169,19 @@ def _run(args: argparse.Namespace) -> int:
 
     engine.require_privileges()  # before reading anything: the user learns what is missing first
     state_dir = engine.state_dir_from(args.state_dir)
+    if args.command == "watch":
+        from pathlib import Path
+
+        from .watch.daemon import Options, run
+
+        options = Options(
+            Path(args.path),
+            state_dir,
+            resync_interval=args.resync_interval,
+            log_format=args.log_format,
+            metrics_address=args.metrics_address,
+        )
+        return run(options)
     if args.command == "show":
         from .show import show
 

@@ -58,8 +58,9 @@ class StateDir:
         return self.path / f"{scope}.json"
 
     @contextlib.contextmanager
-    def lock(self, wait: float = LOCK_WAIT) -> Iterator[None]:
-        """Hold the state lock; while another run holds it, say so once and wait up to `wait` seconds."""
+    def lock(self, wait: float = LOCK_WAIT, holder: str = "") -> Iterator[None]:
+        """Hold the state lock; while another run holds it, say so once and wait up to `wait` seconds.
+        `holder` names this run to the others that wait (e.g. "reconciler watch")."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -68,7 +69,7 @@ class StateDir:
         try:
             self._acquire(fd, wait)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {holder}".strip().encode() + b"\n", 0)
             yield
         finally:
             os.close(fd)
@@ -81,14 +82,15 @@ class StateDir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                pid, _, name = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
+                who = f"{pid or '?'}, {name}" if name else pid or "?"
                 if time.monotonic() >= deadline:
                     raise LockBusy(
-                        f"another reconciler run (pid {holder}) still holds {self.path / 'lock'} "
+                        f"another reconciler run (pid {who}) still holds {self.path / 'lock'} "
                         f"after {wait:g} s; try again when it ends"
                     ) from None
                 if not told:
-                    print(f"waiting for another reconciler run (pid {holder}) to finish...", file=sys.stderr)
+                    print(f"waiting for another reconciler run (pid {who}) to finish...", file=sys.stderr)
                     told = True
                 time.sleep(0.05)
 

@@ -99,7 +99,9 @@ def _name_conflicts(
         if data.get("name") != first.get("name"):
             file, _ = first_locate(("name",))
             what = f"spec name {data.get('name')!r} differs from {first.get('name')!r} in {file}"
-            problems.append(Problem(("name",), f"{what}: every file must name the same spec", *locate(("name",))))
+            problems.append(
+                Problem(("name",), f"{what}: every file must name the same spec", *locate(("name",)))
+            )
     return problems
 
 

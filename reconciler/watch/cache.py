@@ -1,0 +1,101 @@
+"""The daemon's memory of the host: the observed state kept between reconciles, refreshed in parts.
+
+A full observe reads every container namespace (about 10 ms each), too slow to repeat on every spec
+edit. The daemon keeps the last observed state and, for a partial reconcile, re-reads only host-level
+objects (one dump each), our nft tables, the hosts files and the namespaces of the containers that
+may have changed; everything else comes from memory. After an apply the memory is updated with what
+was applied (as knftables remembers what it committed), and any failure, a change by someone else
+(another `reconciler apply`) or the periodic resync falls back to a full observe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .. import names
+from ..diff import Action
+from ..model import Iface, Netns, Resource, Route, State
+from ..observe import Observed
+from ..spec import Spec
+
+# Kinds read from container namespaces; every other kind is re-read on each reconcile.
+NAMESPACE_KINDS = ("netns", "iface", "route")
+
+
+def container_of(res: Resource) -> str | None:
+    """The container a namespace-level resource belongs to, None for host-level ones."""
+    return res.container if isinstance(res, Netns | Iface | Route) else None
+
+
+def changed_containers(old: Spec | None, new: Spec) -> set[str] | None:
+    """Containers whose kernel objects a spec edit may change; None when anything may (no old spec,
+    or another scope)."""
+    if old is None or old.name != new.name:
+        return None
+    out = {
+        c
+        for c in old.containers.keys() | new.containers.keys()
+        if old.containers.get(c) != new.containers.get(c)
+    }
+    nets = {
+        n for n in old.networks.keys() | new.networks.keys() if old.networks.get(n) != new.networks.get(n)
+    }
+    for spec in (old, new):
+        out.update(c for c, ctr in spec.containers.items() if nets & set(ctr.attachments()))
+    return out
+
+
+def desired_changes(old: State | None, new: State) -> set[str]:
+    """Containers with a namespace-level desired resource added, removed or changed."""
+    before = old.resources if old is not None else {}
+    out: set[str] = set()
+    for key in before.keys() | new.resources.keys():
+        a, b = before.get(key), new.resources.get(key)
+        if a != b:
+            out.update(c for r in (a, b) if r is not None and (c := container_of(r)) is not None)
+    return out
+
+
+def scanned_paths(containers: Iterable[str], adopted: dict[str, str]) -> set[str]:
+    """The namespace paths a partial observe of `containers` reads (see observe's `containers`)."""
+    wanted = set(containers)
+    return {names.netns_path(c) for c in wanted} | {p for p, c in adopted.items() if c in wanted}
+
+
+def merge(cache: Observed, fresh: Observed, containers: set[str], adopted: dict[str, str]) -> Observed:
+    """`fresh` (host level plus `containers`' namespaces) over the cached namespaces of the others."""
+    state = State(
+        {
+            key: res
+            for key, res in cache.state.resources.items()
+            if key[0] in NAMESPACE_KINDS and container_of(res) not in containers
+        }
+    )
+    state.resources.update(fresh.state.resources)
+    paths = scanned_paths(containers, adopted)
+    return Observed(
+        state=state,
+        foreign_links=fresh.foreign_links,
+        foreign_netns=(cache.foreign_netns - paths) | fresh.foreign_netns,
+        foreign_hosts=fresh.foreign_hosts,
+        missing_netns=(cache.missing_netns - paths) | fresh.missing_netns,
+        host_prefixes=fresh.host_prefixes,
+    )
+
+
+def applied(observed: Observed, actions: list[Action]) -> Observed:
+    """The observed state after `actions` succeeded: what was created or changed is as desired."""
+    resources = dict(observed.state.resources)
+    for action in actions:
+        if action.op == "delete":
+            resources.pop(action.resource.key, None)
+        else:
+            resources[action.resource.key] = action.resource
+    return Observed(
+        state=State(resources),
+        foreign_links=observed.foreign_links,
+        foreign_netns=observed.foreign_netns,
+        foreign_hosts=observed.foreign_hosts,
+        missing_netns=observed.missing_netns,
+        host_prefixes=observed.host_prefixes,
+    )

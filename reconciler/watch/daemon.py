@@ -1,0 +1,317 @@
+"""The watch loop: reconcile on spec edits and drift hints, resync on a timer, stop cleanly on signals.
+
+Everything that touches the kernel runs in the main thread (pyroute2 sockets are per thread). Helper
+threads only report: spec-file changes, netlink/nftables event hints, and metric scrapes. They queue a
+wake-up and the loop decides. Signals set flags; the reconcile in flight always finishes, so SIGTERM
+never leaves half an apply behind.
+
+The state lock is held only while reconciling, so a `reconciler apply` run meanwhile waits for the
+daemon's reconcile, not for the daemon. Our own applies cause kernel events; hints that arrive while
+we apply and name only what we just touched are ours and are dropped. Any other hint only leads to a
+re-observe and the pure diff: when the host matches, nothing is applied and nothing new happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from .. import engine
+from ..diff import Action, plan
+from ..errors import ReconcilerError, SpecError
+from ..model import State
+from ..observe import Observed, observe
+from ..spec import Spec
+from ..statedir import ScopeRecord, StateDir
+from . import cache
+from .events import Drift, Events
+from .files import watch_specs
+from .metrics import Metrics
+from .report import Log, Reconciled
+from .sources import load_specs
+
+# Events for what we just applied can trail the apply by a little.
+OWN_EVENT_GRACE = 0.25
+# Drift events come in bursts (a flushed ruleset, a deleted veth and its peer): wait for a quiet gap.
+DRIFT_SETTLE = 0.05
+DRIFT_SETTLE_MAX = 0.5
+RETRY_AFTER_FAILURE = 5.0
+LOCK_HOLDER = "reconciler watch"
+
+
+@dataclass
+class Options:
+    path: Path
+    state_dir: StateDir
+    resync_interval: float = 60.0
+    settle_ms: int = 50
+    log_format: str = "text"
+    metrics_address: tuple[str, int] | None = None
+
+
+@dataclass
+class Pending:
+    """What the next reconcile must look at."""
+
+    triggers: set[str] = field(default_factory=set)
+    spec: bool = False
+    full: bool = False
+    host: bool = False
+    nft: bool = False
+    containers: set[str] = field(default_factory=set)
+
+    def add(self, hint: Drift) -> None:
+        self.triggers.add("drift")
+        self.full |= hint.full
+        self.host |= hint.host
+        self.nft |= hint.nft
+        self.containers |= hint.containers
+
+    def __bool__(self) -> bool:
+        return bool(self.triggers)
+
+
+@dataclass
+class _Applied:
+    """The window of our last apply and what it touched, to recognise its echo."""
+
+    start: float = 0.0
+    end: float = 0.0
+    containers: set[str] = field(default_factory=set)
+    nft: bool = False
+
+    def caused(self, hint: Drift) -> bool:
+        return (
+            self.start <= hint.at <= self.end + OWN_EVENT_GRACE
+            and not hint.full
+            and (not hint.nft or self.nft)
+            and hint.containers <= self.containers
+        )
+
+
+class Daemon:
+    def __init__(self, options: Options) -> None:
+        self.opts = options
+        self.log = Log(options.log_format)
+        self.metrics = Metrics()
+        self.spec: Spec | None = None
+        self.desired: State | None = None
+        self.cache: Observed | None = None
+        self._record_stamp: tuple[int, int] | None = None
+        self._applied = _Applied()
+        self._hints: list[Drift] = []
+        self._spec_changed = False
+        self._inbox_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = False
+        self._hup = False
+        self._record: ScopeRecord | None = None
+        self._events: Events | None = None
+
+    # Helper threads: record and wake the loop, nothing else.
+    def _notify_spec(self) -> None:
+        with self._inbox_lock:
+            self._spec_changed = True
+        self._wake()
+
+    def _notify_drift(self, hint: Drift) -> None:
+        with self._inbox_lock:
+            self._hints.append(hint)
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"x")
+
+    def _on_signal(self, signum: int, _: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._hup = True
+        else:
+            self._stop = True
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        # A signal's byte on this socket ends the select below; the handler above runs right after.
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        if self.opts.metrics_address is not None:
+            host, port = self.opts.metrics_address
+            try:
+                self.metrics.serve(host, port)
+            except OSError as e:
+                raise ReconcilerError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from e
+        watch_specs(self.opts.path, self.opts.settle_ms, self._notify_spec)
+        self.log.message(f"watching {self.opts.path} (resync every {self.opts.resync_interval:g} s)")
+        pending = Pending({"start"}, spec=True, full=True)
+        next_resync = time.monotonic() + self.opts.resync_interval
+        while not self._stop:
+            if pending:
+                ok = self._reconcile(pending)
+                if pending.full and ok:
+                    next_resync = time.monotonic() + self.opts.resync_interval
+                elif not ok:
+                    next_resync = min(next_resync, time.monotonic() + RETRY_AFTER_FAILURE)
+            pending = self._wait(next_resync)
+        self.log.message("stopping: no reconcile in flight")
+        return 0
+
+    def _wait(self, resync_at: float) -> Pending:
+        """Sleep until there is something to do: a spec edit, a signal, the resync timer, or drift
+        hints that have settled (no new one for DRIFT_SETTLE, or DRIFT_SETTLE_MAX after the first)."""
+        pending = Pending()
+        first_drift: float | None = None
+        quiet_at: float | None = None
+        while not self._stop:
+            new_drift = self._collect(pending)
+            now = time.monotonic()
+            if new_drift:
+                first_drift = first_drift or now
+                quiet_at = min(now + DRIFT_SETTLE, first_drift + DRIFT_SETTLE_MAX)
+            if now >= resync_at:
+                pending.triggers.add("resync")
+                pending.full = True
+            if pending.triggers - {"drift"} or (quiet_at is not None and now >= quiet_at):
+                break
+            wake_at = resync_at if quiet_at is None else min(resync_at, quiet_at)
+            select.select([self._wake_r], [], [], wake_at - now)
+            with contextlib.suppress(BlockingIOError):
+                while self._wake_r.recv(4096):
+                    pass
+        return pending
+
+    def _collect(self, pending: Pending) -> bool:
+        """Move what the threads and signals reported into `pending`; True when new drift came."""
+        with self._inbox_lock:
+            hints, self._hints = self._hints, []
+            spec, self._spec_changed = self._spec_changed, False
+        if spec:
+            pending.triggers.add("spec")
+            pending.spec = True
+        if self._hup:
+            self._hup = False
+            pending.triggers.add("signal")
+            pending.full = True
+        fresh = [h for h in hints if not self._applied.caused(h)]
+        for hint in fresh:
+            pending.add(hint)
+        return bool(fresh)
+
+    def _reconcile(self, pending: Pending) -> bool:
+        """One reconcile; False when it failed (the next one retries with a full observe)."""
+        start = time.monotonic()
+        trigger = "+".join(sorted(pending.triggers))
+        spec = self.spec
+        if pending.spec:
+            try:
+                spec = load_specs(self.opts.path)
+            except SpecError as e:
+                self.log.problems([str(p) for p in e.problems])
+                kept = "keeping the last good spec" if self.spec else "nothing applied yet"
+                self._report(Reconciled(trigger, "partial", "invalid", time.monotonic() - start, error=kept))
+                if self.spec is None or not (
+                    pending.full or pending.containers or pending.host or pending.nft
+                ):
+                    return True
+        assert spec is not None
+        containers = self._partial_scope(pending, spec)
+        mode = "full" if containers is None else "partial"
+        try:
+            with self.opts.state_dir.lock(holder=LOCK_HOLDER):
+                actions, repaired, mode = self._converge(spec, containers)
+        except (ReconcilerError, OSError) as e:
+            self.cache = None
+            self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=str(e)))
+            return False
+        except Exception as e:  # a kernel refusal (NetlinkError) or a bug: keep serving, resync later
+            self.cache = None
+            error = f"{type(e).__name__}: {e}"
+            self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=error))
+            return False
+        result = "applied" if actions else "in_sync"
+        self._report(Reconciled(trigger, mode, result, time.monotonic() - start, actions), repaired)
+        return True
+
+    def _partial_scope(self, pending: Pending, spec: Spec) -> set[str] | None:
+        """The containers whose namespaces to re-read, or None for a full observe."""
+        if pending.full or self.cache is None or self.spec is None:
+            return None
+        containers = set(pending.containers)
+        if spec is not self.spec:
+            changed = cache.changed_containers(self.spec, spec)
+            if changed is None:
+                return None
+            containers |= changed
+        return containers
+
+    def _converge(self, spec: Spec, containers: set[str] | None) -> tuple[list[Action], list[str], str]:
+        from pyroute2 import IPRoute
+
+        from ..nft import Nft
+
+        scope = engine.scope_of(spec)
+        if self._events is None:
+            self._events = Events(scope, self._notify_drift)
+            self._events.start()
+        self._events.scope = scope
+        state_dir = self.opts.state_dir
+        previous = state_dir.load(scope)
+        if previous != self._record:
+            containers = None  # another run changed the allocations: trust nothing remembered
+        adopted = {path: c for c, path in previous.adopted.items()}
+        adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
+        with IPRoute() as ipr:
+            nft = Nft()
+            if containers is None or self.cache is None:
+                containers = None
+                observed = observe(scope, adopted, ipr, nft)
+            else:
+                observed = cache.merge(
+                    self.cache, observe(scope, adopted, ipr, nft, containers), containers, adopted
+                )
+            record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
+            if containers is not None:
+                # Allocation can reach past what the spec edit named (an address freed and reused).
+                extra = cache.desired_changes(self.desired, desired) - containers
+                if extra:
+                    fresh = observe(scope, adopted, ipr, nft, extra)
+                    observed = cache.merge(observed, fresh, extra, adopted)
+                    record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
+            actions = plan(desired, observed.state)
+            if actions or record != previous:
+                self._applied = _Applied(
+                    start=time.monotonic(),
+                    containers={c for a in actions if (c := cache.container_of(a.resource))},
+                    nft=any(a.resource.kind.startswith("nft-") for a in actions),
+                )
+                try:
+                    engine.commit(actions, scope, previous, record, state_dir, ipr, nft)
+                finally:
+                    self._applied.end = time.monotonic()
+        repaired = [
+            a.resource.kind
+            for a in actions
+            if self.desired is not None
+            and self.desired.resources.get(a.resource.key) == desired.resources.get(a.resource.key)
+        ]
+        self.cache = cache.applied(observed, actions)
+        self.spec, self.desired, self._record = spec, desired, record
+        return actions, repaired, "full" if containers is None else "partial"
+
+    def _report(self, r: Reconciled, repaired: list[str] | None = None) -> None:
+        self.log.reconciled(r)
+        managed = self.cache.state if self.cache is not None else None
+        self.metrics.record(r, repaired or [], managed, time.time())
+
+
+def run(options: Options) -> int:
+    engine.require_privileges()
+    return Daemon(options).run()

@@ -1,0 +1,209 @@
+"""Drift hints from the kernel: rtnetlink and nftables multicast events in the host namespace.
+
+Two raw netlink sockets, read by one thread, turn events into `Drift` hints naming what may have
+drifted; the daemon then re-observes just that and lets the pure diff decide whether anything needs
+repair, so a hint never changes the host by itself (and our own applies' events cannot start a loop).
+
+- rtnetlink (links, IPv4 addresses, IPv4 routes, neighbours): an event on a link carrying one of our
+  marks names its owner (a network's bridge, a container's host-side veth). Addresses, routes and
+  neighbours carry only an interface index, so the thread keeps index -> owner from link messages,
+  seeded by one link dump. Neighbour churn (ARP learning) is ignored: only permanent entries, the
+  kind a reconciler would create, count.
+- nftables: the kernel multicasts every committed change to NFNLGRP_NFTABLES (what `nft monitor`
+  reads). Each message names its table, so changes to our tables are noticed the moment they are
+  committed, with no polling and no listing; other tables' traffic costs one header parse.
+
+The raw sockets are read here rather than through pyroute2: its sockets belong to one thread and each
+message would cost its asyncio core far more than these few struct unpacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import names
+
+NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
+NFNLGRP_NFTABLES = 7
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 20, 21, 24, 25, 28, 29
+IFLA_IFALIAS, RTA_OIF = 20, 4
+# Link attributes the model compares: address (MAC), name, MTU, master.
+LINK_MANAGED = (1, 3, 4, 10)
+IFF_UP = 1
+NUD_PERMANENT = 0x80
+NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWGEN = 10, 15
+NFPROTO = {"inet": 1, "bridge": 7}
+NLA_TYPE_MASK = 0x3FFF
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+RCVBUF = 4 << 20
+SO_RCVBUFFORCE = 33
+_HDR = struct.Struct("=IHHII")
+_ATTR = struct.Struct("=HH")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What may have drifted: some containers, host-level objects (bridges), our nft tables, or
+    everything (events were lost). `at` is when the event arrived (time.monotonic())."""
+
+    at: float
+    containers: frozenset[str] = frozenset()
+    host: bool = False
+    nft: bool = False
+    full: bool = False
+
+
+@dataclass
+class _Owners:
+    """Interface index -> (scope, kind, key) of marked links, kept from link messages."""
+
+    scope: str
+    by_index: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    looks: dict[int, bytes] = field(default_factory=dict)
+
+    def hint(self, owner: tuple[str, str, str] | None, at: float) -> Drift | None:
+        if owner is None or owner[0] != self.scope:
+            return None
+        if owner[1] == "veth":
+            return Drift(at, containers=frozenset({owner[2].split("/", 1)[0]}))
+        return Drift(at, host=True)
+
+    def link(self, msg_type: int, index: int, alias: str | None, looks: bytes, at: float) -> Drift | None:
+        """`looks`: the attributes we manage; the kernel re-announces links for carrier and
+        operstate changes (linkwatch, up to a second late), which are not drift."""
+        mark = names.parse_mark(alias)
+        known = self.by_index.pop(index, None)
+        seen = self.looks.pop(index, None)
+        if mark is not None and msg_type == RTM_NEWLINK:
+            self.by_index[index], self.looks[index] = mark, looks
+            if mark == known and looks == seen:
+                return None
+        # A link that lost its mark still names its former owner.
+        return self.hint(mark or known, at)
+
+    def owned(self, index: int, at: float) -> Drift | None:
+        return self.hint(self.by_index.get(index), at)
+
+
+class Events:
+    """The event thread: calls `notify` with each hint, from its own thread."""
+
+    def __init__(self, scope: str, notify: Callable[[Drift], None]) -> None:
+        self._owners = _Owners(scope)
+        self.scope = scope
+        self._notify = notify
+        self._rt = _socket(NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)
+        self._nf = _socket(NETLINK_NETFILTER, 1 << (NFNLGRP_NFTABLES - 1))
+        self._dump_seq = 1
+        # The seed dump's replies come through the same socket as the events: they only fill `_owners`.
+        request = _HDR.pack(_HDR.size + 16, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, self._dump_seq, 0)
+        self._rt.send(request + bytes(16))  # an empty ifinfomsg: every link
+        self._thread = threading.Thread(target=self._run, name="netlink-events", daemon=True)
+
+    @property
+    def scope(self) -> str:
+        return self._owners.scope
+
+    @scope.setter
+    def scope(self, scope: str) -> None:
+        """The scope whose objects matter (a spec edit may rename it)."""
+        self._owners.scope = scope
+        self._tables = {(NFPROTO[family], names.nft_table(scope)) for family in NFPROTO}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        handlers = {
+            self._rt.fileno(): (self._rt, self._route),
+            self._nf.fileno(): (self._nf, self._netfilter),
+        }
+        while True:
+            ready, _, _ = select.select(list(handlers), [], [])
+            for fd in ready:
+                sock, handle = handlers[fd]
+                try:
+                    data = sock.recv(1 << 20)
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    # The kernel dropped events: nothing short of a full observe knows what changed.
+                    self._notify(Drift(time.monotonic(), full=True))
+                    continue
+                now = time.monotonic()
+                for msg_type, seq, body in _messages(data):
+                    hint = handle(msg_type, seq, body, now)
+                    if hint is not None:
+                        self._notify(hint)
+
+    def _route(self, msg_type: int, seq: int, body: bytes, at: float) -> Drift | None:
+        if msg_type in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= 16:
+            index, flags = struct.unpack_from("=iI", body, 4)
+            attrs = _attrs(body, 16)
+            raw = attrs.get(IFLA_IFALIAS)
+            alias = raw.rstrip(b"\0").decode(errors="replace") if raw else None
+            looks = bytes([flags & IFF_UP]) + b"|".join(attrs.get(a, b"") for a in LINK_MANAGED)
+            hint = self._owners.link(msg_type, index, alias, looks, at)
+            return None if seq == self._dump_seq else hint
+        if msg_type in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= 8:
+            return self._owners.owned(struct.unpack_from("=I", body, 4)[0], at)
+        if msg_type in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
+            oif = _attrs(body, 12).get(RTA_OIF)
+            return self._owners.owned(struct.unpack_from("=I", oif)[0], at) if oif and len(oif) >= 4 else None
+        if msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= 12:
+            index, state = struct.unpack_from("=iH", body, 4)
+            return self._owners.owned(index, at) if state & NUD_PERMANENT else None
+        return None
+
+    def _netfilter(self, msg_type: int, seq: int, body: bytes, at: float) -> Drift | None:
+        if msg_type >> 8 != NFNL_SUBSYS_NFTABLES or msg_type & 0xFF == NFT_MSG_NEWGEN or len(body) < 4:
+            return None
+        # Attribute 1 is the table's name in every nf_tables message that belongs to a table.
+        table = _attrs(body, 4).get(1)
+        if table is None or (body[0], table.rstrip(b"\0").decode(errors="replace")) not in self._tables:
+            return None
+        return Drift(at, nft=True)
+
+
+def _socket(protocol: int, groups: int) -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+    # A burst (`nft flush ruleset` on a big table, 1,000 veths going) must not overflow the queue.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+    sock.bind((0, groups))
+    return sock
+
+
+def _messages(data: bytes) -> list[tuple[int, int, bytes]]:
+    out = []
+    offset = 0
+    while offset + _HDR.size <= len(data):
+        length, msg_type, _, seq, _ = _HDR.unpack_from(data, offset)
+        if length < _HDR.size:
+            break
+        if msg_type not in (NLMSG_ERROR, NLMSG_DONE):
+            out.append((msg_type, seq, data[offset + _HDR.size : offset + length]))
+        offset += (length + 3) & ~3
+    return out
+
+
+def _attrs(body: bytes, offset: int) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    while offset + _ATTR.size <= len(body):
+        length, attr_type = _ATTR.unpack_from(body, offset)
+        if length < _ATTR.size:
+            break
+        out.setdefault(attr_type & NLA_TYPE_MASK, body[offset + _ATTR.size : offset + length])
+        offset += (length + 3) & ~3
+    return out

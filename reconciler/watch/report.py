@@ -1,0 +1,76 @@
+"""The daemon's log: one line per reconcile (what changed, how long, why), as text or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..diff import Action, summary
+from ..render import line
+
+# A reconcile that changes thousands of objects names the first ones; the counts cover the rest.
+MAX_NAMED = 20
+
+
+@dataclass
+class Reconciled:
+    """One reconcile, as logged and counted."""
+
+    trigger: str  # what started it: start, spec, drift, resync, signal (joined by '+')
+    mode: str  # full or partial
+    result: str  # applied, in_sync, invalid, failed
+    duration: float
+    actions: list[Action] = field(default_factory=list)
+    error: str = ""
+
+
+class Log:
+    def __init__(self, fmt: str, stream: TextIO = sys.stderr) -> None:
+        self.fmt = fmt
+        self.stream = stream
+
+    def reconciled(self, r: Reconciled) -> None:
+        changes = [line(a).strip() for a in r.actions]
+        counts = summary(r.actions)
+        if self.fmt == "json":
+            self._json(
+                event="reconcile",
+                trigger=r.trigger,
+                mode=r.mode,
+                result=r.result,
+                duration_ms=round(r.duration * 1000, 1),
+                **counts,
+                changes=changes[:MAX_NAMED],
+                **({"error": r.error} if r.error else {}),
+            )
+            return
+        shown = "; ".join(changes[:MAX_NAMED]) + (" ..." if len(changes) > MAX_NAMED else "")
+        text = (
+            f"reconcile {r.result} trigger={r.trigger} mode={r.mode} duration={r.duration * 1000:.0f}ms "
+            f"+{counts['add']} ~{counts['change']} -{counts['destroy']}"
+        )
+        self._text(text + (f": {shown}" if shown else "") + (f": {r.error}" if r.error else ""))
+
+    def problems(self, lines: list[str]) -> None:
+        """An invalid spec: each problem as FILE:LINE: field: message."""
+        if self.fmt == "json":
+            self._json(event="invalid_spec", problems=lines)
+            return
+        for problem in lines:
+            self._text(problem)
+
+    def message(self, text: str) -> None:
+        if self.fmt == "json":
+            self._json(event="message", message=text)
+        else:
+            self._text(text)
+
+    def _text(self, text: str) -> None:
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}", file=self.stream, flush=True)
+
+    def _json(self, **fields: Any) -> None:
+        line = json.dumps({"time": round(time.time(), 3), **fields})
+        print(line, file=self.stream, flush=True)
