@@ -68,14 +68,18 @@ def _parser() -> argparse.ArgumentParser:
         cp.add_argument("-o", "--output", choices=["text", "json"], default="text", help="output format")
 
     v = command("validate", "check a spec without touching the host", "reconciler validate spec.yaml")
-    v.add_argument("spec", metavar="SPEC", help="YAML spec file")
+    v.add_argument(
+        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml files forming one spec"
+    )
 
     a = command(
         "apply",
         "plan and apply the changes that make the host match SPEC",
         "reconciler apply spec.yaml --dry-run",
     )
-    a.add_argument("spec", metavar="SPEC", help="YAML spec file")
+    a.add_argument(
+        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml files forming one spec"
+    )
     a.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     a.add_argument(
         "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
@@ -155,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: str) -> Spec:
-    from .specload import load_spec
+    """A spec file, or a directory whose *.yaml files form one spec (as `watch` reads it)."""
+    from pathlib import Path
 
-    return load_spec(path)
+    from .watch.sources import load_specs
+
+    return load_specs(Path(path))
 
 
 def _run(args: argparse.Namespace) -> int:

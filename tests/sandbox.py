@@ -144,6 +144,37 @@ class Server:
         return err or ""
 
 
+class Background:
+    """A long-running command inside the sandbox (e.g. `reconciler watch`), its output in a file."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc, self.log = proc, log
+
+    @property
+    def pid(self) -> int:
+        """The command's pid as seen from here: nsenter's child (nsenter forks to enter the pid
+        namespace, and does not forward signals)."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        if len(children) != 1:
+            raise SandboxError(f"expected one child of nsenter {self.proc.pid}, found {children}")
+        return int(children[0])
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        """The command's exit status (nsenter passes it on)."""
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
 class Host:
     """One sandbox. Use as a context manager, or call close()."""
 
@@ -153,6 +184,7 @@ class Host:
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="sandbox-"))
         self.state_dir = STATE_DIR
         self._servers: list[Server] = []
+        self._background: list[Background] = []
         self._proc = subprocess.Popen(
             [*UNSHARE, "sh", "-c", INIT, "sandbox-init", self._scratch, *PRIVATE_DIRS],
             stdin=subprocess.DEVNULL,
@@ -239,10 +271,29 @@ class Host:
     ) -> subprocess.CompletedProcess[str]:
         """`python -m reconciler ARGS` in the sandbox's host namespace, with this checkout importable;
         `prefix` runs it under another command (e.g. setpriv), `env` adds variables."""
-        full = dict(os.environ) | (env or {})
-        full["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full.get("PYTHONPATH")) if p)
         argv = [*prefix, sys.executable, "-m", "reconciler", *args]
-        return self.run(argv, check=check, timeout=timeout, env=full)
+        return self.run(argv, check=check, timeout=timeout, env=_reconciler_env(env))
+
+    def reconciler_background(self, *args: str, log: Path, env: dict[str, str] | None = None) -> Background:
+        """`python -m reconciler ARGS` left running in the sandbox's host namespace (see `background`)."""
+        argv = [sys.executable, "-m", "reconciler", *args]
+        return self.background(argv, log=log, env=_reconciler_env(env))
+
+    def background(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Background:
+        """Start a command in the sandbox's host namespace and leave it running, its stdout and
+        stderr going to `log`; the sandbox's end kills it."""
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [*self._enter(), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        background = Background(proc, log)
+        self._background.append(background)
+        return background
 
     def write_spec(self, spec: str | dict[str, Any], name: str = "spec.yaml") -> Path:
         """Write a spec (YAML text, or a dict dumped as YAML) where the sandbox can read it."""
@@ -344,6 +395,8 @@ class Host:
             self._proc.communicate(timeout=10)
         for server in self._servers:
             server.stop()
+        for background in self._background:
+            background.stop()
         shutil.rmtree(self._scratch, ignore_errors=True)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -353,6 +406,13 @@ class Host:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reconciler_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """This environment plus `extra`, with this checkout importable."""
+    full = dict(os.environ) | (extra or {})
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full.get("PYTHONPATH")) if p)
+    return full
 
 
 def _ppid(proc_dir: Path) -> int | None:

@@ -1,0 +1,265 @@
+"""`reconciler watch` against the real kernel: a real daemon process inside a sandboxed host.
+
+The daemon follows a directory of specs (files replaced by rename, as git does), repairs drift from
+kernel events (the resync timer is set far beyond every deadline here, so a repair can only come
+from an event), survives invalid edits, serves metrics, shares the state lock with `apply`, and
+stops cleanly. Every wait polls the kernel or the daemon's log with a deadline; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox import Background, Host
+
+pytestmark = pytest.mark.integration
+
+DEADLINE = 30.0
+METRICS = ("127.0.0.1", 9411)
+# Far beyond every deadline: what the daemon does here, it does because of an edit or an event.
+NO_RESYNC = "3600"
+LOCK = "/var/lib/reconciler/lock"
+
+NETWORKS = """\
+version: 1
+networks:
+  front:
+    subnet: 10.20.0.0/24
+"""
+WEB = """\
+  web:
+    networks: [front]
+    ports: ["8080:5000"]
+"""
+
+
+def containers(*bodies: str) -> str:
+    return "version: 1\ncontainers:\n" + "".join(bodies)
+
+
+def db(address: str | None = None, network: str = "front") -> str:
+    if address is None:
+        return f"  db:\n    networks: [{network}]\n"
+    return f"  db:\n    networks:\n      {network}: {{ipv4_address: {address}}}\n"
+
+
+def replace(path: Path, text: str) -> None:
+    """Write by rename, as git checkout and most editors do."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def wait_for(what: str, check: Callable[[], bool], daemon: Background | None = None) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        if time.monotonic() > deadline:
+            log = f"\n--- daemon log\n{daemon.output()}" if daemon else ""
+            raise AssertionError(f"timed out waiting for {what}{log}")
+        time.sleep(0.1)
+
+
+def log_lines(daemon: Background) -> list[dict[str, Any]]:
+    out = []
+    for line in daemon.output().splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def reconciles(daemon: Background, result: str | None = None) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in log_lines(daemon)
+        if e["event"] == "reconcile" and (result is None or e["result"] == result)
+    ]
+
+
+def address_in(host: Host, netns: str) -> list[str]:
+    out = host.run(["ip", "-j", "-4", "addr", "show", "dev", "eth0"], netns=netns, check=False).stdout
+    return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])]
+
+
+def http_get(host: Host, path: str) -> str:
+    conn = host.connect(None, METRICS[0], METRICS[1], payload=f"GET {path} HTTP/1.0\r\n\r\n")
+    assert conn.ok, f"metrics endpoint: {conn}"
+    return conn.data
+
+
+def metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+@pytest.fixture
+def specs(host: Host) -> Path:
+    d = host.workdir / "specs"
+    d.mkdir()
+    (d / "networks.yaml").write_text(NETWORKS)
+    (d / "containers.yaml").write_text(containers(WEB))
+    return d
+
+
+@pytest.fixture
+def daemon(host: Host, specs: Path) -> Iterator[Background]:
+    bg = host.reconciler_background(
+        "watch",
+        str(specs),
+        "--log-format",
+        "json",
+        "--resync-interval",
+        NO_RESYNC,
+        "--metrics-address",
+        f"{METRICS[0]}:{METRICS[1]}",
+        log=host.workdir / "watch.log",
+    )
+    wait_for("the first reconcile", lambda: bool(reconciles(bg, "applied")), bg)
+    yield bg
+
+
+def test_follows_spec_edits(host: Host, specs: Path, daemon: Background) -> None:
+    assert host.netns_list() == ["web"]
+    app = specs / "containers.yaml"
+
+    replace(app, containers(WEB, db()))
+    wait_for("db to be created", lambda: host.netns_list() == ["db", "web"], daemon)
+    server = host.serve("db", 6379, "pong")
+    wait_for("web to reach db by name", lambda: host.connect("web", "db", 6379).data == "pong\n", daemon)
+    server.stop()
+
+    replace(app, containers(WEB, db("10.20.0.50")))
+    wait_for("db's new address", lambda: address_in(host, "db") == ["10.20.0.50"], daemon)
+
+    replace(app, containers(WEB))
+    wait_for("db to be removed", lambda: host.netns_list() == ["web"], daemon)
+    partial = [e for e in reconciles(daemon, "applied") if "spec" in e["trigger"]]
+    assert len(partial) == 3 and {e["mode"] for e in partial} == {"partial"}, partial
+
+
+def test_invalid_edit_keeps_state_until_fixed(host: Host, specs: Path, daemon: Background) -> None:
+    app = specs / "containers.yaml"
+    replace(app, containers(WEB, db()))
+    wait_for("db to be created", lambda: host.netns_list() == ["db", "web"], daemon)
+    address = address_in(host, "db")
+
+    replace(app, containers(WEB, db(network="frnt")))
+    wait_for(
+        "the invalid edit to be reported",
+        lambda: any(e["event"] == "invalid_spec" for e in log_lines(daemon)),
+    )
+    problems = next(e["problems"] for e in log_lines(daemon) if e["event"] == "invalid_spec")
+    assert problems == [f"{app}:7: containers.db.networks.frnt: unknown network 'frnt'"], problems
+    assert host.netns_list() == ["db", "web"] and address_in(host, "db") == address
+
+    # The same container in two files: a conflict naming both.
+    replace(app, containers(WEB, db()))
+    wait_for("the valid edit", lambda: reconciles(daemon)[-1]["result"] == "in_sync", daemon)
+    replace(specs / "more.yaml", containers(db()))
+    wait_for("the conflict to be reported", lambda: reconciles(daemon)[-1]["result"] == "invalid", daemon)
+    conflict = [e for e in log_lines(daemon) if e["event"] == "invalid_spec"][-1]["problems"]
+    assert conflict == [f"{specs / 'more.yaml'}:3: containers.db: is defined twice: also in {app}:6"], (
+        conflict
+    )
+
+    (specs / "more.yaml").unlink()
+    replace(app, containers(WEB, db("10.20.0.60")))
+    wait_for("the fix to be applied", lambda: address_in(host, "db") == ["10.20.0.60"], daemon)
+    assert reconciles(daemon)[-1]["result"] == "applied"
+
+
+def test_repairs_drift_from_events(host: Host, daemon: Background) -> None:
+    host.serve("web", 5000, "web")
+    veth = host.show()["containers"]["web"]["interfaces"][0]["host_ifname"]
+    wait_for("the published port", lambda: host.connect(None, "127.0.0.1", 8080).data == "web\n", daemon)
+
+    host.run(["ip", "link", "del", veth])
+    host.run(["nft", "flush", "ruleset"])  # the sandbox's ruleset: ours is the only table in it
+
+    wait_for("the veth to come back", lambda: veth in host.links(), daemon)
+    wait_for("our table to come back", lambda: "inet netreconciler" in host.nft_tables(), daemon)
+    wait_for(
+        "the published port again", lambda: host.connect(None, "127.0.0.1", 8080).data == "web\n", daemon
+    )
+    drift = [e for e in reconciles(daemon, "applied") if "drift" in e["trigger"]]
+    assert drift and all(e["mode"] == "partial" for e in drift), drift
+    text = http_get(host, "/metrics")
+    for kind in ("iface", "nft-table"):
+        repaired = metric(text, f'netreconciler_watch_drift_repairs_total{{kind="{kind}"}}')
+        assert repaired is not None and repaired >= 1, f"{kind}:\n{text}"
+
+
+def test_metrics_and_clean_stop(host: Host, specs: Path, daemon: Background) -> None:
+    text = http_get(host, "/metrics")
+    assert metric(text, 'netreconciler_watch_reconciles_total{result="applied"}') == 1.0, text
+    assert metric(text, 'netreconciler_watch_reconcile_duration_seconds_count{mode="full"}') == 1.0, text
+    assert metric(text, 'netreconciler_watch_managed_objects{kind="netns"}') == 1.0, text
+    assert metric(text, 'netreconciler_watch_managed_objects{kind="bridge"}') == 1.0, text
+    last = metric(text, "netreconciler_watch_last_success_timestamp_seconds")
+    assert last is not None and abs(last - time.time()) < 600, text
+    assert http_get(host, "/healthz").startswith("HTTP/1.0 200"), "healthz"
+
+    replace(specs / "containers.yaml", containers(WEB, db()))
+    wait_for("db to be created", lambda: host.netns_list() == ["db", "web"], daemon)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=DEADLINE) == 0, daemon.output()
+    assert log_lines(daemon)[-1]["message"].startswith("stopping"), daemon.output()
+    proc = host.reconciler("apply", str(specs), "--dry-run", "--exit-code")
+    assert proc.returncode == 0 and "No changes" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_apply_waits_for_the_daemon_and_the_daemon_for_apply(
+    host: Host, specs: Path, daemon: Background
+) -> None:
+    app = specs / "containers.yaml"
+    # Another run holds the lock: the daemon waits, then applies the edit.
+    holder = host.background(
+        ["flock", LOCK, "sh", "-c", "echo held; exec sleep 600"], host.workdir / "holder.log"
+    )
+    wait_for("the lock to be held", lambda: "held" in holder.output())
+    replace(app, containers(WEB, db()))
+    wait_for("the daemon to wait", lambda: "waiting for another reconciler run" in daemon.output(), daemon)
+    assert host.netns_list() == ["web"]
+    holder.stop()
+    wait_for("db to be created", lambda: host.netns_list() == ["db", "web"], daemon)
+
+    # The daemon holds the lock: apply waits for it, naming it. Catch the daemon inside a long
+    # reconcile and freeze it there, so the lock is certainly held while apply starts.
+    many = [f"  c{i}:\n    networks: [front]\n" for i in range(20)]
+    replace(app, containers(WEB, db(), *many))
+    _freeze_holding_lock(host, daemon)
+    try:
+        apply = host.reconciler_background("apply", str(specs), log=host.workdir / "apply.log")
+        wait_for("apply to wait", lambda: "waiting for another reconciler run" in apply.output())
+        assert ", reconciler watch) to finish" in apply.output(), apply.output()
+        assert apply.proc.poll() is None, apply.output()
+    finally:
+        daemon.signal(signal.SIGCONT)
+    assert apply.wait(timeout=DEADLINE) == 0, apply.output()
+    wait_for("all containers", lambda: len(host.netns_list()) == 22, daemon)
+
+
+def _freeze_holding_lock(host: Host, daemon: Background) -> None:
+    """SIGSTOP the daemon while it holds the lock; SIGHUP (a full resync) gives it another reconcile
+    to be caught in when it slipped away."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if _lock_busy(host):
+            daemon.signal(signal.SIGSTOP)
+            if _lock_busy(host):
+                return
+            daemon.signal(signal.SIGCONT)
+        daemon.signal(signal.SIGHUP)
+    raise AssertionError(f"never caught the daemon holding the lock\n{daemon.output()}")
+
+
+def _lock_busy(host: Host) -> bool:
+    return host.run(["flock", "-n", LOCK, "true"], check=False).returncode != 0
