@@ -98,11 +98,13 @@ def _name_conflicts(
     for data, locate in parts[1:]:
         if data.get("name") != first.get("name"):
             file, _ = first_locate(("name",))
-            what = f"spec name {data.get('name')!r} differs from {first.get('name')!r} in {file}"
-            problems.append(
-                Problem(("name",), f"{what}: every file must name the same spec", *locate(("name",)))
-            )
+            what = f"{_named(data)} here but {_named(first)} in {file}: every file must name the same spec"
+            problems.append(Problem(("name",), what, *locate(("name",))))
     return problems
+
+
+def _named(data: dict[str, Any]) -> str:
+    return f"{data['name']!r}" if data.get("name") is not None else "no name"
 
 
 def _conflict(path: FieldPath, what: str, locate: Locate, owners: dict[FieldPath, Locate]) -> Problem:

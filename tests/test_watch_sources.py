@@ -1,0 +1,93 @@
+"""`watch.sources.load_specs`: a directory of spec files merged into one spec, problems in their files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import SpecError
+from reconciler.watch.sources import load_specs
+
+NETWORKS = "version: 1\nnetworks:\n  front:\n    subnet: 10.1.0.0/24\n"
+APP = "version: 1\ncontainers:\n  web:\n    networks: [front]\n"
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(SpecError) as e:
+        load_specs(path)
+    return [str(p) for p in e.value.problems]
+
+
+def test_files_merge_into_one_spec(tmp_path: Path) -> None:
+    (tmp_path / "a-networks.yaml").write_text(NETWORKS)
+    (tmp_path / "b-app.yaml").write_text(APP)
+    (tmp_path / ".b-app.yaml.swp").write_text("not yaml: [")  # an editor's temporary: not a spec
+    (tmp_path / "notes.txt").write_text("not a spec")
+    spec = load_specs(tmp_path)
+    assert list(spec.networks) == ["front"] and list(spec.containers) == ["web"]
+    assert spec.containers["web"].attachments().keys() == {"front"}
+
+
+def test_a_single_file_is_read_as_apply_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(NETWORKS + "containers:\n  web: {networks: [front]}\n")
+    assert list(load_specs(path).containers) == ["web"]
+
+
+def test_problems_name_the_file_that_has_them(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(NETWORKS)
+    (tmp_path / "b.yaml").write_text(APP.replace("[front]", "[back]"))
+    (tmp_path / "c.yaml").write_text("version: 1\nnetworks:\n  other:\n    subnet: 10.1.0.128/25\n")
+    assert sorted(problems(tmp_path)) == [
+        f"{tmp_path / 'b.yaml'}:4: containers.web.networks.back: unknown network 'back'",
+        f"{tmp_path / 'c.yaml'}:4: networks.other.subnet: "
+        "subnet 10.1.0.128/25 overlaps 10.1.0.0/24 of network front",
+    ]
+
+
+def test_shape_problems_name_their_file(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(NETWORKS)
+    (tmp_path / "b.yaml").write_text(APP + "    netns: relative\n")
+    (tmp_path / "c.yaml").write_text("version: 1\ncontainers: [web]\n")
+    assert sorted(problems(tmp_path)) == [
+        f"{tmp_path / 'c.yaml'}:2: containers: must be a mapping",
+    ]
+    (tmp_path / "c.yaml").unlink()
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'b.yaml'}:5: containers.web.netns: "
+        "netns must be an absolute path to a network namespace, got 'relative'"
+    ]
+
+
+def test_every_broken_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("version: 1\nnetworks: {front: {subnet: 10.1.0.0/24}\n")
+    (tmp_path / "b.yaml").write_text("")
+    found = problems(tmp_path)
+    assert [p.split(":")[0] for p in found] == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")], found
+    assert found[1] == f"{tmp_path / 'b.yaml'}:1: the spec is empty"
+
+
+def test_conflicting_definitions_name_both_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(NETWORKS + "containers:\n  web: {networks: [front]}\n")
+    (tmp_path / "b.yaml").write_text(APP + "networks:\n  front: {subnet: 10.1.0.0/24}\n")
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'b.yaml'}:3: containers.web: is defined twice: also in {tmp_path / 'a.yaml'}:6",
+        f"{tmp_path / 'b.yaml'}:6: networks.front: is defined twice: also in {tmp_path / 'a.yaml'}:3",
+    ]
+
+
+def test_files_must_name_the_same_spec(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("name: pets\n" + NETWORKS)
+    (tmp_path / "b.yaml").write_text(APP)
+    (tmp_path / "c.yaml").write_text("version: 2\nname: pets\n")
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'c.yaml'}:1: version: 2 differs: also in {tmp_path / 'a.yaml'}:2",
+        f"{tmp_path / 'b.yaml'}:1: name: no name here but 'pets' in {tmp_path / 'a.yaml'}: "
+        "every file must name the same spec",
+    ]
+
+
+def test_an_empty_directory_is_an_error_not_an_empty_spec(tmp_path: Path) -> None:
+    # An empty spec would mean "remove everything": a checkout in progress must not do that.
+    assert problems(tmp_path) == [f"{tmp_path}: no *.yaml spec files in this directory"]
