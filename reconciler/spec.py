@@ -148,6 +148,10 @@ def parse_port(text: str) -> list[PortMapping]:
     return [PortMapping(proto, h1 + i, c1 + i, host_ip) for i in range(h2 - h1 + 1)]
 
 
+# Shared (the model is frozen): building one per call dominated IPAM and desired-state time at scale.
+_NO_OPTIONS = Attachment()
+
+
 class Container(_Model):
     networks: list[str] | dict[str, Attachment | None] = []
     ports: list[str] = []
@@ -182,8 +186,8 @@ class Container(_Model):
     def attachments(self) -> dict[str, Attachment]:
         """Networks in declaration order, each with its options (defaults filled in)."""
         if isinstance(self.networks, list):
-            return {n: Attachment() for n in self.networks}
-        return {n: (a or Attachment()) for n, a in self.networks.items()}
+            return {n: _NO_OPTIONS for n in self.networks}
+        return {n: (a or _NO_OPTIONS) for n, a in self.networks.items()}
 
     def port_mappings(self) -> list[PortMapping]:
         return [pm for text in self.ports for pm in parse_port(text)]

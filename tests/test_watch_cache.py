@@ -86,11 +86,11 @@ def _msg(body: bytes, *attrs: tuple[int, bytes]) -> bytes:
     return out
 
 
-def _link(index: int, alias: str | None, flags: int = 1, mtu: int = 1500) -> bytes:
+def _link(index: int, alias: str | None, flags: int = 1, mtu: int = 1500, family: int = 0) -> bytes:
     attrs = [(3, b"nrv0\0"), (4, struct.pack("=I", mtu))]
     if alias:
         attrs.append((events.IFLA_IFALIAS, alias.encode() + b"\0"))
-    return _msg(struct.pack("=BxHiII", 0, 1, index, flags, 0), *attrs)
+    return _msg(struct.pack("=BxHiII", family, 1, index, flags, 0), *attrs)
 
 
 def test_link_and_address_events_name_their_owner() -> None:
@@ -104,6 +104,8 @@ def test_link_and_address_events_name_their_owner() -> None:
     assert ev._route(events.RTM_NEWLINK, 0, _link(7, veth, mtu=1400), 2.0) == Drift(
         2.0, containers=frozenset({"web"})
     )
+    # IPv6 addrconf re-announces the link without its alias: not a lost mark.
+    assert ev._route(events.RTM_NEWLINK, 0, _link(7, None, family=10), 2.5) is None
     addr = _msg(struct.pack("=BBBBI", 2, 24, 0, 0, 7))
     assert ev._route(events.RTM_DELADDR, 0, addr, 3.0) == Drift(3.0, containers=frozenset({"web"}))
     assert ev._route(events.RTM_DELLINK, 0, _link(7, None), 4.0) == Drift(4.0, containers=frozenset({"web"}))

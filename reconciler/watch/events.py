@@ -29,12 +29,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import names
+from .. import names, rawnetlink
 
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
 NFNLGRP_NFTABLES = 7
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 20, 21, 24, 25, 28, 29
 IFLA_IFALIAS, RTA_OIF = 20, 4
@@ -44,12 +43,8 @@ IFF_UP = 1
 NUD_PERMANENT = 0x80
 NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWGEN = 10, 15
 NFPROTO = {"inet": 1, "bridge": 7}
-NLA_TYPE_MASK = 0x3FFF
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RCVBUF = 4 << 20
 SO_RCVBUFFORCE = 33
-_HDR = struct.Struct("=IHHII")
-_ATTR = struct.Struct("=HH")
 
 
 @dataclass(frozen=True)
@@ -107,7 +102,13 @@ class Events:
         self._nf = _socket(NETLINK_NETFILTER, 1 << (NFNLGRP_NFTABLES - 1))
         self._dump_seq = 1
         # The seed dump's replies come through the same socket as the events: they only fill `_owners`.
-        request = _HDR.pack(_HDR.size + 16, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, self._dump_seq, 0)
+        request = rawnetlink.HDR.pack(
+            rawnetlink.HDR.size + 16,
+            RTM_GETLINK,
+            rawnetlink.NLM_F_REQUEST | rawnetlink.NLM_F_DUMP,
+            self._dump_seq,
+            0,
+        )
         self._rt.send(request + bytes(16))  # an empty ifinfomsg: every link
         self._thread = threading.Thread(target=self._run, name="netlink-events", daemon=True)
 
@@ -142,15 +143,19 @@ class Events:
                     self._notify(Drift(time.monotonic(), full=True))
                     continue
                 now = time.monotonic()
-                for msg_type, seq, body in _messages(data):
+                for msg_type, seq, body in rawnetlink.messages(data):
+                    if msg_type in (rawnetlink.NLMSG_ERROR, rawnetlink.NLMSG_DONE):
+                        continue
                     hint = handle(msg_type, seq, body, now)
                     if hint is not None:
                         self._notify(hint)
 
     def _route(self, msg_type: int, seq: int, body: bytes, at: float) -> Drift | None:
-        if msg_type in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= 16:
+        # Only the full (AF_UNSPEC) link messages: IPv6 (addrconf state) and bridge-port ones
+        # describe the same link again without its alias.
+        if msg_type in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= 16 and body[0] == socket.AF_UNSPEC:
             index, flags = struct.unpack_from("=iI", body, 4)
-            attrs = _attrs(body, 16)
+            attrs = rawnetlink.attrs(body, 16)
             raw = attrs.get(IFLA_IFALIAS)
             alias = raw.rstrip(b"\0").decode(errors="replace") if raw else None
             looks = bytes([flags & IFF_UP]) + b"|".join(attrs.get(a, b"") for a in LINK_MANAGED)
@@ -159,7 +164,7 @@ class Events:
         if msg_type in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= 8:
             return self._owners.owned(struct.unpack_from("=I", body, 4)[0], at)
         if msg_type in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
-            oif = _attrs(body, 12).get(RTA_OIF)
+            oif = rawnetlink.attrs(body, 12).get(RTA_OIF)
             return self._owners.owned(struct.unpack_from("=I", oif)[0], at) if oif and len(oif) >= 4 else None
         if msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= 12:
             index, state = struct.unpack_from("=iH", body, 4)
@@ -170,7 +175,7 @@ class Events:
         if msg_type >> 8 != NFNL_SUBSYS_NFTABLES or msg_type & 0xFF == NFT_MSG_NEWGEN or len(body) < 4:
             return None
         # Attribute 1 is the table's name in every nf_tables message that belongs to a table.
-        table = _attrs(body, 4).get(1)
+        table = rawnetlink.attrs(body, 4).get(1)
         if table is None or (body[0], table.rstrip(b"\0").decode(errors="replace")) not in self._tables:
             return None
         return Drift(at, nft=True)
@@ -183,27 +188,3 @@ def _socket(protocol: int, groups: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
     sock.bind((0, groups))
     return sock
-
-
-def _messages(data: bytes) -> list[tuple[int, int, bytes]]:
-    out = []
-    offset = 0
-    while offset + _HDR.size <= len(data):
-        length, msg_type, _, seq, _ = _HDR.unpack_from(data, offset)
-        if length < _HDR.size:
-            break
-        if msg_type not in (NLMSG_ERROR, NLMSG_DONE):
-            out.append((msg_type, seq, data[offset + _HDR.size : offset + length]))
-        offset += (length + 3) & ~3
-    return out
-
-
-def _attrs(body: bytes, offset: int) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    while offset + _ATTR.size <= len(body):
-        length, attr_type = _ATTR.unpack_from(body, offset)
-        if length < _ATTR.size:
-            break
-        out.setdefault(attr_type & NLA_TYPE_MASK, body[offset + _ATTR.size : offset + length])
-        offset += (length + 3) & ~3
-    return out
