@@ -29,7 +29,7 @@ class Resource:
         return (self.kind, self.id)
 
     def attrs(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _field_names(type(self))}
 
     def differences(self, observed: Resource) -> list[str]:
         """Names of the fields that differ, skipping fields this (desired) object does not care about."""
@@ -38,6 +38,17 @@ class Resource:
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# dataclasses.fields() walks the class on each call: it dominated plan() on 200 containers.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    found = _FIELD_NAMES.get(cls)
+    if found is None:
+        found = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return found
 
 
 @dataclass(frozen=True)
