@@ -23,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from pyroute2 import IPRoute
+
 from .. import engine
 from ..diff import Action, plan
 from ..errors import ReconcilerError, SpecError
 from ..model import State
+from ..nft import Nft
 from ..observe import Observed, observe
 from ..spec import Spec
 from ..statedir import ScopeRecord, StateDir
@@ -116,6 +119,7 @@ class Daemon:
         self._hup = False
         self._record: ScopeRecord | None = None
         self._events: Events | None = None
+        self._kernel: tuple[IPRoute, Nft] | None = None
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -228,17 +232,24 @@ class Daemon:
             with self.opts.state_dir.lock(holder=LOCK_HOLDER):
                 actions, repaired, mode = self._converge(spec, containers)
         except (ReconcilerError, OSError) as e:
-            self.cache = None
+            self._forget()
             self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=str(e)))
             return False
         except Exception as e:  # a kernel refusal (NetlinkError) or a bug: keep serving, resync later
-            self.cache = None
+            self._forget()
             error = f"{type(e).__name__}: {e}"
             self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=error))
             return False
         result = "applied" if actions else "in_sync"
         self._report(Reconciled(trigger, mode, result, time.monotonic() - start, actions), repaired)
         return True
+
+    def _forget(self) -> None:
+        """After a failure: observe everything next time, on fresh sockets."""
+        self.cache = None
+        if self._kernel is not None:
+            self._kernel[0].close()
+            self._kernel = None
 
     def _partial_scope(self, pending: Pending, spec: Spec) -> set[str] | None:
         """The containers whose namespaces to re-read, or None for a full observe."""
@@ -253,10 +264,6 @@ class Daemon:
         return containers
 
     def _converge(self, spec: Spec, containers: set[str] | None) -> tuple[list[Action], list[str], str]:
-        from pyroute2 import IPRoute
-
-        from ..nft import Nft
-
         scope = engine.scope_of(spec)
         if self._events is None:
             self._events = Events(scope, self._notify_drift)
@@ -268,34 +275,36 @@ class Daemon:
             containers = None  # another run changed the allocations: trust nothing remembered
         adopted = {path: c for c, path in previous.adopted.items()}
         adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
-        with IPRoute() as ipr:
-            nft = Nft()
-            if containers is None or self.cache is None:
-                containers = None
-                observed = observe(scope, adopted, ipr, nft)
-            else:
-                observed = cache.merge(
-                    self.cache, observe(scope, adopted, ipr, nft, containers), containers, adopted
-                )
-            record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
-            if containers is not None:
-                # Allocation can reach past what the spec edit named (an address freed and reused).
-                extra = cache.desired_changes(self.desired, desired) - containers
-                if extra:
-                    fresh = observe(scope, adopted, ipr, nft, extra)
-                    observed = cache.merge(observed, fresh, extra, adopted)
-                    record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
-            actions = plan(desired, observed.state)
-            if actions or record != previous:
-                self._applied = _Applied(
-                    start=time.monotonic(),
-                    containers={c for a in actions if (c := cache.container_of(a.resource))},
-                    nft=any(a.resource.kind.startswith("nft-") for a in actions),
-                )
-                try:
-                    engine.commit(actions, scope, previous, record, state_dir, ipr, nft)
-                finally:
-                    self._applied.end = time.monotonic()
+        if self._kernel is None:
+            # Kept for the daemon's life (this thread's): a new IPRoute costs an event loop and a socket.
+            self._kernel = (IPRoute(), Nft())
+        ipr, nft = self._kernel
+        if containers is None or self.cache is None:
+            containers = None
+            observed = observe(scope, adopted, ipr, nft)
+        else:
+            observed = cache.merge(
+                self.cache, observe(scope, adopted, ipr, nft, containers), containers, adopted
+            )
+        record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
+        if containers is not None:
+            # Allocation can reach past what the spec edit named (an address freed and reused).
+            extra = cache.desired_changes(self.desired, desired) - containers
+            if extra:
+                fresh = observe(scope, adopted, ipr, nft, extra)
+                observed = cache.merge(observed, fresh, extra, adopted)
+                record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
+        actions = plan(desired, observed.state)
+        if actions or record != previous:
+            self._applied = _Applied(
+                start=time.monotonic(),
+                containers={c for a in actions if (c := cache.container_of(a.resource))},
+                nft=any(a.resource.kind.startswith("nft-") for a in actions),
+            )
+            try:
+                engine.commit(actions, scope, previous, record, state_dir, ipr, nft)
+            finally:
+                self._applied.end = time.monotonic()
         repaired = [
             a.resource.kind
             for a in actions

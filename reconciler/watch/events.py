@@ -100,8 +100,13 @@ class Events:
         self._notify = notify
         self._rt = _socket(NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)
         self._nf = _socket(NETLINK_NETFILTER, 1 << (NFNLGRP_NFTABLES - 1))
-        self._dump_seq = 1
-        # The seed dump's replies come through the same socket as the events: they only fill `_owners`.
+        self._dump_seq = 0
+        self._seed()
+        self._thread = threading.Thread(target=self._run, name="netlink-events", daemon=True)
+
+    def _seed(self) -> None:
+        """Ask for every link: the replies come through the event socket and only fill `_owners`."""
+        self._dump_seq += 1
         request = rawnetlink.HDR.pack(
             rawnetlink.HDR.size + 16,
             RTM_GETLINK,
@@ -110,7 +115,6 @@ class Events:
             0,
         )
         self._rt.send(request + bytes(16))  # an empty ifinfomsg: every link
-        self._thread = threading.Thread(target=self._run, name="netlink-events", daemon=True)
 
     @property
     def scope(self) -> str:
@@ -139,8 +143,11 @@ class Events:
                 except OSError as e:
                     if e.errno != errno.ENOBUFS:
                         raise
-                    # The kernel dropped events: nothing short of a full observe knows what changed.
+                    # The kernel dropped events: nothing short of a full observe knows what changed,
+                    # and the index -> owner map may have missed links.
                     self._notify(Drift(time.monotonic(), full=True))
+                    if sock is self._rt:
+                        self._seed()
                     continue
                 now = time.monotonic()
                 for msg_type, seq, body in rawnetlink.messages(data):
