@@ -74,6 +74,22 @@ def attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
     return out
 
 
+def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, sequence number, payload) of each message in one datagram (e.g. multicast events)."""
+    offset = 0
+    while offset + _HDR.size <= len(data):
+        size, kind, _, seq, _ = _HDR.unpack_from(data, offset)
+        if size < _HDR.size:
+            return
+        yield kind, seq, data[offset + _HDR.size : offset + size]
+        offset += (size + 3) & ~3
+
+
+def dump_request(kind: int, seq: int, body: bytes) -> bytes:
+    """A dump request, for a socket this module does not own (the watch daemon's event socket)."""
+    return _HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
 def _str(value: bytes | None) -> str | None:
     return value.rstrip(b"\0").decode() if value is not None else None
 

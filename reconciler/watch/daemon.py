@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from pyroute2 import IPRoute
-
 from .. import engine
 from ..diff import Action, plan
 from ..errors import ReconcilerError, SpecError
@@ -119,7 +117,7 @@ class Daemon:
         self._hup = False
         self._record: ScopeRecord | None = None
         self._events: Events | None = None
-        self._kernel: tuple[IPRoute, Nft] | None = None
+        self._nft: Nft | None = None
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -245,11 +243,9 @@ class Daemon:
         return True
 
     def _forget(self) -> None:
-        """After a failure: observe everything next time, on fresh sockets."""
+        """After a failure: observe everything next time, with a fresh nftables context."""
         self.cache = None
-        if self._kernel is not None:
-            self._kernel[0].close()
-            self._kernel = None
+        self._nft = None
 
     def _partial_scope(self, pending: Pending, spec: Spec) -> set[str] | None:
         """The containers whose namespaces to re-read, or None for a full observe."""
@@ -275,23 +271,20 @@ class Daemon:
             containers = None  # another run changed the allocations: trust nothing remembered
         adopted = {path: c for c, path in previous.adopted.items()}
         adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
-        if self._kernel is None:
-            # Kept for the daemon's life (this thread's): a new IPRoute costs an event loop and a socket.
-            self._kernel = (IPRoute(), Nft())
-        ipr, nft = self._kernel
+        if self._nft is None:
+            self._nft = Nft()  # one libnftables context for the daemon's life
+        nft = self._nft
         if containers is None or self.cache is None:
             containers = None
-            observed = observe(scope, adopted, ipr, nft)
+            observed = observe(scope, adopted, nft)
         else:
-            observed = cache.merge(
-                self.cache, observe(scope, adopted, ipr, nft, containers), containers, adopted
-            )
+            observed = cache.merge(self.cache, observe(scope, adopted, nft, containers), containers, adopted)
         record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
         if containers is not None:
             # Allocation can reach past what the spec edit named (an address freed and reused).
             extra = cache.desired_changes(self.desired, desired) - containers
             if extra:
-                fresh = observe(scope, adopted, ipr, nft, extra)
+                fresh = observe(scope, adopted, nft, extra)
                 observed = cache.merge(observed, fresh, extra, adopted)
                 record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
         actions = plan(desired, observed.state)
@@ -302,7 +295,7 @@ class Daemon:
                 nft=any(a.resource.kind.startswith("nft-") for a in actions),
             )
             try:
-                engine.commit(actions, scope, previous, record, state_dir, ipr, nft)
+                engine.commit(actions, scope, previous, record, state_dir, nft)
             finally:
                 self._applied.end = time.monotonic()
         repaired = [

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import names, rawnetlink
+from .. import names, rtnl
 
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
@@ -107,14 +107,8 @@ class Events:
     def _seed(self) -> None:
         """Ask for every link: the replies come through the event socket and only fill `_owners`."""
         self._dump_seq += 1
-        request = rawnetlink.HDR.pack(
-            rawnetlink.HDR.size + 16,
-            RTM_GETLINK,
-            rawnetlink.NLM_F_REQUEST | rawnetlink.NLM_F_DUMP,
-            self._dump_seq,
-            0,
-        )
-        self._rt.send(request + bytes(16))  # an empty ifinfomsg: every link
+        request = rtnl.dump_request(RTM_GETLINK, self._dump_seq, rtnl.ifinfo())
+        self._rt.send(request)
 
     @property
     def scope(self) -> str:
@@ -150,8 +144,8 @@ class Events:
                         self._seed()
                     continue
                 now = time.monotonic()
-                for msg_type, seq, body in rawnetlink.messages(data):
-                    if msg_type in (rawnetlink.NLMSG_ERROR, rawnetlink.NLMSG_DONE):
+                for msg_type, seq, body in rtnl.messages(data):
+                    if msg_type in (rtnl.NLMSG_ERROR, rtnl.NLMSG_DONE):
                         continue
                     hint = handle(msg_type, seq, body, now)
                     if hint is not None:
@@ -162,7 +156,7 @@ class Events:
         # describe the same link again without its alias.
         if msg_type in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= 16 and body[0] == socket.AF_UNSPEC:
             index, flags = struct.unpack_from("=iI", body, 4)
-            attrs = rawnetlink.attrs(body, 16)
+            attrs = rtnl.attrs(body, 16)
             raw = attrs.get(IFLA_IFALIAS)
             alias = raw.rstrip(b"\0").decode(errors="replace") if raw else None
             looks = bytes([flags & IFF_UP]) + b"|".join(attrs.get(a, b"") for a in LINK_MANAGED)
@@ -171,7 +165,7 @@ class Events:
         if msg_type in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= 8:
             return self._owners.owned(struct.unpack_from("=I", body, 4)[0], at)
         if msg_type in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
-            oif = rawnetlink.attrs(body, 12).get(RTA_OIF)
+            oif = rtnl.attrs(body, 12).get(RTA_OIF)
             return self._owners.owned(struct.unpack_from("=I", oif)[0], at) if oif and len(oif) >= 4 else None
         if msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= 12:
             index, state = struct.unpack_from("=iH", body, 4)
@@ -182,7 +176,7 @@ class Events:
         if msg_type >> 8 != NFNL_SUBSYS_NFTABLES or msg_type & 0xFF == NFT_MSG_NEWGEN or len(body) < 4:
             return None
         # Attribute 1 is the table's name in every nf_tables message that belongs to a table.
-        table = rawnetlink.attrs(body, 4).get(1)
+        table = rtnl.attrs(body, 4).get(1)
         if table is None or (body[0], table.rstrip(b"\0").decode(errors="replace")) not in self._tables:
             return None
         return Drift(at, nft=True)
