@@ -105,7 +105,6 @@ class Daemon:
         self.spec: Spec | None = None
         self.desired: State | None = None
         self.cache: Observed | None = None
-        self._record_stamp: tuple[int, int] | None = None
         self._applied = _Applied()
         self._hints: list[Drift] = []
         self._spec_changed = False
@@ -118,6 +117,7 @@ class Daemon:
         self._record: ScopeRecord | None = None
         self._events: Events | None = None
         self._nft: Nft | None = None
+        self._unapplied_spec = False
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -155,13 +155,19 @@ class Daemon:
         self.log.message(f"watching {self.opts.path} (resync every {self.opts.resync_interval:g} s)")
         pending = Pending({"start"}, spec=True, full=True)
         next_resync = time.monotonic() + self.opts.resync_interval
+        failures = 0
         while not self._stop:
             if pending:
                 ok = self._reconcile(pending)
-                if pending.full and ok:
-                    next_resync = time.monotonic() + self.opts.resync_interval
+                failures = 0 if ok else failures + 1
+                # After a failure, a full retry soon, then less often: a refusal (a foreign interface
+                # in the way) may last. A full pass (start, resync, signal) always re-arms the timer.
+                retry = min(RETRY_AFTER_FAILURE * 2 ** max(failures - 1, 0), self.opts.resync_interval)
+                wait = self.opts.resync_interval if ok else retry
+                if pending.full:
+                    next_resync = time.monotonic() + wait
                 elif not ok:
-                    next_resync = min(next_resync, time.monotonic() + RETRY_AFTER_FAILURE)
+                    next_resync = min(next_resync, time.monotonic() + wait)
             pending = self._wait(next_resync)
         self.log.message("stopping: no reconcile in flight")
         return 0
@@ -212,7 +218,7 @@ class Daemon:
         start = time.monotonic()
         trigger = "+".join(sorted(pending.triggers))
         spec = self.spec
-        if pending.spec:
+        if pending.spec or self._unapplied_spec:
             try:
                 spec = load_specs(self.opts.path)
             except SpecError as e:
@@ -230,22 +236,25 @@ class Daemon:
             with self.opts.state_dir.lock(holder=LOCK_HOLDER):
                 actions, repaired, mode = self._converge(spec, containers)
         except (ReconcilerError, OSError) as e:
-            self._forget()
+            self._forget(spec)
             self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=str(e)))
             return False
         except Exception as e:  # a kernel refusal (NetlinkError) or a bug: keep serving, resync later
-            self._forget()
+            self._forget(spec)
             error = f"{type(e).__name__}: {e}"
             self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=error))
             return False
+        self._unapplied_spec = False
         result = "applied" if actions else "in_sync"
         self._report(Reconciled(trigger, mode, result, time.monotonic() - start, actions), repaired)
         return True
 
-    def _forget(self) -> None:
-        """After a failure: observe everything next time, with a fresh nftables context."""
+    def _forget(self, spec: Spec) -> None:
+        """After a failure: observe everything next time, with a fresh nftables context, and read
+        the spec again if this one never got applied (the retry must not fall back to the old one)."""
         self.cache = None
         self._nft = None
+        self._unapplied_spec = self._unapplied_spec or spec is not self.spec
 
     def _partial_scope(self, pending: Pending, spec: Spec) -> set[str] | None:
         """The containers whose namespaces to re-read, or None for a full observe."""

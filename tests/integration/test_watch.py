@@ -263,3 +263,20 @@ def _freeze_holding_lock(host: Host, daemon: Background) -> None:
 
 def _lock_busy(host: Host) -> bool:
     return host.run(["flock", "-n", LOCK, "true"], check=False).returncode != 0
+
+
+def test_refused_reconcile_reports_unhealthy_and_retries(host: Host, specs: Path, daemon: Background) -> None:
+    host.run(["ip", "netns", "add", "db"])  # someone else's namespace where db would go
+    replace(specs / "containers.yaml", containers(WEB, db()))
+    wait_for("the refusal", lambda: reconciles(daemon)[-1]["result"] == "failed", daemon)
+    assert "namespace /run/netns/db exists and is not managed by this spec" in reconciles(daemon)[-1]["error"]
+    assert http_get(host, "/healthz").startswith("HTTP/1.0 503"), "healthz while failing"
+    failures = len(reconciles(daemon, "failed"))
+
+    host.run(["ip", "netns", "del", "db"])
+    wait_for(
+        "the retry to create db", lambda: "db" in host.netns_list() and address_in(host, "db") != [], daemon
+    )
+    assert reconciles(daemon)[-1]["result"] == "applied" and "resync" in reconciles(daemon)[-1]["trigger"]
+    assert failures <= 2, reconciles(daemon, "failed")  # retried with a pause, not in a loop
+    assert http_get(host, "/healthz").startswith("HTTP/1.0 200"), "healthz after the retry"
