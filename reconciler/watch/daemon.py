@@ -141,6 +141,9 @@ class Daemon:
             self._stop = True
 
     def run(self) -> int:
+        if not self.opts.path.exists():
+            # Nothing to watch either: inotify needs the file's directory to exist.
+            raise ReconcilerError(f"{self.opts.path}: no such file or directory")
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         # A signal's byte on this socket ends the select below; the handler above runs right after.
