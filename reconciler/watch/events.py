@@ -30,16 +30,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import names, rtnl
+from ..rtnl import (
+    IFF_UP,
+    IFLA_ADDRESS,
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    IFLA_MASTER,
+    IFLA_MTU,
+    NETLINK_ROUTE,
+    RTA_OIF,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_GETLINK,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+)
 
-NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+NETLINK_NETFILTER = 12
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
 NFNLGRP_NFTABLES = 7
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 20, 21, 24, 25, 28, 29
-IFLA_IFALIAS, RTA_OIF = 20, 4
-# Link attributes the model compares: address (MAC), name, MTU, master.
-LINK_MANAGED = (1, 3, 4, 10)
-IFF_UP = 1
+RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+# Link attributes the model compares besides the mark: MAC, name, MTU, master.
+LINK_MANAGED = (IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER)
 NUD_PERMANENT = 0x80
 NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWGEN = 10, 15
 NFPROTO = {"inet": 1, "bridge": 7}
