@@ -161,6 +161,10 @@ class Background:
 
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
+        if signum == signal.SIGCONT:
+            # nsenter stops itself when its child stops (passing the stop on): resume it too, or
+            # it never collects the child's exit status.
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def wait(self, timeout: float) -> int:
         """The command's exit status (nsenter passes it on)."""

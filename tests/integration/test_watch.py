@@ -207,13 +207,19 @@ def test_metrics_and_clean_stop(host: Host, specs: Path, daemon: Background) -> 
     assert last is not None and abs(last - time.time()) < 600, text
     assert http_get(host, "/healthz").startswith("HTTP/1.0 200"), "healthz"
 
-    replace(specs / "containers.yaml", containers(WEB, db()))
-    wait_for("db to be created", lambda: host.netns_list() == ["db", "web"], daemon)
+    # SIGTERM in the middle of a reconcile (the daemon frozen while it holds the lock): the
+    # reconcile finishes, then the daemon exits 0, leaving nothing half-applied.
+    many = [f"  c{i}:\n    networks: [front]\n" for i in range(20)]
+    replace(specs / "containers.yaml", containers(WEB, *many))
+    _freeze_holding_lock(host, daemon)
     daemon.signal(signal.SIGTERM)
+    daemon.signal(signal.SIGCONT)
     assert daemon.wait(timeout=DEADLINE) == 0, daemon.output()
     assert log_lines(daemon)[-1]["message"].startswith("stopping"), daemon.output()
+    assert any("spec" in e["trigger"] for e in reconciles(daemon, "applied")[1:]), daemon.output()
     proc = host.reconciler("apply", str(specs), "--dry-run", "--exit-code")
     assert proc.returncode == 0 and "No changes" in proc.stdout, proc.stdout + proc.stderr
+    assert len(host.netns_list()) == 21
 
 
 def test_apply_waits_for_the_daemon_and_the_daemon_for_apply(
@@ -250,14 +256,15 @@ def test_apply_waits_for_the_daemon_and_the_daemon_for_apply(
 def _freeze_holding_lock(host: Host, daemon: Background) -> None:
     """SIGSTOP the daemon while it holds the lock; SIGHUP (a full resync) gives it another reconcile
     to be caught in when it slipped away."""
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    while time.monotonic() < start + DEADLINE:
         if _lock_busy(host):
             daemon.signal(signal.SIGSTOP)
             if _lock_busy(host):
                 return
             daemon.signal(signal.SIGCONT)
-        daemon.signal(signal.SIGHUP)
+        if time.monotonic() > start + 2:  # the reconcile that was expected is over: make another
+            daemon.signal(signal.SIGHUP)
     raise AssertionError(f"never caught the daemon holding the lock\n{daemon.output()}")
 
 
