@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,9 @@ examples:
   reconciler show specs/pets-bridge.yaml -o json
   reconciler destroy specs/pets-bridge.yaml
   reconciler watch specs/ --log-format json         # follow a directory of specs, repair drift
+  reconciler graph specs/pets-bridge.yaml --format dot | dot -Tsvg > pets.svg
+  reconciler schema > spec.schema.json                  # for editors (yaml-language-server)
+  source <(reconciler completion bash)
 
 exit codes: 0 ok, 1 invalid spec or failed apply, 2 changes pending (--exit-code),
             3 another run holds the lock, 4 needs root or CAP_NET_ADMIN
@@ -46,12 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"reconciler {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
+    def command(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
         cp = sub.add_parser(
             name,
             help=help,
             description=help,
-            epilog=f"example:\n  {example}",
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         return cp
@@ -67,7 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     def output(cp: argparse.ArgumentParser) -> None:
         cp.add_argument("-o", "--output", choices=["text", "json"], default="text", help="output format")
 
-    v = command("validate", "check a spec without touching the host", "reconciler validate spec.yaml")
+    def quiet(cp: argparse.ArgumentParser) -> None:
+        cp.add_argument(
+            "-q", "--quiet", action="store_true", help="no progress display (it is off anyway when not a TTY)"
+        )
+
+    v = command(
+        "validate",
+        "check a spec without touching the host",
+        "reconciler validate spec.yaml",
+        'for f in specs/*.yaml; do reconciler validate "$f" || exit 1; done',
+    )
     v.add_argument(
         "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml files forming one spec"
     )
@@ -75,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     a = command(
         "apply",
         "plan and apply the changes that make the host match SPEC",
-        "reconciler apply spec.yaml --dry-run",
+        "reconciler apply spec.yaml --dry-run                # show the plan, change nothing",
+        "reconciler apply spec.yaml                          # converge",
+        "reconciler apply spec.yaml --dry-run --exit-code    # drift check: exit 2 if out of sync",
+        "reconciler apply spec.yaml -o json -q               # for scripts and Ansible",
     )
     a.add_argument(
         "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml files forming one spec"
@@ -85,17 +102,27 @@ def _parser() -> argparse.ArgumentParser:
         "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
     )
     output(a)
+    quiet(a)
     state_dir(a)
 
     d = command(
-        "destroy", "remove every object SPEC's scope owns, and nothing else", "reconciler destroy spec.yaml"
+        "destroy",
+        "remove every object SPEC's scope owns, and nothing else",
+        "reconciler destroy spec.yaml --dry-run   # what would go",
+        "reconciler destroy spec.yaml",
     )
     d.add_argument("spec", metavar="SPEC", help="YAML spec file (only its `name:` scope is used)")
     d.add_argument("--dry-run", action="store_true", help="print what would be removed and change nothing")
     output(d)
+    quiet(d)
     state_dir(d)
 
-    s = command("show", "show the managed state observed on this host", "reconciler show spec.yaml -o json")
+    s = command(
+        "show",
+        "show the managed state observed on this host",
+        "reconciler show spec.yaml",
+        "reconciler show spec.yaml -o json | jq .containers",
+    )
     s.add_argument(
         "spec", metavar="SPEC", nargs="?", help="YAML spec file: show its scope (default scope otherwise)"
     )
@@ -122,6 +149,31 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-address", type=_address, metavar="HOST:PORT", help="serve /metrics and /healthz here"
     )
     state_dir(w)
+
+    g = command(
+        "graph",
+        "draw SPEC's topology: networks, containers, their addresses and published ports",
+        "reconciler graph spec.yaml                       # Mermaid: paste into a ```mermaid block",
+        "reconciler graph spec.yaml --format dot | dot -Tpng > topology.png",
+    )
+    g.add_argument("spec", metavar="SPEC", help="YAML spec file")
+    g.add_argument("--format", choices=["mermaid", "dot"], default="mermaid", help="output syntax")
+
+    command(
+        "schema",
+        "print the spec's JSON Schema (for editors: yaml-language-server, VS Code, ...)",
+        "reconciler schema > spec.schema.json",
+        "then start a spec with: # yaml-language-server: $schema=./spec.schema.json",
+    )
+
+    c = command(
+        "completion",
+        "print a shell completion script",
+        "source <(reconciler completion bash)            # now, in this shell",
+        "reconciler completion bash > /etc/bash_completion.d/reconciler",
+        'reconciler completion zsh > "${fpath[1]}/_reconciler"',
+    )
+    c.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
     return p
 
 
@@ -156,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `reconciler schema | head`: the reader left; Python would otherwise complain again at exit.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 141
 
 
 def _load(path: str) -> Spec:
@@ -171,6 +227,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "validate":
         spec = _load(args.spec)
         print(f"{args.spec}: valid ({len(spec.networks)} networks, {len(spec.containers)} containers)")
+        return 0
+    if args.command in ("graph", "schema", "completion"):
+        print(_offline(args))
         return 0
     from . import engine
 
@@ -196,7 +255,10 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2) if args.output == "json" else _show_text(result))
         return 0
     spec = _load(args.spec)
-    outcome = engine.reconcile(spec, state_dir, dry_run=args.dry_run, destroy=args.command == "destroy")
+    from . import progress, term
+
+    with progress.listening(term.progress_bar(args.quiet)):
+        outcome = engine.reconcile(spec, state_dir, dry_run=args.dry_run, destroy=args.command == "destroy")
     _print_plan(outcome, args.output)
     if getattr(args, "exit_code", False) and outcome.actions:
         return EXIT_PENDING
@@ -209,7 +271,10 @@ def _print_plan(outcome: engine.Outcome, fmt: str) -> None:
     if fmt == "json":
         print(json.dumps({**json_plan(outcome.actions), "applied": outcome.applied}, indent=2))
         return
-    print(text_plan(outcome.actions))
+    from .term import colour_enabled, colour_plan
+
+    text = text_plan(outcome.actions)
+    print(colour_plan(text) if colour_enabled(sys.stdout) else text)
     if outcome.actions:
         print("Applied." if outcome.applied else "Dry run: nothing was changed.")
 
@@ -218,3 +283,18 @@ def _show_text(result: dict[str, object]) -> str:
     from .show import text
 
     return text(result)
+
+
+def _offline(args: argparse.Namespace) -> str:
+    """The commands that only read the spec or the CLI itself: no privileges, no host state."""
+    if args.command == "graph":
+        from .graph import render
+
+        return render(_load(args.spec), args.format)
+    if args.command == "schema":
+        from .schema import spec_schema
+
+        return json.dumps(spec_schema(), indent=2)
+    from .completion import script
+
+    return script(_parser(), args.shell)

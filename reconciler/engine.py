@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import ipam, names
+from . import ipam, names, progress
 from .desired import desired_state
 from .diff import Action, conflicts, plan
 from .errors import HostConflict, PermissionProblem
@@ -54,6 +54,7 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
         previous = state_dir.load(scope)
         adopted = {path: c for c, path in previous.adopted.items()}
         adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
+        progress.phase("observing the host")
         observed = observe(scope, adopted, nft)
         record, desired = prepare(spec, scope, previous, observed, state_dir)
         actions = plan(desired, observed.state)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .. import progress
 from ..diff import Action
 from ..model import KIND_RANK, Iface, Netns, Route
 from . import bridge, container, firewall, hosts, macvlan, sysctl
@@ -40,12 +41,15 @@ def execute(ctx: Context, actions: list[Action]) -> None:
         (a for a in actions if a.op in ("delete", "replace") and not _goes_with(a, gone)),
         key=lambda a: -KIND_RANK[a.resource.kind],
     )
+    progress.start(len(removals) + sum(a.op != "delete" for a in actions))
     for action in removals:
         old = action.before if action.op == "replace" and action.before else action.resource
         _run(ctx, Action("delete", old))
     for action in actions:
         if action.op != "delete":
             _run(ctx, action if action.op == "change" else Action("create", action.resource))
+    if nft_actions:
+        progress.phase(f"nftables: {len(nft_actions)} changes in one transaction")
     firewall.execute(ctx, nft_actions)
 
 
@@ -55,6 +59,7 @@ def _goes_with(action: Action, gone: set[str]) -> bool:
 
 
 def _run(ctx: Context, action: Action) -> None:
+    progress.advance(f"{action.op} {action.resource.kind} {action.resource.id}")
     run = EXECUTORS.get(action.resource.kind)
     if run is not None:
         run(ctx, action)
