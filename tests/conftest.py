@@ -22,6 +22,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "integration: runs the reconciler against the real kernel in a throwaway sandbox (root)"
     )
+    config.addinivalue_line(
+        "markers", "private_dirs(*dirs): more directories the `host` sandbox covers with a private tmpfs"
+    )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -45,7 +48,8 @@ def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Host]:
     missing = [tool for tool in ("unshare", "nsenter") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"integration tests need util-linux's {' and '.join(missing)}")
-    sandbox = Host(workdir=tmp_path)
+    marker = request.node.get_closest_marker("private_dirs")
+    sandbox = Host(workdir=tmp_path, private_dirs=marker.args if marker else ())
     try:
         yield sandbox
         if request.node.stash.get(_failed, False):

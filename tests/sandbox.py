@@ -182,7 +182,11 @@ class Background:
 class Host:
     """One sandbox. Use as a context manager, or call close()."""
 
-    def __init__(self, workdir: Path | None = None, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self, workdir: Path | None = None, start_timeout: float = 10.0, private_dirs: tuple[str, ...] = ()
+    ) -> None:
+        """`private_dirs`: more directories to cover with a private tmpfs (e.g. a container runtime's).
+        They are mounted first: an overlay made for a missing one must not cover a tmpfs mounted before."""
         self._scratch = tempfile.mkdtemp(prefix="sandbox-scratch-")
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="sandbox-"))
@@ -190,7 +194,7 @@ class Host:
         self._servers: list[Server] = []
         self._background: list[Background] = []
         self._proc = subprocess.Popen(
-            [*UNSHARE, "sh", "-c", INIT, "sandbox-init", self._scratch, *PRIVATE_DIRS],
+            [*UNSHARE, "sh", "-c", INIT, "sandbox-init", self._scratch, *private_dirs, *PRIVATE_DIRS],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
