@@ -57,7 +57,10 @@ def main() -> None:
     servers = [start("db", DB), start("web", WEB)]
     try:
         db_ip = subprocess.run(
-            ["ip", "netns", "exec", "web", "getent", "hosts", "db"], capture_output=True, text=True, check=True
+            ["ip", "netns", "exec", "web", "getent", "hosts", "db"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()[0]
         answer = ask("127.0.0.1", 8000)
         print(f"127.0.0.1:8000 -> {answer}")

@@ -36,9 +36,7 @@ def test_molecule_scenario(host: Host, tmp_path: Path) -> None:
         "LC_ALL": "C.UTF-8",
         "PYTHONPATH": str(REPO),
     }
-    proc = host.run(
-        ["sh", "-c", f'cd "{REPO}" && exec molecule test'], check=False, timeout=600, env=env
-    )
+    proc = host.run(["sh", "-c", f'cd "{REPO}" && exec molecule test'], check=False, timeout=600, env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log
     for step in ("create", "converge", "idempotence", "verify", "destroy"):

@@ -154,7 +154,9 @@ def main() -> None:
     problems = [line for line in err.splitlines() if line.strip()]
     if rc != 0:
         # rc is reported only here: the CLI's exit codes (1 spec or apply, 3 lock, 4 privileges) explain it.
-        module.fail_json(msg="\n".join(problems) or f"reconciler exited {rc}", problems=problems, rc=rc, cmd=cmd)
+        module.fail_json(
+            msg="\n".join(problems) or f"reconciler exited {rc}", problems=problems, rc=rc, cmd=cmd
+        )
     try:
         result = json.loads(out)
     except ValueError:
