@@ -95,7 +95,12 @@ _DOT_SHAPES = {
 
 
 def dot(top: Topology) -> str:
-    out = [f"graph {_dot_text(top.title)} {{", "  rankdir=LR;", '  node [fontname="sans-serif"];']
+    out = [
+        f"graph {_dot_text(top.title)} {{",
+        "  rankdir=LR;",
+        '  node [fontname="sans-serif"];',
+        '  edge [fontname="sans-serif"];',
+    ]
     for node in top.nodes:
         label = "\\n".join(_dot_text(t)[1:-1] for t in node.lines)
         out.append(f'  {node.id} [label="{label}", {_DOT_SHAPES[node.kind]}];')
