@@ -57,7 +57,12 @@ def topology(spec: Spec) -> Topology:
 
 
 def _network_lines(net: Network) -> tuple[str, ...]:
-    facts = [net.driver, f"subnet {net.subnet or 'auto'}"]
+    facts: list[str] = [net.driver]
+    if net.driver == "macvlan":
+        facts.append(f"parent {net.parent}, {net.mode} mode")
+    facts.append("no IPAM" if net.ipam == "none" else f"subnet {net.subnet or 'auto'}")
+    if net.host_access:
+        facts.append("host access")
     if net.internal:
         facts.append("internal")
     if not net.icc:

@@ -54,6 +54,20 @@ def test_topology_has_every_network_container_attachment_and_port() -> None:
     ]
 
 
+def test_macvlan_networks_show_parent_mode_and_ipam() -> None:
+    spec = parse_spec_text(
+        "version: 1\nnetworks:\n"
+        "  lan: {driver: macvlan, parent: eth0, subnet: 192.0.2.0/24, host_access: true}\n"
+        "  raw: {driver: macvlan, parent: eth1.10, mode: private, ipam: none}\n",
+        "lan.yaml",
+    )
+    labels = [n.lines[1] for n in topology(spec).nodes]
+    assert labels == [
+        "macvlan, parent eth0, bridge mode, subnet 192.0.2.0/24, host access",
+        "macvlan, parent eth1.10, private mode, no IPAM",
+    ]
+
+
 def test_mermaid_output() -> None:
     text = mermaid(topology(parse_spec_text(SPEC, "shop.yaml")))
     lines = text.splitlines()
@@ -87,7 +101,7 @@ def test_labels_are_escaped() -> None:
     assert 'label="x\\nnetns /run/a\\"b<c>"' in render(spec, "dot")
 
 
-@pytest.mark.parametrize("name", ["pets-bridge", "isolated-networks"])
+@pytest.mark.parametrize("name", ["pets-bridge", "isolated-networks", "pets-macvlan"])
 def test_readme_pictures_match_the_seed_specs(name: str) -> None:
     """The README's Mermaid pictures are this command's output, kept in step with the specs."""
     readme = (REPO / "README.md").read_text()
