@@ -18,7 +18,7 @@ description:
   - C(changed) is exact - it is true only when the plan had at least one action.
   - Check mode plans without changing anything (C(--dry-run)). Diff mode returns the plan as
     C(before)/C(after), keyed by C(KIND ID), restricted to the objects the plan touches.
-  - An invalid spec fails with every problem located (C(FILE:LINE: field.path: message)) in RV(problems).
+  - "An invalid spec fails with every problem located (C(FILE:LINE: field.path: message)) in RV(problems)."
 options:
   src:
     description: Path of a spec file on the target. Exactly one of O(src) and O(spec) is required.
@@ -92,6 +92,13 @@ problems:
   elements: str
 """
 
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "src": {"type": "path", "aliases": ["spec_file"]},
+    "spec": {"type": "raw"},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "state_dir": {"type": "path"},
+    "executable": {"type": "path"},
+}
 INLINE_LABEL = "<inline spec>"
 SIGNS = {"create": "+", "change": "~", "replace": "-/+", "delete": "-"}
 FALLBACK_DIRS = ["/opt/netreconciler/bin", "/usr/local/bin"]
@@ -131,13 +138,7 @@ def _diff(plan: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "src": {"type": "path", "aliases": ["spec_file"]},
-            "spec": {"type": "raw"},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-            "state_dir": {"type": "path"},
-            "executable": {"type": "path"},
-        },
+        argument_spec=ARGUMENT_SPEC,
         required_one_of=[("src", "spec")],
         mutually_exclusive=[("src", "spec")],
         supports_check_mode=True,
