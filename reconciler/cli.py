@@ -16,7 +16,7 @@ from . import __version__
 from .errors import ReconcilerError, SpecError
 
 if TYPE_CHECKING:
-    from . import engine
+    from . import clusteripam, engine
     from .spec import Spec
 
 EXIT_PENDING = 2
@@ -33,6 +33,9 @@ examples:
   reconciler graph specs/pets-bridge.yaml --format dot | dot -Tsvg > pets.svg
   reconciler schema > spec.schema.json                  # for editors (yaml-language-server)
   source <(reconciler completion bash)
+  reconciler lock specs/pets-overlay.yaml               # pin overlay addresses in pets-overlay.yaml.lock
+  reconciler lock specs/pets-overlay.yaml --check       # CI: fail when the lock is missing or stale
+  reconciler apply specs/pets-overlay.yaml --host host-a   # this machine's part of a cluster spec
 
 exit codes: 0 ok, 1 invalid spec or failed apply, 2 changes pending (--exit-code),
             3 another run holds the lock, 4 needs root or CAP_NET_ADMIN
@@ -101,9 +104,24 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
     )
+    a.add_argument(
+        "--host",
+        metavar="NAME",
+        help="which of the spec's hosts this machine is (default: the one whose address is configured here)",
+    )
     output(a)
     quiet(a)
     state_dir(a)
+
+    lk = command(
+        "lock",
+        "pin every overlay address in SPEC.lock (keeps locked ones, allocates new ones, drops removed ones)",
+        "reconciler lock spec.yaml && git add spec.yaml spec.yaml.lock",
+    )
+    lk.add_argument("spec", metavar="SPEC", help="YAML spec file")
+    lk.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 when the lock is missing or stale"
+    )
 
     d = command(
         "destroy",
@@ -231,6 +249,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("graph", "schema", "completion"):
         print(_offline(args))
         return 0
+    if args.command == "lock":
+        return _lock(args.spec, check=args.check)
     from . import engine
 
     engine.require_privileges()  # before reading anything: the user learns what is missing first
@@ -257,11 +277,67 @@ def _run(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     from . import progress, term
 
+    lock = _read_lock(args.spec, spec) if args.command == "apply" else None
+
     with progress.listening(term.progress_bar(args.quiet)):
-        outcome = engine.reconcile(spec, state_dir, dry_run=args.dry_run, destroy=args.command == "destroy")
+        outcome = engine.reconcile(
+            spec,
+            state_dir,
+            dry_run=args.dry_run,
+            destroy=args.command == "destroy",
+            host=getattr(args, "host", None),
+            lock=lock,
+        )
     _print_plan(outcome, args.output)
     if getattr(args, "exit_code", False) and outcome.actions:
         return EXIT_PENDING
+    return 0
+
+
+def _read_lock(path: str, spec: Spec) -> clusteripam.Allocation | None:
+    from . import clusteripam
+    from .clusterspec import overlay_networks
+
+    lock_file = clusteripam.lock_path(path)
+    lock = clusteripam.read_lock(lock_file)
+    if not overlay_networks(spec):
+        return lock
+    if lock is None:
+        print(
+            f"warning: {lock_file} not found: overlay addresses are derived from names, the same on every "
+            "host, but not pinned (a later change can move one); run `reconciler lock` and commit the lock",
+            file=sys.stderr,
+        )
+    elif problems := clusteripam.staleness(spec, lock):
+        print(f"warning: {lock_file} is stale ({problems[0]}); run `reconciler lock`", file=sys.stderr)
+    return lock
+
+
+def _lock(path: str, *, check: bool) -> int:
+    from . import clusteripam
+
+    spec = _load(path)
+    lock_file = clusteripam.lock_path(path)
+    lock = clusteripam.read_lock(lock_file)
+    problems = clusteripam.staleness(spec, lock)
+    if check:
+        if problems:
+            print(f"{lock_file} is stale: run `reconciler lock {path}` and commit it", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        print(f"{lock_file} is up to date")
+        return 0
+    if not problems:
+        print(f"{lock_file} is up to date")
+        return 0
+    text = clusteripam.to_json(clusteripam.allocate(spec, lock))
+    tmp = lock_file.with_name(lock_file.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(lock_file)
+    print(f"wrote {lock_file}")
+    for problem in problems:
+        print(f"  {problem}")
     return 0
 
 

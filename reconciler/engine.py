@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import ipam, names, progress
+from .clusteripam import Allocation
 from .desired import desired_state
 from .diff import Action, conflicts, plan
 from .errors import HostConflict, PermissionProblem
@@ -41,14 +42,24 @@ def require_privileges() -> None:
         )
 
 
-def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool = False) -> Outcome:
+def reconcile(
+    spec: Spec,
+    state_dir: StateDir,
+    *,
+    dry_run: bool,
+    destroy: bool = False,
+    host: str | None = None,
+    lock: Allocation | None = None,
+) -> Outcome:
     """Bring this spec's scope to the spec (or, with `destroy`, remove everything the scope owns).
+    `host` names this host among the spec's hosts; `lock` is the cluster allocation of SPEC.lock.
     The caller has checked privileges (`require_privileges`)."""
     from .nft import Nft
+    from .overlay.cluster import cascade
 
     scope = scope_of(spec)
     if destroy:
-        spec = Spec(version=1, name=spec.name)
+        spec, host, lock = Spec(version=1, name=spec.name), None, None
     with state_dir.lock():
         nft = Nft()
         previous = state_dir.load(scope)
@@ -56,8 +67,8 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
         adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
         progress.phase("observing the host")
         observed = observe(scope, adopted, nft)
-        record, desired = prepare(spec, scope, previous, observed, state_dir)
-        actions = plan(desired, observed.state)
+        record, desired = prepare(spec, scope, previous, observed, state_dir, host=host, lock=lock)
+        actions = cascade(plan(desired, observed.state), desired, observed.state)
         if dry_run:
             return Outcome(actions, applied=False)
         commit(actions, scope, previous, record, state_dir, nft)
@@ -65,21 +76,44 @@ def reconcile(spec: Spec, state_dir: StateDir, *, dry_run: bool, destroy: bool =
 
 
 def prepare(
-    spec: Spec, scope: str, previous: ScopeRecord, observed: Observed, state_dir: StateDir
+    spec: Spec,
+    scope: str,
+    previous: ScopeRecord,
+    observed: Observed,
+    state_dir: StateDir,
+    *,
+    host: str | None = None,
+    lock: Allocation | None = None,
 ) -> tuple[ScopeRecord, State]:
-    """Allocate addresses and build the desired state; refuse one that would touch what is not ours."""
+    """Allocate addresses and build the desired state; refuse one that would touch what is not ours.
+
+    A cluster spec is narrowed to this host's part first (`host`, or the host whose address is
+    configured here); `observed` gains the overlay objects (VXLAN devices, FDB and neighbour entries)."""
+    from .overlay import cluster as overlay
+    from .overlay.observe import observe_overlay
     from .parents import parent_problems, vlan_supported
 
-    record = ipam.allocate(spec, previous, _in_use(observed, state_dir, scope))
-    desired = desired_state(spec, record, scope, frozenset(observed.foreign_links))
-    problems = conflicts(
-        desired,
-        observed.state,
-        observed.foreign_links,
-        observed.foreign_netns,
-        observed.foreign_hosts,
-        observed.missing_netns,
-    ) + parent_problems(spec, desired, observed.state, observed.foreign_links, vlan_supported)
+    overlay_observed = observe_overlay(scope)
+    for resource in overlay_observed.resources:
+        observed.state.add(resource)
+    cluster = overlay.prepare(spec, scope, host, lock, overlay_observed)
+    local = overlay.local_spec(cluster)
+    record = ipam.allocate(local, previous, _in_use(observed, state_dir, scope))
+    overlay.merge_record(cluster, record)
+    desired = desired_state(local, record, scope, frozenset(observed.foreign_links))
+    overlay.extend_desired(cluster, local, record, desired)
+    problems = (
+        overlay.conflicts(desired, overlay_observed, observed.foreign_links)
+        + conflicts(
+            desired,
+            observed.state,
+            observed.foreign_links,
+            observed.foreign_netns,
+            observed.foreign_hosts,
+            observed.missing_netns,
+        )
+        + parent_problems(local, desired, observed.state, observed.foreign_links, vlan_supported)
+    )
     if problems:
         raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
     return record, desired
@@ -112,10 +146,14 @@ def commit(
 def snapshot(scope: str, state_dir: StateDir) -> Observed:
     """The scope's observed state, for `show`."""
     from .nft import Nft
+    from .overlay.observe import observe_overlay
 
     with state_dir.lock():
         adopted = {path: c for c, path in state_dir.load(scope).adopted.items()}
-        return observe(scope, adopted, Nft())
+        observed = observe(scope, adopted, Nft())
+        for resource in observe_overlay(scope).resources:
+            observed.state.add(resource)
+        return observed
 
 
 def _in_use(observed: Observed, state_dir: StateDir, scope: str) -> list[ipaddress.IPv4Network]:

@@ -171,10 +171,13 @@ BRIDGE_CHAINS = (
 
 def tables(scope: str) -> dict[str, TableDecl]:
     """Our tables for a scope, by family."""
+    from .overlay.services import table as services_table  # it builds on this module's declarations
+
     name = names.nft_table(scope)
     return {
         "inet": TableDecl("inet", name, INET_SETS, INET_CHAINS),
         "bridge": TableDecl("bridge", name, BRIDGE_SETS, BRIDGE_CHAINS),
+        "ip": services_table(scope),
     }
 
 

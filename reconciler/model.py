@@ -72,6 +72,7 @@ class Bridge(Resource):
     mtu: int | None = None
     up: bool = True
     route_localnet: bool = True  # lets the host reach published ports on 127.0.0.1
+    mac: str | None = None  # overlay bridges: derived from the host's node address
 
     @property
     def id(self) -> str:
@@ -224,6 +225,9 @@ KIND_ORDER = [
     "bridge",
     "vlan",
     "shim",
+    "vxlan",
+    "fdb",
+    "neigh",
     "netns",
     "iface",
     "route",

@@ -73,3 +73,17 @@ def nft_table(scope: str) -> str:
 
 def netns_path(container: str) -> str:
     return f"{NETNS_DIR}/{container}"
+
+
+# VNIs below 4096 are left to hand-made VXLANs (they often mirror VLAN ids).
+VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1
+VXLAN_PORT = 4789  # IANA's VXLAN port
+
+
+def derived_vni(scope: str, network: str) -> int:
+    """An overlay's VNI when the spec gives none: every host derives the same one from the names."""
+    return VNI_FIRST + int(_digest(scope, network, length=8), 16) % (VNI_LAST - VNI_FIRST + 1)
+
+
+def vxlan_ifname(scope: str, network: str) -> str:
+    return "nrx" + _digest(scope, network, length=IFNAMSIZ - 3)

@@ -18,6 +18,7 @@ from .model import (
     Sysctl,
     Vlan,
 )
+from .overlay.model import Fdb, Neigh, Vxlan
 
 SIGNS = {"create": "  +", "change": "  ~", "replace": "-/+", "delete": "  -"}
 
@@ -52,6 +53,12 @@ def describe(res: Resource) -> str:
         return f"/etc/netns/{res.container}/hosts ({len(res.content.splitlines()) - 1} entries)"
     if isinstance(res, NftElement):
         return nft_value(res.value)
+    if isinstance(res, Vxlan):
+        return f"{res.ifname} vni {res.vni} local {res.local or '(any)'} port {res.port} on {res.bridge}"
+    if isinstance(res, Fdb):
+        return f"{res.mac} via {res.dst} dev {res.dev}"
+    if isinstance(res, Neigh):
+        return f"{res.ip} lladdr {res.mac} dev {res.dev}"
     if isinstance(res, (NftTable, Sysctl)):
         return ""
     return res.id

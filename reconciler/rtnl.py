@@ -289,12 +289,16 @@ class Rtnl:
         body += attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
         self.request(RTM_NEWADDR, body, NLM_F_CREATE | NLM_F_EXCL)
 
+    def del_address(self, index: int, address: str, prefixlen: int) -> None:
+        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, 0, index) + attr(
+            IFA_LOCAL, socket.inet_aton(address)
+        )
+        self.request(RTM_DELADDR, body)
+
     def flush_addresses(self, index: int) -> None:
         for a in self.addresses():
             if a.index == index:
-                packed = socket.inet_aton(a.address)
-                body = _IFADDR.pack(socket.AF_INET, a.prefixlen, 0, 0, index) + attr(IFA_LOCAL, packed)
-                self.request(RTM_DELADDR, body)
+                self.del_address(index, a.address, a.prefixlen)
 
     # Routes (IPv4, main table)
 

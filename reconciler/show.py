@@ -7,6 +7,7 @@ from typing import Any
 
 from . import engine
 from .model import Bridge, Iface, MacvlanShim, Netns, NftElement, Route
+from .overlay.model import Fdb, Neigh, Vxlan
 from .render import nft_value
 from .spec import Spec
 from .statedir import StateDir
@@ -24,7 +25,7 @@ def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
             if res.address:
                 iface = ipaddress.IPv4Interface(res.address.split(",")[0])
                 entry.update(subnet=str(iface.network), gateway=str(iface.ip))
-            networks[res.network] = entry
+            networks.setdefault(res.network, {}).update(entry)
         elif isinstance(res, MacvlanShim):
             networks[res.network] = {"host_shim": res.ifname, "parent": res.parent, "address": res.address}
         elif isinstance(res, Netns):
@@ -45,6 +46,16 @@ def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
             )
         elif isinstance(res, Route):
             containers.setdefault(res.container, {"interfaces": []})["default_route"] = res.gateway
+        elif isinstance(res, Vxlan):
+            networks.setdefault(res.network, {}).update(
+                vxlan=res.ifname, vni=res.vni, vtep=res.local, vxlan_mtu=res.mtu
+            )
+        elif isinstance(res, (Fdb, Neigh)):
+            remote = networks.setdefault(res.network, {}).setdefault("remote", {})
+            if isinstance(res, Fdb):
+                remote.setdefault(res.mac, {})["vtep"] = res.dst
+            else:
+                remote.setdefault(res.mac, {})["ip"] = res.ip
         elif isinstance(res, NftElement):
             nft.setdefault(f"{res.family} {res.table} {res.set}", []).append(nft_value(res.value))
     for c in containers.values():
@@ -59,9 +70,13 @@ def text(result: dict[str, Any]) -> str:
             lines.append(f"network {name}: host shim {net['host_shim']} {net['address']} on {net['parent']}")
             continue
         lines.append(
-            f"network {name}: bridge {net['bridge']} {net.get('subnet', '')} "
+            f"network {name}: bridge {net.get('bridge', '(missing)')} {net.get('subnet', '')} "
             f"gateway {net.get('gateway', '-')}"
         )
+        if "vxlan" in net:
+            lines.append(f"  vxlan {net['vxlan']} vni {net['vni']} local {net['vtep'] or '(any)'}")
+        for mac, entry in sorted(net.get("remote", {}).items()):
+            lines.append(f"  remote {entry.get('ip', '?')} {mac} via {entry.get('vtep', '(no FDB entry)')}")
     for name, ctr in sorted(result["containers"].items()):
         lines.append(f"container {name}: {ctr.get('netns', '(namespace missing)')}")
         for i in ctr["interfaces"]:

@@ -19,7 +19,7 @@ from .errors import Problem
 # \Z, not $: `$` also matches before a trailing newline, which a quoted YAML key can carry.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 SCOPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}\Z")
-DRIVERS_SUPPORTED = {"bridge", "macvlan"}
+DRIVERS_SUPPORTED = {"bridge", "macvlan", "overlay"}
 # A host interface name as the kernel takes it (IFNAMSIZ - 1), readable and shell-safe.
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
 # Options that only mean something for one driver; setting one on another driver is an error.
@@ -62,6 +62,10 @@ class Network(_Model):
     mode: Literal["bridge", "private", "vepa", "passthru"] = "bridge"
     host_access: StrictBool = False  # a macvlan shim on the host, so the host reaches its containers
     ipam: Literal["default", "none"] = "default"  # none: L2 only, addresses are configured elsewhere
+    # overlay only: the VXLAN network identifier (derived from the name when omitted) and IPsec.
+    vni: Annotated[StrictInt, Field(ge=1, le=16777215)] | None = None
+    encrypted: StrictBool = False
+    key_file: str | None = None
 
     @field_validator("subnet", "gateway", "ip_range", mode="before")
     @classmethod
@@ -156,6 +160,7 @@ class Container(_Model):
     networks: list[str] | dict[str, Attachment | None] = []
     ports: list[str] = []
     netns: str | None = None
+    host: str | None = None  # the cluster host it runs on (a key of `hosts`)
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -193,11 +198,61 @@ class Container(_Model):
         return [pm for text in self.ports for pm in parse_port(text)]
 
 
+class ClusterHost(_Model):
+    address: ipaddress.IPv4Address  # the underlay address: this host's VXLAN tunnel endpoint
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _dotted(cls, v: object) -> object:
+        return _dotted_only(v)
+
+
+@dataclass(frozen=True, order=True)
+class ServicePort:
+    """A port served on a service's VIP; `published` also answers on every host (routing mesh)."""
+
+    protocol: str
+    port: int
+    published: int | None = None
+
+
+_SERVICE_PORT_RE = re.compile(r"^(?:(?P<pub>\d+):)?(?P<port>\d+)(?:/(?P<proto>tcp|udp))?\Z", re.ASCII)
+
+
+def parse_service_port(text: str) -> ServicePort:
+    m = _SERVICE_PORT_RE.match(text)
+    if not m:
+        raise ValueError(f"invalid service port {text!r}: expected PORT or PUBLISHED:PORT[/tcp|udp]")
+    port, pub = int(m["port"]), int(m["pub"]) if m["pub"] else None
+    for p in (port, pub):
+        if p is not None and not 1 <= p <= 65535:
+            raise ValueError(f"invalid service port {text!r}: port {p} is not in 1-65535")
+    return ServicePort(m["proto"] or "tcp", port, pub)
+
+
+class Service(_Model):
+    network: str
+    backends: list[str]
+    ports: list[str] = []
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[str]) -> list[str]:
+        for text in v:
+            parse_service_port(text)
+        return v
+
+    def service_ports(self) -> list[ServicePort]:
+        return [parse_service_port(text) for text in self.ports]
+
+
 class Spec(_Model):
     version: Literal[1]
     name: str | None = None
+    hosts: dict[str, ClusterHost] = {}
     networks: dict[str, Network] = {}
     containers: dict[str, Container] = {}
+    services: dict[str, Service] = {}
 
     @field_validator("version", mode="before")
     @classmethod
@@ -230,10 +285,26 @@ class Spec(_Model):
             _check_name(name, "container")
         return v
 
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, v: dict[str, ClusterHost]) -> dict[str, ClusterHost]:
+        for name in v:
+            _check_name(name, "host")
+        return v
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, v: dict[str, Service]) -> dict[str, Service]:
+        for name in v:
+            _check_name(name, "service")
+        return v
+
 
 def semantic_problems(spec: Spec) -> list[Problem]:
     """Whole-spec checks, each reported at the field path that is wrong."""
-    return [*_network_problems(spec), *_container_problems(spec)]
+    from .clusterspec import cluster_problems
+
+    return [*_network_problems(spec), *_container_problems(spec), *cluster_problems(spec)]
 
 
 def _network_problems(spec: Spec) -> list[Problem]:

@@ -431,3 +431,58 @@ def _ppid(proc_dir: Path) -> int | None:
     except OSError:
         return None
     return None
+
+
+UNDERLAY_PREFIX = "192.0.2"  # TEST-NET-1: the simulated underlay exists only inside the sandboxes
+
+
+@dataclass
+class Cluster:
+    """Sandboxed hosts on one simulated underlay: `underlay` is a sandbox whose bridge `ul` is the
+    switch (with UNDERLAY_PREFIX.1, to act as a client on the LAN); host i has UNDERLAY_PREFIX.(11+i)
+    on its `ul0`."""
+
+    underlay: Host
+    hosts: list[Host]
+    addresses: list[str]
+
+    def close(self) -> None:
+        for h in [*self.hosts, self.underlay]:
+            h.close()
+
+
+def cable(a: Host, b: Host, a_ifname: str, b_ifname: str, mtu: int = 1500) -> None:
+    """A veth from sandbox A's host namespace to sandbox B's: a cable between two machines.
+
+    `ip` runs in A's network namespace only (not its mount and pid namespaces), so B's init pid,
+    as this machine sees it, names B's network namespace."""
+    a._enter()  # refuses a sandbox that is gone
+    b._enter()
+    subprocess.run(
+        ["nsenter", f"--target={a.pid}", "--net", "ip", "link", "add", a_ifname, "mtu", str(mtu),
+         "type", "veth", "peer", "name", b_ifname, "mtu", str(mtu), "netns", str(b.pid)],
+        check=True, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def make_cluster(count: int, workdir: Path, mtu: int = 1500) -> Cluster:
+    """COUNT sandboxed hosts sharing WORKDIR (so they read the same spec), cabled to an underlay switch."""
+    underlay = Host(workdir=workdir)
+    hosts: list[Host] = []
+    try:
+        underlay.run(f"ip link add ul type bridge && ip link set ul mtu {mtu} up")
+        underlay.run(f"ip addr add {UNDERLAY_PREFIX}.1/24 dev ul")
+        addresses = []
+        for i in range(count):
+            host = Host(workdir=workdir)
+            hosts.append(host)
+            address = f"{UNDERLAY_PREFIX}.{11 + i}"
+            cable(host, underlay, "ul0", f"ul-h{i}", mtu)
+            underlay.run(f"ip link set ul-h{i} master ul up")
+            host.run(f"ip addr add {address}/24 dev ul0 && ip link set ul0 up")
+            addresses.append(address)
+        return Cluster(underlay, hosts, addresses)
+    except BaseException:
+        for h in [*hosts, underlay]:
+            h.close()
+        raise

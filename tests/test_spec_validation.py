@@ -232,6 +232,8 @@ def test_macvlan_edge_cases_docker_refuses_are_valid() -> None:
     assert spec.networks["seg0"].mode == "bridge" and spec.networks["l2"].ipam == "none"
 
 
-def test_overlay_is_still_not_supported() -> None:
+def test_overlay_needs_a_subnet_every_host_agrees_on() -> None:
     err = _problems("version: 1\nnetworks:\n  o: {driver: overlay}\n")
-    assert [p.message for p in err.problems] == ["driver overlay is not supported yet"]
+    assert [p.message for p in err.problems] == [
+        "an overlay network needs a subnet: every host must agree on it"
+    ]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from .. import progress
 from ..diff import Action
 from ..model import KIND_RANK, Iface, Netns, Route
+from ..overlay.apply import execute_fdb, execute_neigh, execute_vxlan
 from . import bridge, container, firewall, hosts, macvlan, sysctl
 from .context import Context
 
@@ -15,6 +16,9 @@ EXECUTORS: dict[str, Callable[[Context, Action], None]] = {
     "bridge": bridge.execute,
     "vlan": macvlan.execute_vlan,
     "shim": macvlan.execute_shim,
+    "vxlan": execute_vxlan,
+    "fdb": execute_fdb,
+    "neigh": execute_neigh,
     "netns": container.execute_netns,
     "iface": container.execute_iface,
     "route": container.execute_route,

@@ -5,25 +5,44 @@ from __future__ import annotations
 from .. import names
 from ..diff import Action
 from ..model import Bridge
-from ..rtnl import IFLA_IFALIAS, IFLA_MTU, attr
+from ..rtnl import IFLA_ADDRESS, IFLA_IFALIAS, IFLA_MTU, attr
 from .context import Context, missing_ok
 from .sysctl import write
 
 
-def _configure(ctx: Context, res: Bridge, index: int, fields: tuple[str, ...] | None) -> None:
+def _set_addresses(ctx: Context, index: int, address: str | None, before: Bridge | None) -> None:
+    """Overlay bridges hold several addresses (gateway, node address, service VIPs): a change adds
+    and removes single ones, so adding a VIP does not take the gateway away for a moment."""
+    wanted = set(address.split(",")) if address else set()
+    if before is None or not before.address:
+        ctx.rtnl.flush_addresses(index)
+        had: set[str] = set()
+    else:
+        had = set(before.address.split(","))
+    for cidr in sorted(had - wanted):
+        addr, prefixlen = cidr.split("/")
+        with missing_ok():
+            ctx.rtnl.del_address(index, addr, int(prefixlen))
+    for cidr in sorted(wanted - had):
+        addr, prefixlen = cidr.split("/")
+        ctx.rtnl.add_address(index, addr, int(prefixlen))
+
+
+def _configure(
+    ctx: Context, res: Bridge, index: int, fields: tuple[str, ...] | None, before: Bridge | None = None
+) -> None:
     def wanted(field: str) -> bool:
         return fields is None or field in fields
 
     sock = ctx.rtnl
     if fields is None:
         sock.set_link(index, attr(IFLA_IFALIAS, names.mark(ctx.scope, "network", res.network)))
+    if res.mac is not None and wanted("mac"):
+        sock.set_link(index, attr(IFLA_ADDRESS, bytes.fromhex(res.mac.replace(":", ""))))
     if res.mtu is not None and wanted("mtu"):
         sock.set_link(index, attr(IFLA_MTU, res.mtu))
     if wanted("address"):
-        sock.flush_addresses(index)
-        if res.address:
-            addr, prefixlen = res.address.split("/")
-            sock.add_address(index, addr, int(prefixlen))
+        _set_addresses(ctx, index, res.address, before)
     if wanted("route_localnet"):
         write(f"net/ipv4/conf/{res.ifname}/route_localnet", "1" if res.route_localnet else "0")
     if wanted("up"):
@@ -43,4 +62,5 @@ def execute(ctx: Context, action: Action) -> None:
         ctx.rtnl.add_link(res.ifname, "bridge")
     index = ctx.rtnl.ifindex(res.ifname)
     assert index is not None
-    _configure(ctx, res, index, action.fields if action.op == "change" else None)
+    before = action.before if isinstance(action.before, Bridge) else None
+    _configure(ctx, res, index, action.fields if action.op == "change" else None, before)

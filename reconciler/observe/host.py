@@ -87,6 +87,7 @@ def _host_links(scope: str, links: dict[int, Link], obs: Observed) -> list[Link]
                     mtu=link.mtu,
                     up=link.up,
                     route_localnet=_sysctl(f"net/ipv4/conf/{link.ifname}/route_localnet") == "1",
+                    mac=link.mac,
                 )
             )
     return ours

@@ -1,0 +1,181 @@
+"""Cluster-wide IPAM for overlay networks: the same address for every endpoint on every host.
+
+There is no runtime coordination: every host computes the allocation from the spec and the lock file
+(`SPEC.lock`, committed beside the spec). Precedence for an endpoint's address: the spec's static
+address, then its locked address, then a free address found by hashing its name (so that two people
+locking the same spec get the same file). `lock` keeps every locked address that is still wanted,
+which is the guarantee: adding or removing an endpoint never moves another one. Without a lock the
+hashed addresses are deterministic too, but a hash collision can depend on which endpoints exist.
+
+Endpoints of an overlay network: its containers, its services' VIPs, and one node address per host
+(the host's own address on the overlay, used as the source of load-balanced connections).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .clusterspec import host_names, overlay_networks, scope_name
+from .errors import HostConflict, ReconcilerError
+from .ipam import gateway
+from .spec import Spec
+
+IPv4 = ipaddress.IPv4Address
+GROUPS = ("containers", "services", "hosts")
+LOCK_VERSION = 1
+
+
+@dataclass
+class OverlayAllocation:
+    subnet: str
+    containers: dict[str, str] = field(default_factory=dict)
+    services: dict[str, str] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=dict)
+
+    def group(self, name: str) -> dict[str, str]:
+        groups: dict[str, dict[str, str]] = {
+            "containers": self.containers,
+            "services": self.services,
+            "hosts": self.hosts,
+        }
+        return groups[name]
+
+
+Allocation = dict[str, OverlayAllocation]
+
+
+def lock_path(spec_path: str | os.PathLike[str]) -> Path:
+    return Path(f"{spec_path}.lock")
+
+
+def wanted(spec: Spec, network: str) -> dict[str, list[str]]:
+    """The endpoints of an overlay network, per group, in spec order."""
+    return {
+        "containers": [c for c, ctr in spec.containers.items() if network in ctr.attachments()],
+        "services": [s for s, svc in spec.services.items() if svc.network == network],
+        "hosts": host_names(spec),
+    }
+
+
+def allocate(spec: Spec, lock: Allocation | None) -> Allocation:
+    return {n: _allocate_network(spec, n, (lock or {}).get(n)) for n in overlay_networks(spec)}
+
+
+def _allocate_network(spec: Spec, name: str, locked: OverlayAllocation | None) -> OverlayAllocation:
+    net = spec.networks[name]
+    assert net.subnet is not None  # validated: overlays declare their subnet
+    subnet = net.subnet
+    if locked is not None and locked.subnet != str(subnet):
+        locked = None  # a new subnet: every old address is void
+    members = wanted(spec, name)
+    result: dict[tuple[str, str], IPv4] = {}
+    gw = gateway(net, subnet)
+    used = {gw} if gw is not None else set()
+    for c in members["containers"]:
+        static = spec.containers[c].attachments()[name].ipv4_address
+        if static is not None:
+            result[("containers", c)] = static
+            used.add(static)
+    if locked is not None:
+        for group, names_ in members.items():
+            for n in names_:
+                old = locked.group(group).get(n)
+                if (group, n) not in result and old is not None:
+                    addr = IPv4(old)
+                    if addr in subnet and addr not in used and _usable(addr, subnet):
+                        result[(group, n)] = addr
+                        used.add(addr)
+    pool = net.ip_range or subnet
+    taken = {int(a) for a in used} | {int(subnet.network_address), int(subnet.broadcast_address)}
+    # Sorted, so the outcome does not depend on the order endpoints are written in the spec.
+    for group, n in sorted((g, n) for g, ns in members.items() for n in ns if (g, n) not in result):
+        found = _hashed_free(pool, taken, f"{scope_name(spec)}/{name}/{group}/{n}")
+        if found is None:
+            raise HostConflict(
+                f"overlay network {name}: no free address left in {net.ip_range or subnet} for {n}"
+            )
+        result[(group, n)] = found
+        taken.add(int(found))
+    out = OverlayAllocation(str(subnet))
+    for group, names_ in members.items():
+        out.group(group).update({n: str(result[(group, n)]) for n in names_})
+    return out
+
+
+def _usable(addr: IPv4, subnet: ipaddress.IPv4Network) -> bool:
+    return addr not in (subnet.network_address, subnet.broadcast_address)
+
+
+def _hashed_free(pool: ipaddress.IPv4Network, taken: set[int], key: str) -> IPv4 | None:
+    """The first free address of the pool from a slot hashed from `key` on (integers: a /16 pool
+    as address objects costs most of a second)."""
+    first, size = int(pool.network_address), pool.num_addresses
+    start = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % size
+    for i in range(size):
+        addr = first + (start + i) % size
+        if addr not in taken:
+            return IPv4(addr)
+    return None
+
+
+def to_json(alloc: Allocation) -> str:
+    body = {
+        "version": LOCK_VERSION,
+        "networks": {
+            n: {"subnet": a.subnet, **{g: dict(sorted(a.group(g).items())) for g in GROUPS}}
+            for n, a in sorted(alloc.items())
+        },
+    }
+    return json.dumps(body, indent=2) + "\n"
+
+
+def read_lock(path: Path) -> Allocation | None:
+    """The lock's allocation, or None when there is no lock file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ReconcilerError(f"lock file {path} is unreadable: {e}") from e
+    try:
+        if data["version"] != LOCK_VERSION:
+            raise ReconcilerError(f"lock file {path}: unsupported version {data['version']!r}")
+        return {
+            n: OverlayAllocation(
+                str(ipaddress.IPv4Network(body["subnet"])),
+                **{g: {str(k): str(IPv4(v)) for k, v in body.get(g, {}).items()} for g in GROUPS},
+            )
+            for n, body in data["networks"].items()
+        }
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ReconcilerError(f"lock file {path} is malformed ({e}): run `reconciler lock` again") from e
+
+
+def staleness(spec: Spec, lock: Allocation | None) -> list[str]:
+    """Why the lock does not pin the spec's allocation (empty: it does)."""
+    if lock is None:
+        return ["the lock file is missing"]
+    fresh = allocate(spec, lock)
+    out: list[str] = []
+    for n in sorted(set(fresh) | set(lock)):
+        new, old = fresh.get(n), lock.get(n)
+        if new is None:
+            out.append(f"network {n} is no longer an overlay of the spec")
+            continue
+        if old is None:
+            out.append(f"network {n} has no locked addresses")
+            continue
+        if new.subnet != old.subnet:
+            out.append(f"network {n}: subnet {new.subnet} is locked as {old.subnet}")
+        for g in GROUPS:
+            mine, theirs = new.group(g), old.group(g)
+            for endpoint in sorted(set(mine) | set(theirs)):
+                if mine.get(endpoint) != theirs.get(endpoint):
+                    was, now = theirs.get(endpoint, "unlocked"), mine.get(endpoint, "removed")
+                    out.append(f"network {n}: {g[:-1]} {endpoint}: {was} -> {now}")
+    return out

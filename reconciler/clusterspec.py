@@ -1,0 +1,133 @@
+"""The cluster part of a spec: hosts, overlay networks and services, checked as a whole.
+
+A spec with `hosts:` describes every host of a cluster; each host applies only its own part. Without
+`hosts:` the spec describes one implicit host, the one it is applied on.
+"""
+
+from __future__ import annotations
+
+from .errors import Problem
+from .names import derived_vni
+from .spec import ServicePort, Spec
+
+# The name the single implicit host goes by (in the lock file) when the spec declares no hosts.
+IMPLICIT_HOST = "local"
+
+
+def scope_name(spec: Spec) -> str:
+    from .names import DEFAULT_SCOPE
+
+    return spec.name or DEFAULT_SCOPE
+
+
+def vni_of(spec: Spec, network: str) -> int:
+    net = spec.networks[network]
+    return net.vni if net.vni is not None else derived_vni(scope_name(spec), network)
+
+
+def overlay_networks(spec: Spec) -> list[str]:
+    return [n for n, net in spec.networks.items() if net.driver == "overlay"]
+
+
+def host_names(spec: Spec) -> list[str]:
+    return list(spec.hosts) or [IMPLICIT_HOST]
+
+
+def cluster_problems(spec: Spec) -> list[Problem]:
+    return [*_overlay_problems(spec), *_host_problems(spec), *_service_problems(spec)]
+
+
+def _overlay_problems(spec: Spec) -> list[Problem]:
+    out: list[Problem] = []
+    vnis: dict[int, str] = {}
+    for name, net in spec.networks.items():
+        at = ("networks", name)
+        if net.driver != "overlay":
+            for field in ("vni", "key_file"):
+                if getattr(net, field) is not None:
+                    out.append(Problem((*at, field), f"{field} applies to overlay networks only"))
+            if net.encrypted:
+                out.append(Problem((*at, "encrypted"), "encrypted applies to overlay networks only"))
+            continue
+        if net.subnet is None:
+            out.append(
+                Problem((*at, "subnet"), "an overlay network needs a subnet: every host must agree on it")
+            )
+        if net.encrypted and net.key_file is None:
+            out.append(
+                Problem(
+                    (*at, "key_file"), "an encrypted network needs key_file (the key is never in the spec)"
+                )
+            )
+        if net.key_file is not None and not net.key_file.startswith("/"):
+            out.append(Problem((*at, "key_file"), f"key_file must be an absolute path, got {net.key_file!r}"))
+        vni = vni_of(spec, name)
+        if vni in vnis:
+            hint = "" if net.vni is not None else " (derived from the name: set vni explicitly)"
+            out.append(Problem((*at, "vni"), f"VNI {vni} is already used by network {vnis[vni]}{hint}"))
+        vnis[vni] = name
+    return out
+
+
+def _host_problems(spec: Spec) -> list[Problem]:
+    out: list[Problem] = []
+    seen: dict[str, str] = {}
+    for name, host in spec.hosts.items():
+        addr = str(host.address)
+        if addr in seen:
+            out.append(
+                Problem(("hosts", name, "address"), f"{addr} is already the address of host {seen[addr]}")
+            )
+        seen[addr] = name
+    for cname, ctr in spec.containers.items():
+        at = ("containers", cname, "host")
+        if ctr.host is None and spec.hosts:
+            out.append(Problem(at, "a spec with hosts must say which host each container runs on"))
+        elif ctr.host is not None and ctr.host not in spec.hosts:
+            known = ", ".join(spec.hosts) or "none declared"
+            out.append(Problem(at, f"unknown host {ctr.host!r} (hosts: {known})"))
+    return out
+
+
+def _service_problems(spec: Spec) -> list[Problem]:
+    out: list[Problem] = []
+    published: dict[tuple[str, int], str] = {}
+    for cname, ctr in spec.containers.items():
+        for pm in ctr.port_mappings():
+            published.setdefault((pm.protocol, pm.host_port), f"container {cname}")
+    for sname, svc in spec.services.items():
+        at = ("services", sname)
+        if sname in spec.containers:
+            out.append(
+                Problem(at, f"service {sname} has the name of a container: names must resolve to one address")
+            )
+        net = spec.networks.get(svc.network)
+        if net is None or net.driver != "overlay":
+            out.append(Problem((*at, "network"), f"{svc.network!r} is not an overlay network of this spec"))
+        if not svc.backends:
+            out.append(Problem((*at, "backends"), "a service needs at least one backend"))
+        for index, backend in enumerate(svc.backends):
+            member = spec.containers.get(backend)
+            if member is None:
+                out.append(Problem((*at, "backends", index), f"unknown container {backend!r}"))
+            elif svc.network not in member.attachments():
+                out.append(
+                    Problem((*at, "backends", index), f"container {backend} is not on network {svc.network}")
+                )
+        for index, sp in enumerate(svc.service_ports()):
+            out.extend(_published_clash(sp, (*at, "ports", index), f"service {sname}", published))
+    return out
+
+
+def _published_clash(
+    sp: ServicePort, at: tuple[str | int, ...], who: str, published: dict[tuple[str, int], str]
+) -> list[Problem]:
+    if sp.published is None:
+        return []
+    key = (sp.protocol, sp.published)
+    if key in published:
+        return [
+            Problem(at, f"host port {sp.published}/{sp.protocol} is already published by {published[key]}")
+        ]
+    published[key] = who
+    return []

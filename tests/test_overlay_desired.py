@@ -1,0 +1,148 @@
+"""One host's part of a cluster spec, without a kernel: the overlay objects, names and services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reconciler import ipam
+from reconciler.desired import desired_state
+from reconciler.diff import plan
+from reconciler.errors import HostConflict
+from reconciler.model import Bridge, HostsFile, Iface, NftElement, NftTable, State
+from reconciler.overlay import cluster as overlay
+from reconciler.overlay.model import Fdb, Neigh, Vxlan
+from reconciler.overlay.observe import OverlayObserved
+from reconciler.overlay.services import SLOTS
+from reconciler.spec import Spec
+from reconciler.statedir import ScopeRecord
+
+A, B = "192.0.2.11", "192.0.2.12"
+
+
+def cluster_spec(**extra: Any) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "hosts": {"host-a": {"address": A}, "host-b": {"address": B}},
+        "networks": {
+            "pets": {"driver": "overlay", "subnet": "10.200.0.0/24", "vni": 4097},
+            "local": {"driver": "bridge", "subnet": "172.30.0.0/24"},
+        },
+        "containers": {
+            "web": {"host": "host-a", "networks": {"pets": {"aliases": ["www"]}, "local": None}},
+            "db": {"host": "host-b", "networks": ["pets"]},
+            "api-1": {"host": "host-a", "networks": ["pets"]},
+            "api-2": {"host": "host-b", "networks": ["pets"]},
+        },
+        "services": {"api": {"network": "pets", "backends": ["api-1", "api-2"], "ports": ["8000:5000"]}},
+        **extra,
+    }
+
+
+def build(
+    data: dict[str, Any], host: str = "host-a", underlay_mtu: int = 1500
+) -> tuple[State, overlay.Cluster]:
+    spec = Spec.model_validate(data)
+    address = str(spec.hosts[host].address)
+    cluster = overlay.prepare(
+        spec, "default", host, None, OverlayObserved(local_addresses={address: underlay_mtu})
+    )
+    local = overlay.local_spec(cluster)
+    record = ipam.allocate(local, ScopeRecord(), [])
+    overlay.merge_record(cluster, record)
+    state = desired_state(local, record, "default")
+    overlay.extend_desired(cluster, local, record, state)
+    return state, cluster
+
+
+def of(state: State, cls: type) -> list[Any]:
+    return [r for r in state.resources.values() if isinstance(r, cls)]
+
+
+def test_host_a_gets_its_containers_a_vxlan_and_entries_for_remote_endpoints() -> None:
+    state, cluster = build(cluster_spec(), underlay_mtu=9000)
+    alloc = cluster.alloc["pets"]
+    assert {i.container for i in of(state, Iface)} == {"web", "api-1"}
+    (vx,) = of(state, Vxlan)
+    assert (vx.vni, vx.local, vx.port, vx.learning, vx.proxy, vx.mtu) == (4097, A, 4789, False, True, 8950)
+    assert {i.mtu for i in of(state, Iface) if i.network == "pets"} == {8950}
+    remote = {alloc.containers["db"], alloc.containers["api-2"], alloc.hosts["host-b"]}
+    assert {n.ip for n in of(state, Neigh)} == remote
+    assert {f.dst for f in of(state, Fdb)} == {B}
+    assert {f.mac for f in of(state, Fdb)} == {n.mac for n in of(state, Neigh)}
+    bridge = state.resources[("bridge", "pets")]
+    assert isinstance(bridge, Bridge)
+    assert bridge.address is not None and f"{alloc.hosts['host-a']}/32" in bridge.address.split(",")
+    assert f"{alloc.services['api']}/32" in bridge.address.split(",")
+    # The bridge network is local: only host-a's container uses it.
+    assert ("bridge", "local") in state.resources
+    state_b, _ = build(cluster_spec(), host="host-b")
+    assert ("bridge", "local") not in state_b.resources
+
+
+def test_names_resolve_across_hosts_and_services_to_their_vip() -> None:
+    state, cluster = build(cluster_spec())
+    alloc = cluster.alloc["pets"]
+    hosts = state.resources[("hosts", "web")]
+    assert isinstance(hosts, HostsFile)
+    lines = hosts.content.splitlines()
+    assert f"{alloc.containers['db']}\tdb" in lines
+    assert f"{alloc.containers['web']}\tweb\twww" in lines
+    assert f"{alloc.services['api']}\tapi" in lines
+
+
+def test_service_slots_alternate_backends_and_backend_changes_are_element_updates() -> None:
+    state, cluster = build(cluster_spec())
+    alloc = cluster.alloc["pets"]
+    slots = sorted((e.set, e.value[1]) for e in of(state, NftElement) if e.set.removeprefix("vip_").isdigit())
+    assert len(slots) == SLOTS
+    counts = {b: sum(1 for _, v in slots if v == alloc.containers[b]) for b in ("api-1", "api-2")}
+    assert counts == {"api-1": SLOTS // 2, "api-2": SLOTS // 2}
+    moved = cluster_spec()
+    moved["services"]["api"]["backends"] = ["api-1", "db"]
+    moved["containers"]["db"]["networks"] = ["pets"]
+    state2, _ = build(moved)
+    actions = plan(state2, state)
+    assert actions and all(a.resource.kind == "nft-element" for a in actions), actions
+    assert "ip" in {t.family for t in of(state, NftTable)}
+
+
+def test_a_container_added_elsewhere_only_adds_entries_here() -> None:
+    before, _ = build(cluster_spec())
+    grown = cluster_spec()
+    grown["containers"]["cache"] = {"host": "host-b", "networks": ["pets"]}
+    after, _ = build(grown)
+    kinds = {(a.op, a.resource.kind) for a in plan(after, before)}
+    assert kinds == {("create", "fdb"), ("create", "neigh"), ("change", "hosts")}
+
+
+def test_a_replaced_vxlan_gets_its_entries_again() -> None:
+    state, _ = build(cluster_spec())
+    observed = State(dict(state.resources))
+    (vx,) = of(state, Vxlan)
+    observed.add(Vxlan(vx.network, vx.ifname, vx.vni + 1, vx.local, vx.port, vx.bridge, vx.mtu))
+    actions = overlay.cascade(plan(state, observed), state, observed)
+    assert ("replace", "vxlan") in {(a.op, a.resource.kind) for a in actions}
+    created = {a.resource.key for a in actions if a.op == "create"}
+    assert {r.key for r in [*of(state, Fdb), *of(state, Neigh)]} <= created
+    vxlan_at = next(i for i, a in enumerate(actions) if a.resource.kind == "vxlan")
+    assert all(i > vxlan_at for i, a in enumerate(actions) if isinstance(a.resource, (Fdb, Neigh)))
+
+
+def test_host_selection() -> None:
+    spec = Spec.model_validate(cluster_spec())
+    assert overlay.select_host(spec, None, {B: 1500, "127.0.0.1": 65536}) == ("host-b", B)
+    assert overlay.select_host(spec, "host-a", {A: 1500}) == ("host-a", A)
+    with pytest.raises(HostConflict, match="pass --host"):
+        overlay.select_host(spec, None, {"127.0.0.1": 65536})
+    with pytest.raises(HostConflict, match="pass --host"):
+        overlay.select_host(spec, None, {A: 1500, B: 1500})
+    with pytest.raises(HostConflict, match="not one of the spec's hosts"):
+        overlay.select_host(spec, "host-z", {A: 1500})
+    with pytest.raises(HostConflict, match="not configured on this machine"):
+        overlay.select_host(spec, "host-b", {A: 1500})
+    single = Spec.model_validate({"version": 1})
+    assert overlay.select_host(single, None, {}) == ("local", "")
+    with pytest.raises(HostConflict, match="declares no hosts"):
+        overlay.select_host(single, "host-a", {})
