@@ -50,7 +50,8 @@ def desired_state(
             members[ep.network].append(ep)
     # Each network's lines once: every member's hosts file repeats them (N²/networks lines in all).
     blocks = {n: "".join(_hosts_line(ep) for ep in eps if ep.address) for n, eps in members.items()}
-    if any(n.driver == "bridge" and not n.internal for n in spec.networks.values()):
+    # Bridge and overlay networks route through the host; macvlan ones bypass its IP stack.
+    if any(n.driver != "macvlan" and not n.internal for n in spec.networks.values()):
         state.add(Sysctl("net.ipv4.ip_forward", "1"))
     for name, net in spec.networks.items():
         if net.driver == "macvlan":

@@ -79,6 +79,8 @@ def test_host_a_gets_its_containers_a_vxlan_and_entries_for_remote_endpoints() -
     assert ("bridge", "local") in state.resources
     state_b, _ = build(cluster_spec(), host="host-b")
     assert ("bridge", "local") not in state_b.resources
+    # Only overlays on host-b: its VIPs and routing mesh still need forwarding.
+    assert ("sysctl", "net.ipv4.ip_forward") in state_b.resources
 
 
 def test_names_resolve_across_hosts_and_services_to_their_vip() -> None:
