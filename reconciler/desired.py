@@ -49,7 +49,7 @@ def desired_state(
         for ep in their:
             members[ep.network].append(ep)
     # Each network's lines once: every member's hosts file repeats them (N²/networks lines in all).
-    blocks = {n: "".join(_hosts_line(ep) for ep in eps if ep.address) for n, eps in members.items()}
+    blocks = {n: "".join(hosts_line(ep) for ep in eps if ep.address) for n, eps in members.items()}
     # Bridge and overlay networks route through the host; macvlan ones bypass its IP stack.
     if any(n.driver != "macvlan" and not n.internal for n in spec.networks.values()):
         state.add(Sysctl("net.ipv4.ip_forward", "1"))
@@ -163,5 +163,5 @@ def hosts_file(scope: str, mine: list[Endpoint], blocks: dict[str, str]) -> str:
     return header + "".join(blocks[own.network] for own in mine)
 
 
-def _hosts_line(ep: Endpoint) -> str:
+def hosts_line(ep: Endpoint) -> str:
     return "\t".join([str(ep.address), ep.container, *ep.aliases]) + "\n"

@@ -59,7 +59,7 @@ def plan(desired: State, observed: State) -> list[Action]:
         if key not in want and key[0] not in NEVER_DELETED and not _someone_elses(old):
             actions[key] = Action("delete", old)
     _cascade(want, have, actions)
-    return _ordered(actions.values())
+    return ordered(actions.values())
 
 
 def _someone_elses(res: Resource) -> bool:
@@ -101,7 +101,7 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
             del actions[key]
 
 
-def _ordered(actions: Iterable[Action]) -> list[Action]:
+def ordered(actions: Iterable[Action]) -> list[Action]:
     items = list(actions)
     deletes = sorted(
         (a for a in items if a.op == "delete"), key=lambda a: (-KIND_RANK[a.resource.kind], a.resource.id)

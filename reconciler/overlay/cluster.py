@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from .. import names
 from ..clusteripam import Allocation, allocate
 from ..clusterspec import IMPLICIT_HOST, overlay_networks, vni_of
-from ..desired import Endpoint, _hosts_line, endpoints, hosts_file
-from ..diff import Action
+from ..desired import Endpoint, endpoints, hosts_file, hosts_line
+from ..diff import Action, ordered
 from ..errors import HostConflict
 from ..ipam import gateway
 from ..model import Bridge, HostsFile, Resource, State
@@ -169,7 +169,7 @@ def _hosts_files(cluster: Cluster, local: Spec, record: ScopeRecord, state: Stat
             aliases = tuple(spec.containers[c].attachments()[n].aliases)
             members[n].append(Endpoint(c, n, ipaddress.IPv4Address(ip), aliases))
         members[n] += [Endpoint(s, n, ipaddress.IPv4Address(ip), ()) for s, ip in a.services.items()]
-    blocks = {n: "".join(_hosts_line(ep) for ep in their) for n, their in members.items()}
+    blocks = {n: "".join(hosts_line(ep) for ep in their) for n, their in members.items()}
     for c in local.containers:
         state.add(HostsFile(c, hosts_file(cluster.scope, eps[c], blocks)))
 
@@ -207,6 +207,4 @@ def cascade(actions: list[Action], desired: State, observed: State) -> list[Acti
             extra.append(Action("change", res, observed.resources[key], ("bridge",)))
     if not extra:
         return actions
-    from ..diff import _ordered
-
-    return _ordered([*actions, *extra])
+    return ordered([*actions, *extra])
