@@ -315,8 +315,12 @@ def _read_lock(path: str, spec: Spec) -> clusteripam.Allocation | None:
 
 def _lock(path: str, *, check: bool) -> int:
     from . import clusteripam
+    from .clusterspec import overlay_networks
 
     spec = _load(path)
+    if not overlay_networks(spec):
+        print(f"{path}: no overlay networks, nothing to lock (bridge addresses are per host)")
+        return 0
     lock_file = clusteripam.lock_path(path)
     lock = clusteripam.read_lock(lock_file)
     problems = clusteripam.staleness(spec, lock)
