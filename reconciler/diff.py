@@ -28,6 +28,7 @@ from .model import (
     Route,
     State,
 )
+from .overlay.model import Fdb, Neigh, Vxlan
 
 Op = Literal["create", "change", "replace", "delete"]
 # Objects we may adjust but never remove: the sysctl is the host's, shared with everyone.
@@ -85,8 +86,13 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
         elif isinstance(res, (Iface, MacvlanShim)) and ("vlan", res.parent or "") in replaced:
             # The kernel deletes macvlan children with their parent.
             actions[key] = Action("replace", res, old, (*fields, "parent"))
-        elif isinstance(res, Iface) and ("bridge", res.network) in replaced and "bridge" not in fields:
+        elif (
+            isinstance(res, Iface | Vxlan) and ("bridge", res.network) in replaced and "bridge" not in fields
+        ):
             actions[key] = Action("change", res, old, (*fields, "bridge"))
+        elif isinstance(res, Fdb | Neigh) and ("vxlan", res.network) in replaced:
+            # A VXLAN device's FDB and neighbour entries go with it.
+            actions[key] = Action("create", res)
         elif isinstance(res, Route) and (
             ("netns", res.container) in replaced or (res.container, res.dev) in lost_devs
         ):

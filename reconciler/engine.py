@@ -55,7 +55,6 @@ def reconcile(
     `host` names this host among the spec's hosts; `lock` is the cluster allocation of SPEC.lock.
     The caller has checked privileges (`require_privileges`)."""
     from .nft import Nft
-    from .overlay.cluster import cascade
 
     scope = scope_of(spec)
     if destroy:
@@ -68,7 +67,7 @@ def reconcile(
         progress.phase("observing the host")
         observed = observe(scope, adopted, nft)
         record, desired = prepare(spec, scope, previous, observed, state_dir, host=host, lock=lock)
-        actions = cascade(plan(desired, observed.state), desired, observed.state)
+        actions = plan(desired, observed.state)
         if dry_run:
             return Outcome(actions, applied=False)
         commit(actions, scope, previous, record, state_dir, nft)

@@ -2,8 +2,8 @@
 
 The engine calls these around its usual steps: `prepare` (after observing) picks the host and
 allocates cluster-wide addresses; `local_spec` is what the bridge machinery builds as before;
-`extend_desired` adds the overlay objects and rewrites hosts files with the whole cluster's names;
-`cascade` re-creates entries a replaced VXLAN device takes with it.
+`extend_desired` adds the overlay objects and rewrites hosts files with the whole cluster's names.
+(`diff.plan` re-creates the entries a replaced VXLAN device takes with it.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from .. import names
 from ..clusteripam import Allocation, allocate
 from ..clusterspec import IMPLICIT_HOST, overlay_networks, vni_of
 from ..desired import Endpoint, endpoints, hosts_file, hosts_line
-from ..diff import Action, ordered
 from ..errors import HostConflict
 from ..ipam import gateway
 from ..model import Bridge, HostsFile, Resource, State
@@ -187,24 +186,3 @@ def conflicts(desired: State, obs: OverlayObserved, foreign_links: set[str]) -> 
         if other is not None:
             out.append(f"network {res.network}: VNI {res.vni} is already used by VXLAN device {other}")
     return out
-
-
-def cascade(actions: list[Action], desired: State, observed: State) -> list[Action]:
-    """A VXLAN device that is (re)created starts without entries, and one whose bridge is replaced
-    lost its master: add what the generic plan cannot know."""
-    by_key = {a.resource.key: a for a in actions}
-    fresh = {a.resource.id for a in actions if a.resource.kind == "vxlan" and a.op in ("create", "replace")}
-    new_bridges = {
-        a.resource.id for a in actions if a.resource.kind == "bridge" and a.op in ("create", "replace")
-    }
-    extra: list[Action] = []
-    for key, res in desired.resources.items():
-        if key in by_key:
-            continue
-        if isinstance(res, (Fdb, Neigh)) and res.network in fresh:
-            extra.append(Action("create", res))
-        elif isinstance(res, Vxlan) and res.network in new_bridges and key in observed.resources:
-            extra.append(Action("change", res, observed.resources[key], ("bridge",)))
-    if not extra:
-        return actions
-    return ordered([*actions, *extra])
