@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     def output(cp: argparse.ArgumentParser) -> None:
         cp.add_argument("-o", "--output", choices=["text", "json"], default="text", help="output format")
 
+    def host(cp: argparse.ArgumentParser) -> None:
+        cp.add_argument(
+            "--host",
+            metavar="NAME",
+            help="which of the spec's hosts this machine is (default: the one with a local address)",
+        )
+
     def quiet(cp: argparse.ArgumentParser) -> None:
         cp.add_argument(
             "-q", "--quiet", action="store_true", help="no progress display (it is off anyway when not a TTY)"
@@ -104,11 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
     )
-    a.add_argument(
-        "--host",
-        metavar="NAME",
-        help="which of the spec's hosts this machine is (default: the one whose address is configured here)",
-    )
+    host(a)
     output(a)
     quiet(a)
     state_dir(a)
@@ -151,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         "watch",
         "keep the host matching PATH: apply spec edits as they land and repair drift",
         "reconciler watch /etc/netreconciler/ --metrics-address 127.0.0.1:9411",
+        "reconciler watch specs/pets-overlay.yaml --host host-a   # re-reads SPEC.lock when it changes",
     )
     w.add_argument(
         "path", metavar="PATH", help="a spec file, or a directory whose *.yaml files form one spec"
@@ -166,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--metrics-address", type=_address, metavar="HOST:PORT", help="serve /metrics and /healthz here"
     )
+    host(w)
     state_dir(w)
 
     g = command(
@@ -266,6 +271,7 @@ def _run(args: argparse.Namespace) -> int:
             resync_interval=args.resync_interval,
             log_format=args.log_format,
             metrics_address=args.metrics_address,
+            host=args.host,
         )
         return run(options)
     if args.command == "show":
@@ -296,20 +302,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _read_lock(path: str, spec: Spec) -> clusteripam.Allocation | None:
     from . import clusteripam
-    from .clusterspec import overlay_networks
 
-    lock_file = clusteripam.lock_path(path)
-    lock = clusteripam.read_lock(lock_file)
-    if not overlay_networks(spec):
-        return lock
-    if lock is None:
-        print(
-            f"warning: {lock_file} not found: overlay addresses are derived from names, the same on every "
-            "host, but not pinned (a later change can move one); run `reconciler lock` and commit the lock",
-            file=sys.stderr,
-        )
-    elif problems := clusteripam.staleness(spec, lock):
-        print(f"warning: {lock_file} is stale ({problems[0]}); run `reconciler lock`", file=sys.stderr)
+    lock, warning = clusteripam.pinned(path, spec)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return lock
 
 

@@ -50,7 +50,51 @@ Allocation = dict[str, OverlayAllocation]
 
 
 def lock_path(spec_path: str | os.PathLike[str]) -> Path:
-    return Path(f"{spec_path}.lock")
+    """Where `reconciler lock` writes: SPEC.lock beside a file, `spec.lock` inside a directory of specs
+    (so it lives in the same git checkout)."""
+    path = Path(spec_path)
+    return path / "spec.lock" if path.is_dir() else Path(f"{spec_path}.lock")
+
+
+def lock_files(spec_path: str | os.PathLike[str]) -> list[Path]:
+    """The lock files a spec path reads: SPEC.lock for a file, every `*.lock` of a directory (one per
+    spec file, say, each written by `reconciler lock FILE`)."""
+    path = Path(spec_path)
+    if not path.is_dir():
+        return [lock_path(path)]
+    return sorted(f for f in path.glob("*.lock") if not f.name.startswith(".") and f.is_file())
+
+
+def read_locks(spec_path: str | os.PathLike[str]) -> Allocation | None:
+    """The allocation of every lock file of a spec path, or None when there is none."""
+    merged: Allocation | None = None
+    origin: dict[str, Path] = {}
+    for file in lock_files(spec_path):
+        lock = read_lock(file)
+        if lock is None:
+            continue
+        merged = merged or {}
+        for network, alloc in lock.items():
+            if network in origin:
+                raise ReconcilerError(f"lock files {origin[network]} and {file} both pin network {network}")
+            merged[network], origin[network] = alloc, file
+    return merged
+
+
+def pinned(spec_path: str | os.PathLike[str], spec: Spec) -> tuple[Allocation | None, str | None]:
+    """The lock for applying SPEC, and a warning when it does not pin the spec's overlay addresses."""
+    lock = read_locks(spec_path)
+    if not overlay_networks(spec):
+        return lock, None
+    where = " and ".join(str(f) for f in lock_files(spec_path)) or f"{spec_path}/*.lock"
+    if lock is None:
+        return None, (
+            f"{where} not found: overlay addresses are derived from names, the same on every host, "
+            "but not pinned (a later change can move one); run `reconciler lock` and commit the lock"
+        )
+    if problems := staleness(spec, lock):
+        return lock, f"{where} is stale ({problems[0]}); run `reconciler lock`"
+    return lock, None
 
 
 def wanted(spec: Spec, network: str) -> dict[str, list[str]]:

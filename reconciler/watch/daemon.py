@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from .. import engine
+from .. import clusteripam, engine
 from ..diff import Action, plan
 from ..errors import ReconcilerError, SpecError
 from ..model import State
@@ -55,6 +55,7 @@ class Options:
     settle_ms: int = 50
     log_format: str = "text"
     metrics_address: tuple[str, int] | None = None
+    host: str | None = None  # which of a cluster spec's hosts this is (None: by local address)
 
 
 @dataclass
@@ -103,6 +104,9 @@ class Daemon:
         self.log = Log(options.log_format)
         self.metrics = Metrics()
         self.spec: Spec | None = None
+        # The lock files' allocation goes with the spec: a lock edit is a spec edit.
+        self.lock: clusteripam.Allocation | None = None
+        self._warned: set[str] = set()
         self.desired: State | None = None
         self.cache: Observed | None = None
         self._applied = _Applied()
@@ -220,24 +224,31 @@ class Daemon:
         """One reconcile; False when it failed (the next one retries with a full observe)."""
         start = time.monotonic()
         trigger = "+".join(sorted(pending.triggers))
-        spec = self.spec
+        spec, lock = self.spec, self.lock
         if pending.spec or self._unapplied_spec:
             try:
                 spec = load_specs(self.opts.path)
-            except SpecError as e:
-                self.log.problems([str(p) for p in e.problems])
+                lock, warning = clusteripam.pinned(self.opts.path, spec)
+            except ReconcilerError as e:
+                # An unreadable lock file counts as an invalid edit, like a spec error.
+                self.log.problems([str(p) for p in e.problems] if isinstance(e, SpecError) else [str(e)])
+                spec, lock = self.spec, self.lock
                 kept = "keeping the last good spec" if self.spec else "nothing applied yet"
                 self._report(Reconciled(trigger, "partial", "invalid", time.monotonic() - start, error=kept))
                 if self.spec is None or not (
                     pending.full or pending.containers or pending.host or pending.nft
                 ):
                     return True
+            else:
+                if warning and warning not in self._warned:
+                    self._warned.add(warning)
+                    self.log.message(f"warning: {warning}")
         assert spec is not None
         containers = self._partial_scope(pending, spec)
         mode = "full" if containers is None else "partial"
         try:
             with self.opts.state_dir.lock(holder=LOCK_HOLDER):
-                actions, repaired, mode = self._converge(spec, containers)
+                actions, repaired, mode = self._converge(spec, lock, containers)
         except (ReconcilerError, OSError) as e:
             self._forget(spec)
             self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=str(e)))
@@ -271,7 +282,9 @@ class Daemon:
             containers |= changed
         return containers
 
-    def _converge(self, spec: Spec, containers: set[str] | None) -> tuple[list[Action], list[str], str]:
+    def _converge(
+        self, spec: Spec, lock: clusteripam.Allocation | None, containers: set[str] | None
+    ) -> tuple[list[Action], list[str], str]:
         scope = engine.scope_of(spec)
         if self._events is None:
             self._events = Events(scope, self._notify_drift)
@@ -291,14 +304,18 @@ class Daemon:
             observed = observe(scope, adopted, nft)
         else:
             observed = cache.merge(self.cache, observe(scope, adopted, nft, containers), containers, adopted)
-        record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
+        record, desired = engine.prepare(
+            spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
+        )
         if containers is not None:
             # Allocation can reach past what the spec edit named (an address freed and reused).
             extra = cache.desired_changes(self.desired, desired) - containers
             if extra:
                 fresh = observe(scope, adopted, nft, extra)
                 observed = cache.merge(observed, fresh, extra, adopted)
-                record, desired = engine.prepare(spec, scope, previous, observed, state_dir)
+                record, desired = engine.prepare(
+                    spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
+                )
         actions = plan(desired, observed.state)
         if actions or record != previous:
             self._applied = _Applied(
@@ -317,7 +334,7 @@ class Daemon:
             and self.desired.resources.get(a.resource.key) == desired.resources.get(a.resource.key)
         ]
         self.cache = cache.applied(observed, actions)
-        self.spec, self.desired, self._record = spec, desired, record
+        self.spec, self.lock, self.desired, self._record = spec, lock, desired, record
         return actions, repaired, "full" if containers is None else "partial"
 
     def _report(self, r: Reconciled, repaired: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Spec file changes, from inotify through watchfiles, in a thread of their own.
+"""Spec (and lock) file changes, from inotify through watchfiles, in a thread of their own.
 
 A file is watched through its directory: editors and `git checkout` replace files by rename, which a
 watch on the file itself would lose. Bursts (a checkout touching several files) are grouped by
@@ -23,7 +23,8 @@ def watch_specs(path: Path, settle_ms: int, notify: Callable[[], None]) -> threa
         p = Path(changed)
         if p.parent != directory or p.name.startswith("."):
             return False
-        return p.name == target if target else p.suffix == ".yaml"
+        # The lock files pin overlay addresses: editing one is editing the spec.
+        return p.name in (target, f"{target}.lock") if target else p.suffix in (".yaml", ".lock")
 
     def run() -> None:
         # rust_timeout=0: block in inotify without waking up; the thread dies with the process.

@@ -15,7 +15,7 @@ from ..errors import Problem, SpecError
 from ..spec import Spec
 from ..specload import FieldPath, Locate, load_spec, parse_spec_data, read_spec_text, validate_spec_data
 
-SECTIONS = ("networks", "containers")
+SECTIONS = ("networks", "containers", "hosts", "services")
 
 
 def spec_files(path: Path) -> list[Path]:
