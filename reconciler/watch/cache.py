@@ -16,6 +16,7 @@ from .. import names
 from ..diff import Action
 from ..model import Iface, Netns, Resource, Route, State
 from ..observe import Observed
+from ..overlay.model import Fdb, Neigh
 from ..spec import Spec
 
 # Kinds read from container namespaces; every other kind is re-read on each reconcile.
@@ -25,6 +26,13 @@ NAMESPACE_KINDS = ("netns", "iface", "route")
 def container_of(res: Resource) -> str | None:
     """The container a namespace-level resource belongs to, None for host-level ones."""
     return res.container if isinstance(res, Netns | Iface | Route) else None
+
+
+def entry_of(res: Resource) -> str | None:
+    """An overlay FDB or neighbour entry's key as drift events name it ("fdb/MAC", "neigh/IP")."""
+    if isinstance(res, Fdb):
+        return f"fdb/{res.mac.lower()}"
+    return f"neigh/{res.ip}" if isinstance(res, Neigh) else None
 
 
 def changed_containers(old: Spec | None, new: Spec) -> set[str] | None:

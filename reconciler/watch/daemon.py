@@ -88,6 +88,7 @@ class _Applied:
     end: float = 0.0
     containers: set[str] = field(default_factory=set)
     nft: bool = False
+    entries: set[str] = field(default_factory=set)
 
     def caused(self, hint: Drift) -> bool:
         return (
@@ -95,6 +96,7 @@ class _Applied:
             and not hint.full
             and (not hint.nft or self.nft)
             and hint.containers <= self.containers
+            and hint.entries <= self.entries
         )
 
 
@@ -322,6 +324,7 @@ class Daemon:
                 start=time.monotonic(),
                 containers={c for a in actions if (c := cache.container_of(a.resource))},
                 nft=any(a.resource.kind.startswith("nft-") for a in actions),
+                entries={e for a in actions if (e := cache.entry_of(a.resource))},
             )
             try:
                 engine.commit(actions, scope, previous, record, state_dir, nft)

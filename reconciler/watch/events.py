@@ -8,7 +8,8 @@ repair, so a hint never changes the host by itself (and our own applies' events 
   marks names its owner (a network's bridge, a container's host-side veth). Addresses, routes and
   neighbours carry only an interface index, so the thread keeps index -> owner from link messages,
   seeded by one link dump. Neighbour churn (ARP learning) is ignored: only permanent entries, the
-  kind a reconciler would create, count.
+  kind a reconciler would create, count, and every entry on our VXLAN devices (the overlay's static
+  FDB and neighbour entries; a deletion announces the entry as FAILED, no longer permanent).
 - nftables: the kernel multicasts every committed change to NFNLGRP_NFTABLES (what `nft monitor`
   reads). Each message names its table, so changes to our tables are noticed the moment they are
   committed, with no polling and no listing; other tables' traffic costs one header parse.
@@ -20,6 +21,7 @@ message would cost its asyncio core far more than these few struct unpacks.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import select
 import socket
@@ -52,6 +54,7 @@ NETLINK_NETFILTER = 12
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
 NFNLGRP_NFTABLES = 7
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+AF_BRIDGE, NDA_DST, NDA_LLADDR = 7, 1, 2
 # Link attributes the model compares besides the mark: MAC, name, MTU, master.
 LINK_MANAGED = (IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER)
 NUD_PERMANENT = 0x80
@@ -71,6 +74,9 @@ class Drift:
     host: bool = False
     nft: bool = False
     full: bool = False
+    # FDB and neighbour entries named by their event ("fdb/MAC", "neigh/IP"): an overlay apply changes
+    # entries, and a foreign deletion of another entry right after it must not pass for its echo.
+    entries: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -183,7 +189,10 @@ class Events:
             return self._owners.owned(struct.unpack_from("=I", oif)[0], at) if oif and len(oif) >= 4 else None
         if msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= 12:
             index, state = struct.unpack_from("=iH", body, 4)
-            return self._owners.owned(index, at) if state & NUD_PERMANENT else None
+            # Every entry on our VXLAN devices is ours, and a deleted one is announced as FAILED.
+            overlay = self._owners.by_index.get(index, ("", "", ""))[1] == "vxlan"
+            hint = self._owners.owned(index, at) if state & NUD_PERMANENT or overlay else None
+            return hint and dataclasses.replace(hint, entries=frozenset(_entry(body)))
         return None
 
     def _netfilter(self, msg_type: int, seq: int, body: bytes, at: float) -> Drift | None:
@@ -194,6 +203,17 @@ class Events:
         if table is None or (body[0], table.rstrip(b"\0").decode(errors="replace")) not in self._tables:
             return None
         return Drift(at, nft=True)
+
+
+def _entry(body: bytes) -> list[str]:
+    """The key of a neighbour event's entry as the overlay model names it: "fdb/MAC" for a bridge FDB
+    entry, "neigh/IP" for an IPv4 neighbour."""
+    attrs = rtnl.attrs(body, 12)
+    if body[0] == AF_BRIDGE and len(mac := attrs.get(NDA_LLADDR, b"")) == 6:
+        return ["fdb/" + ":".join(f"{b:02x}" for b in mac)]
+    if body[0] == socket.AF_INET and len(ip := attrs.get(NDA_DST, b"")) == 4:
+        return ["neigh/" + socket.inet_ntoa(ip)]
+    return []
 
 
 def _socket(protocol: int, groups: int) -> socket.socket:
