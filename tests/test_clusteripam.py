@@ -114,3 +114,20 @@ def test_lock_file_round_trip_and_errors(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(ReconcilerError, match="unreadable"):
         clusteripam.read_lock(path)
+
+
+def test_a_directory_of_specs_reads_every_lock_in_it(tmp_path: Path) -> None:
+    spec = make({"db": "host-b", "web": "host-a"})
+    lock, warning = clusteripam.pinned(tmp_path, spec)
+    assert lock is None and warning is not None and "*.lock not found" in warning and "not pinned" in warning
+    alloc = clusteripam.allocate(spec, None)
+    (tmp_path / "pets.yaml.lock").write_text(clusteripam.to_json(alloc))
+    assert clusteripam.lock_files(tmp_path) == [tmp_path / "pets.yaml.lock"]
+    assert clusteripam.pinned(tmp_path, spec) == (alloc, None)
+    stale, warning = clusteripam.pinned(tmp_path, make({"db": "host-b", "web": "host-a", "x": "host-a"}))
+    assert stale == alloc and warning is not None and "is stale (network pets: container x" in warning
+    # `reconciler lock DIR` writes inside the directory, where the lock is read from.
+    assert clusteripam.lock_path(tmp_path) == tmp_path / "spec.lock"
+    (tmp_path / "spec.lock").write_text(clusteripam.to_json(alloc))
+    with pytest.raises(ReconcilerError, match="both pin network pets"):
+        clusteripam.read_locks(tmp_path)

@@ -120,6 +120,28 @@ def test_link_and_address_events_name_their_owner() -> None:
     assert ev._route(events.RTM_DELNEIGH, 0, static, 9.0) == Drift(9.0, host=True)
 
 
+def test_overlay_entry_events_name_their_entry() -> None:
+    ev = Events.__new__(Events)
+    ev._owners = events._Owners("default")
+    ev._dump_seq = 1
+    ev.scope = "default"
+    vxlan = names.mark("default", "vxlan", "pets")
+    ev._route(events.RTM_NEWLINK, 1, _link(5, vxlan), 0.0)
+    mac = bytes.fromhex("02420ad20059")
+    fdb = _msg(struct.pack("=BxxxiHBB", events.AF_BRIDGE, 5, 0xC0, 2, 1), (events.NDA_LLADDR, mac))
+    assert ev._route(events.RTM_DELNEIGH, 0, fdb, 1.0) == Drift(
+        1.0, host=True, entries=frozenset({"fdb/02:42:0a:d2:00:59"})
+    )
+    # `ip neigh del` announces the entry as FAILED: on our VXLAN device it still counts.
+    failed = _msg(struct.pack("=BxxxiHBB", 2, 5, 0x20, 0, 1), (events.NDA_DST, bytes([10, 210, 0, 89])))
+    hint = ev._route(events.RTM_DELNEIGH, 0, failed, 2.0)
+    assert hint == Drift(2.0, host=True, entries=frozenset({"neigh/10.210.0.89"}))
+    # Right after an apply that changed other entries, a deleted entry is not that apply's echo.
+    applied = _Applied(start=1.9, end=2.0, entries={"fdb/02:42:0a:d2:00:fb", "neigh/10.210.0.251"})
+    assert not applied.caused(hint)
+    assert _Applied(start=1.9, end=2.0, entries={"neigh/10.210.0.89"}).caused(hint)
+
+
 def test_nftables_events_for_our_tables_only() -> None:
     ev = Events.__new__(Events)
     ev._owners = events._Owners("default")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,10 @@ def neighbours(host: Host, dev: str) -> dict[str, str]:
     return {e["dst"]: e.get("lladdr", "") for e in entries}
 
 
+def applied_once(daemon: Background) -> Callable[[], bool]:
+    return lambda: bool(reconciles(daemon, "applied"))
+
+
 def changed_kinds(daemon: Background) -> set[str]:
     """The kinds of resource the daemon changed after its first reconcile."""
     applied = reconciles(daemon, "applied")[1:]
@@ -104,7 +108,7 @@ def test_daemons_follow_a_cluster_spec_and_its_lock(cluster: Cluster) -> None:
     ]
     da, db_ = daemons
     for d in daemons:
-        wait_for("the first reconcile", lambda d=d: bool(reconciles(d, "applied")), d)
+        wait_for("the first reconcile", applied_once(d), d)
     b.serve("db", 6379, "db-on-b")
     wait_for("web on host-a to reach db on host-b", lambda: reaches(a, "web", "db", 6379, "db-on-b"), da)
     links_before = a.links()
