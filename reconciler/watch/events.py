@@ -192,7 +192,9 @@ class Events:
             # Every entry on our VXLAN devices is ours, and a deleted one is announced as FAILED.
             overlay = self._owners.by_index.get(index, ("", "", ""))[1] == "vxlan"
             hint = self._owners.owned(index, at) if state & NUD_PERMANENT or overlay else None
-            return hint and dataclasses.replace(hint, entries=frozenset(_entry(body)))
+            # Only overlay entries are named: others (a bridge port's own FDB entry) are echoes of
+            # the link changes that made them.
+            return hint and dataclasses.replace(hint, entries=frozenset(_entry(body) if overlay else ()))
         return None
 
     def _netfilter(self, msg_type: int, seq: int, body: bytes, at: float) -> Drift | None:
