@@ -61,17 +61,42 @@ def reconcile(
         spec, host, lock = Spec(version=1, name=spec.name), None, None
     with state_dir.lock():
         nft = Nft()
-        previous = state_dir.load(scope)
-        adopted = {path: c for c, path in previous.adopted.items()}
-        adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
         progress.phase("observing the host")
-        observed = observe(scope, adopted, nft)
-        record, desired = prepare(spec, scope, previous, observed, state_dir, host=host, lock=lock)
-        actions = plan(desired, observed.state)
-        if dry_run:
-            return Outcome(actions, applied=False)
-        commit(actions, scope, previous, record, state_dir, nft)
-        return Outcome(actions, applied=True)
+        observed = observe(scope, adopted_of(spec, state_dir.load(scope)), nft)
+        return converge(spec, state_dir, observed, nft, dry_run=dry_run, host=host, lock=lock)
+
+
+def adopted_of(spec: Spec, previous: ScopeRecord) -> dict[str, str]:
+    """Namespace path -> container for the namespaces we use but did not create (spec and record)."""
+    adopted = {path: c for c, path in previous.adopted.items()}
+    adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
+    return adopted
+
+
+def converge(
+    spec: Spec,
+    state_dir: StateDir,
+    observed: Observed,
+    nft: Nft,
+    *,
+    dry_run: bool,
+    host: str | None = None,
+    lock: Allocation | None = None,
+    keep: ScopeRecord | None = None,
+) -> Outcome:
+    """Plan against `observed` (fresh, or kept current by a caller such as `session`) and apply.
+    `keep`: when `spec` is a part of the scope's spec (`session`), the record entries of the rest.
+    The caller holds the state lock."""
+    scope = scope_of(spec)
+    previous = state_dir.load(scope)
+    record, desired = prepare(spec, scope, previous, observed, state_dir, host=host, lock=lock, keep=keep)
+    actions = plan(desired, observed.state)
+    if dry_run:
+        return Outcome(actions, applied=False)
+    if not actions and record == previous:
+        return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
+    commit(actions, scope, previous, record, state_dir, nft)
+    return Outcome(actions, applied=True)
 
 
 def prepare(
@@ -83,11 +108,13 @@ def prepare(
     *,
     host: str | None = None,
     lock: Allocation | None = None,
+    keep: ScopeRecord | None = None,
 ) -> tuple[ScopeRecord, State]:
     """Allocate addresses and build the desired state; refuse one that would touch what is not ours.
 
     A cluster spec is narrowed to this host's part first (`host`, or the host whose address is
-    configured here); `observed` gains the overlay objects (VXLAN devices, FDB and neighbour entries)."""
+    configured here); `observed` gains the overlay objects (VXLAN devices, FDB and neighbour entries).
+    `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`)."""
     from .overlay import cluster as overlay
     from .overlay.observe import observe_overlay
     from .parents import parent_problems, vlan_supported
@@ -98,6 +125,9 @@ def prepare(
     cluster = overlay.prepare(spec, scope, host, lock, overlay_observed)
     local = overlay.local_spec(cluster)
     record = ipam.allocate(local, previous, _in_use(observed, state_dir, scope))
+    if keep is not None:
+        record.networks.update(keep.networks)
+        record.adopted.update(keep.adopted)
     overlay.merge_record(cluster, record)
     desired = desired_state(local, record, scope, frozenset(observed.foreign_links))
     overlay.extend_desired(cluster, local, record, desired)
@@ -133,13 +163,15 @@ def commit(
     # Allocations are recorded before the kernel changes, so a crash never hands an address out twice;
     # adopted namespaces stay recorded until a run succeeds, so a crashed one can still be cleaned up.
     pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
-    _save(state_dir, scope, pending)
+    if pending != previous:  # a port change allocates nothing: no write, no fsync
+        _save(state_dir, scope, pending)
     ctx = Context(scope, nft)
     try:
         execute(ctx, actions)
     finally:
         ctx.close()
-    _save(state_dir, scope, record)
+    if record != pending:
+        _save(state_dir, scope, record)
 
 
 def snapshot(scope: str, state_dir: StateDir) -> Observed:

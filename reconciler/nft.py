@@ -9,6 +9,8 @@ from .errors import ApplyFailed, HostConflict
 
 
 class Nft:
+    transactions = 0  # process-wide, for the benchmark's counts
+
     def __init__(self) -> None:
         try:
             import nftables
@@ -36,5 +38,6 @@ class Nft:
         if not commands:
             return
         rc, _, err = self._nft.json_cmd({"nftables": commands})
+        Nft.transactions += 1
         if rc != 0:
             raise ApplyFailed(f"nftables transaction failed (nothing was changed): {err.strip()}")

@@ -1,0 +1,194 @@
+"""`python -m bench [--sizes 100,500,1000] [--reps 3] [--peers ...]`: every scenario, every peer, each
+repetition in a fresh sandbox (tests/sandbox.py); prints medians side by side and writes JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from sandbox import Host  # noqa: E402
+
+PEERS = ["ours", "cni-portmap", "cni-bridge", "shell", "floor"]
+CLI_SCENARIOS = ["cold", "noop", "noop_dry", "add_one", "remove_one", "change_port", "destroy"]
+INPROC = ["inproc_add_one", "inproc_remove_one", "inproc_change_port", "inproc_noop"]
+
+
+def run(peer: str, n: int, timeout: float) -> dict[str, Any]:
+    with Host() as host:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        proc = host.run(
+            [sys.executable, "-m", "bench.driver", peer, str(n), str(host.workdir)],
+            check=False,
+            timeout=timeout,
+            env=env,
+        )
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-3000:]}
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+def median(runs: list[dict[str, Any]], scenario: str, key: str = "seconds") -> float | None:
+    values = [r[scenario][key] for r in runs if scenario in r and key in r[scenario]]
+    return statistics.median(values) if values else None
+
+
+def proofs_ok(runs: list[dict[str, Any]]) -> bool:
+    return bool(runs) and all(
+        "error" not in r and all(v["ok"] for k, v in r.items() if k.endswith("_proof")) for r in runs
+    )
+
+
+def fmt(v: float | None, unit: str = "s") -> str:
+    if v is None:
+        return "-"
+    if unit == "ms":
+        return f"{v * 1000:.0f} ms"
+    return f"{v:.2f} s" if v >= 0.1 else f"{v * 1000:.0f} ms"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.1f}x" if a and b else "-"
+
+
+def report(results: dict[str, Any], sizes: list[int]) -> str:
+    out = []
+    runs = results["runs"]
+
+    def get(peer: str, n: int) -> list[dict[str, Any]]:
+        return [r for r in runs.get(f"{peer}/{n}", []) if "error" not in r]
+
+    out.append("Cold apply (median wall time; every run followed by an untimed proof)")
+    head = ["N", *PEERS, "cni-portmap/ours", "cni-bridge/ours", "ours/floor"]
+    out.append(" | ".join(head))
+    for n in sizes:
+        cold = {p: median(get(p, n), "cold") for p in PEERS}
+        ok = {p: proofs_ok(runs.get(f"{p}/{n}", [])) for p in PEERS}
+        cells = [fmt(cold[p]) + ("" if ok[p] or cold[p] is None else " (PROOF FAILED)") for p in PEERS]
+        out.append(
+            " | ".join(
+                [
+                    str(n),
+                    *cells,
+                    ratio(cold["cni-portmap"], cold["ours"]),
+                    ratio(cold["cni-bridge"], cold["ours"]),
+                    ratio(cold["ours"], cold["floor"]),
+                ]
+            )
+        )
+    out.append("")
+    out.append("Destroy (until the kernel finished tearing the veths down)")
+    out.append(" | ".join(["N", *PEERS, "cni-portmap/ours", "cni-bridge/ours"]))
+    for n in sizes:
+        d = {p: median(get(p, n), "destroy") for p in PEERS}
+        out.append(
+            " | ".join(
+                [str(n), *(fmt(d[p]) for p in PEERS), ratio(d["cni-portmap"], d["ours"]), ratio(d["cni-bridge"], d["ours"])]
+            )
+        )
+    out.append("")
+    out.append("Ours through the CLI: wall time / netlink requests / nft transactions; peak RSS")
+    out.append(" | ".join(["N", *CLI_SCENARIOS, "peak RSS"]))
+    for n in sizes:
+        rs = get("ours", n)
+        cells = []
+        for s in CLI_SCENARIOS:
+            cells.append(
+                f"{fmt(median(rs, s))} / {median(rs, s, 'netlink') or 0:.0f} / {median(rs, s, 'nft') or 0:.0f}"
+                if rs
+                else "-"
+            )
+        rss = max((r[s]["rss_mb"] for r in rs for s in CLI_SCENARIOS if s in r), default=None)
+        out.append(" | ".join([str(n), *cells, f"{rss:.0f} MB" if rss else "-"]))
+    out.append("")
+    out.append("Ours in-process (state observed once; Session.apply): wall time / netlink / nft")
+    out.append(" | ".join(["N", *INPROC]))
+    for n in sizes:
+        rs = get("ours", n)
+        out.append(
+            " | ".join(
+                [
+                    str(n),
+                    *(
+                        f"{fmt(median(rs, s), 'ms')} / {median(rs, s, 'netlink') or 0:.0f} / {median(rs, s, 'nft') or 0:.0f}"
+                        for s in INPROC
+                    ),
+                ]
+            )
+        )
+    st = results.get("startup", [])
+    if st:
+        out.append("")
+        out.append(
+            f"CLI start-up: --version {fmt(statistics.median(r['version'] for r in st), 'ms')}, "
+            f"validate (small spec) {fmt(statistics.median(r['validate'] for r in st), 'ms')}"
+        )
+    failed = [k for k, rs in runs.items() if not proofs_ok(rs)]
+    if failed:
+        out.append("")
+        out.append("FAILED (error or proof): " + ", ".join(failed))
+        for k in failed:
+            for r in rs_of(runs, k):
+                if "error" in r:
+                    out.append(f"  {k}: {r['error'][-400:]}")
+    return "\n".join(out)
+
+
+def rs_of(runs: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    return list(runs.get(key, []))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__)
+    p.add_argument("--sizes", default="100,500,1000")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
+    p.add_argument("--peer-reps", type=int, default=None, help="repetitions for the CNI peers (slow)")
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--out", default=None, help="JSON file (default bench/results/TIMESTAMP.json)")
+    args = p.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    peers = args.peers.split(",")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = Path(args.out or REPO / "bench" / "results" / f"{stamp}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "started": stamp,
+        "sizes": sizes,
+        "reps": args.reps,
+        "cores": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "runs": {},
+        "startup": [],
+    }
+    for _ in range(args.reps):
+        results["startup"].append(run("startup", 0, args.timeout))
+    for n in sizes:
+        for peer in peers:
+            reps = args.peer_reps if args.peer_reps and peer.startswith("cni") else args.reps
+            for rep in range(reps):
+                t0 = time.time()
+                r = run(peer, n, args.timeout)
+                results["runs"].setdefault(f"{peer}/{n}", []).append(r)
+                status = "error" if "error" in r else "ok"
+                print(f"  {peer:12} N={n:<5} rep {rep + 1}/{reps}: {status} ({time.time() - t0:.0f} s)", flush=True)
+                out.write_text(json.dumps(results, indent=1))
+    results["loadavg_end"] = os.getloadavg()
+    results["table"] = report(results, sizes)
+    out.write_text(json.dumps(results, indent=1))
+    print()
+    print(results["table"])
+    print(f"\n(loadavg {results['loadavg_start'][0]:.1f} -> {results['loadavg_end'][0]:.1f}; JSON: {out})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Runs one peer's scenarios at one size INSIDE a sandbox and prints their figures as JSON.
+
+`python -m bench.driver PEER N WORKDIR`; the orchestrator (bench/__main__.py) starts it with
+tests/sandbox.py's Host, so everything here happens in a throwaway network namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import floor
+from .workload import (
+    CONTAINER_PORT,
+    NETWORKS,
+    Container,
+    containers,
+    gateway,
+    proof,
+    published,
+    spec,
+    subnet,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CNI_PATH = "/usr/lib/cni"
+
+
+def timed(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> dict[str, Any]:
+    """Run a command; its wall time, peak RSS (from wait4, this child only), exit code and output."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env)
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin.encode())
+        assert proc.stdin is not None
+        proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = {
+            "seconds": seconds,
+            "rss_mb": usage.ru_maxrss / 1024,
+            "rc": proc.returncode,
+            "stdout": out.read().decode(errors="replace"),
+            "stderr": err.read().decode(errors="replace"),
+        }
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} exited {proc.returncode}: {result['stderr'][-2000:]}")
+    return result
+
+
+def clock(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def wait_veths_gone(timeout: float = 120) -> float:
+    """Seconds until the kernel has finished tearing down every bridge port (namespace cleanup is
+    asynchronous): destroy figures include it, for every peer."""
+    t0 = time.perf_counter()
+    while any(os.path.exists(f"/sys/class/net/{x}/brport") for x in os.listdir("/sys/class/net")):
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError("bridge ports still exist after destroy")
+        time.sleep(0.01)
+    return time.perf_counter() - t0
+
+
+# --- us: the reconciler, through its CLI and in-process ---
+
+
+def _reconciler(workdir: Path, *args: str) -> dict[str, Any]:
+    stats = workdir / "stats.json"
+    env = dict(os.environ, BENCH_STATS=str(stats))
+    r = timed([sys.executable, "-m", "bench.counted", *args], env=env)
+    r.update(json.loads(stats.read_text()))
+    r.pop("stdout")
+    r.pop("stderr")
+    return r
+
+
+def run_ours(n: int, workdir: Path) -> dict[str, Any]:
+    def write(name: str, body: dict[str, Any]) -> str:
+        path = workdir / name
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+        return str(path)
+
+    base = write("base.yaml", spec(n))
+    plus = write("plus.yaml", spec(n, extra=1))
+    moved = write("moved.yaml", spec(n, port_of={0: 30000}))
+    out: dict[str, Any] = {}
+    out["cold"] = _reconciler(workdir, "apply", base)
+    out["cold_proof"] = proof(n, published)
+    out["noop"] = _reconciler(workdir, "apply", base)
+    out["add_one"] = _reconciler(workdir, "apply", plus)
+    out["add_one_proof"] = proof(n + 1, published)
+    out["remove_one"] = _reconciler(workdir, "apply", base)
+    out["change_port"] = _reconciler(workdir, "apply", moved)
+    out["change_port_proof"] = proof(n, lambda c: (gateway(c.net), 30000 if c.index == 0 else c.host_port))
+    out["noop_dry"] = _reconciler(workdir, "apply", base, "--dry-run")
+    out.update(_in_process(n, base, plus, moved))
+    out["inproc_proof"] = proof(n, published)
+    out["destroy"] = _reconciler(workdir, "destroy", base)
+    out["destroy"]["settle"] = wait_veths_gone()
+    out["destroy"]["seconds"] += out["destroy"]["settle"]
+    return out
+
+
+def _in_process(n: int, base: str, plus: str, moved: str) -> dict[str, Any]:
+    """The daemon's path: specs loaded, state observed once (untimed), then each change timed."""
+    from reconciler.engine import state_dir_from
+    from reconciler.nft import Nft
+    from reconciler.rtnl import Stats
+    from reconciler.session import Session
+    from reconciler.specload import load_spec
+
+    specs = {name: load_spec(path) for name, path in (("base", base), ("plus", plus), ("moved", moved))}
+    session = Session(state_dir_from(None))
+    session.apply(specs["base"])  # observes; in sync
+    out = {}
+    for label, name in (("inproc_add_one", "plus"), ("inproc_remove_one", "base"), ("inproc_change_port", "moved"),
+                        ("inproc_noop", "moved"), ("inproc_change_back", "base")):
+        requests, transactions = Stats.requests, Nft.transactions
+        seconds = clock(lambda name=name: session.apply(specs[name]))
+        out[label] = {
+            "seconds": seconds,
+            "netlink": Stats.requests - requests,
+            "nft": Nft.transactions - transactions,
+        }
+    return out
+
+
+def run_startup(workdir: Path) -> dict[str, Any]:
+    small = workdir / "small.yaml"
+    small.write_text(yaml.safe_dump(spec(2), sort_keys=False))
+    reconciler = [sys.executable, "-m", "reconciler"]
+    return {
+        "version": timed([*reconciler, "--version"])["seconds"],
+        "validate": timed([*reconciler, "validate", str(small)])["seconds"],
+    }
+
+
+# --- (a) the CNI reference plugins, invoked as a runtime invokes them ---
+
+
+def _cni_conf(net: int, portmap: bool) -> dict[str, Any]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": f"net{net}",
+        "type": "bridge",
+        "bridge": f"cni{net}",
+        "isGateway": True,
+        "ipMasq": portmap,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": subnet(net), "gateway": gateway(net)}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": "/run/cni-ipam",
+        },
+    }
+
+
+def _portmap_conf(c: Container, prev: dict[str, Any] | None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "cniVersion": "1.0.0",
+        "name": f"net{c.net}",
+        "type": "portmap",
+        "capabilities": {"portMappings": True},
+        "snat": True,
+        "runtimeConfig": {
+            "portMappings": [{"hostPort": c.host_port, "containerPort": CONTAINER_PORT, "protocol": "tcp"}]
+        },
+    }
+    if prev is not None:
+        conf["prevResult"] = prev
+    return conf
+
+
+def _cni(command: str, c: Container, conf: dict[str, Any]) -> dict[str, Any]:
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": c.name,
+        "CNI_NETNS": c.netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": CNI_PATH,
+        "PATH": os.environ["PATH"],
+    }
+    proc = subprocess.run(
+        [f"{CNI_PATH}/{conf['type']}"], input=json.dumps(conf), capture_output=True, text=True, env=env
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"CNI {conf['type']} {command} {c.name}: {proc.stdout} {proc.stderr}")
+    return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def _netns_batch(verb: str, n: int) -> None:
+    """What a runtime does before ADD / after DEL; one `ip -batch` process for all, the same for every
+    shell-based peer."""
+    lines = "".join(f"netns {verb} {c.name}\n" for c in containers(n))
+    subprocess.run(["ip", "-batch", "-"], input=lines, text=True, check=True)
+
+
+def run_cni(n: int, portmap: bool) -> dict[str, Any]:
+    cs = containers(n)
+
+    def add() -> None:
+        _netns_batch("add", n)
+        for c in cs:
+            result = _cni("ADD", c, _cni_conf(c.net, portmap))
+            if portmap:
+                _cni("ADD", c, _portmap_conf(c, result))
+
+    def delete() -> None:
+        for c in cs:
+            if portmap:
+                _cni("DEL", c, _portmap_conf(c, None))
+            _cni("DEL", c, _cni_conf(c.net, portmap))
+        _netns_batch("delete", n)
+
+    out: dict[str, Any] = {"cold": {"seconds": clock(add)}}
+    if portmap:
+        out["cold_proof"] = proof(n, published)
+    else:
+        addresses = _cni_addresses(cs)
+        out["cold_proof"] = proof(n, lambda c: (addresses[c.name], CONTAINER_PORT))
+    out["destroy"] = {"seconds": clock(delete)}
+    out["destroy"]["settle"] = wait_veths_gone()
+    out["destroy"]["seconds"] += out["destroy"]["settle"]
+    return out
+
+
+def _cni_addresses(cs: list[Container]) -> dict[str, str]:
+    """host-local's allocations, from its data dir (untimed, for the proof)."""
+    out = {}
+    for net in range(NETWORKS):
+        folder = Path(f"/run/cni-ipam/net{net}")
+        for f in folder.iterdir() if folder.is_dir() else []:
+            if f.name[0].isdigit():
+                out[f.read_text().splitlines()[0].strip()] = f.name
+    return {c.name: out[c.name] for c in cs}
+
+
+# --- (b) a shell script of ip and nft commands ---
+
+
+def _nft_script(cs: list[Container], bridges: str) -> str:
+    ports = ", ".join(f"{c.host_port} : {c.address} . {CONTAINER_PORT}" for c in cs)
+    subnets = ", ".join(subnet(j) for j in range(NETWORKS))
+    elements = f"\n    elements = {{ {ports} }}" if cs else ""
+    return f"""table ip shellbench {{
+  map ports {{
+    type inet_service : ipv4_addr . inet_service{elements}
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority -100
+    fib daddr type local dnat ip to tcp dport map @ports
+  }}
+  chain output {{
+    type nat hook output priority -100
+    fib daddr type local dnat ip to tcp dport map @ports
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority 100
+    ip saddr {{ {subnets} }} oifname != "{bridges}*" masquerade
+    ip saddr 127.0.0.0/8 oifname "{bridges}*" masquerade
+  }}
+}}
+"""
+
+
+def run_shell(n: int, workdir: Path) -> dict[str, Any]:
+    cs = containers(n)
+    host = [f"link add br{j} type bridge\naddr add {gateway(j)}/16 dev br{j}\nlink set br{j} up\n" for j in range(NETWORKS)]
+    for c in cs:
+        host.append(
+            f"netns add {c.name}\n"
+            f"link add ve{c.index} type veth peer name eth0 netns {c.name}\n"
+            f"link set ve{c.index} master br{c.net} up\n"
+        )
+    (workdir / "host.ip").write_text("".join(host))
+    for c in cs:
+        (workdir / f"{c.name}.ip").write_text(
+            f"link set lo up\nlink set eth0 up\naddr add {c.address}/16 dev eth0\n"
+            f"route add default via {gateway(c.net)}\n"
+        )
+    (workdir / "rules.nft").write_text(_nft_script(cs, "br"))
+    script = workdir / "up.sh"
+    script.write_text(
+        "set -e\n"
+        f"sysctl -qw net.ipv4.ip_forward=1\n"
+        f"ip -batch {workdir}/host.ip\n"
+        + "".join(f"ip -n {c.name} -batch {workdir}/{c.name}.ip\n" for c in cs)
+        + "".join(f"sysctl -qw net.ipv4.conf.br{j}.route_localnet=1\n" for j in range(NETWORKS))
+        + f"nft -f {workdir}/rules.nft\n"
+    )
+    down = workdir / "down.sh"
+    down.write_text(
+        "set -e\n"
+        "nft delete table ip shellbench\n"
+        + f"ip -batch {workdir}/down.ip\n"
+    )
+    (workdir / "down.ip").write_text(
+        "".join(f"netns delete {c.name}\n" for c in cs) + "".join(f"link del br{j}\n" for j in range(NETWORKS))
+    )
+    out: dict[str, Any] = {"cold": timed(["sh", str(script)])}
+    out["cold_proof"] = proof(n, published)
+    out["destroy"] = timed(["sh", str(down)])
+    out["destroy"]["settle"] = wait_veths_gone()
+    out["destroy"]["seconds"] += out["destroy"]["settle"]
+    for r in (out["cold"], out["destroy"]):
+        r.pop("stdout")
+        r.pop("stderr")
+    return out
+
+
+# --- (c) the floor: hand-written pyroute2, only the necessary netlink calls ---
+
+
+def run_floor(n: int, workdir: Path) -> dict[str, Any]:
+    rules = workdir / "rules.nft"
+    rules.write_text(_nft_script(containers(n), "fb"))
+    out: dict[str, Any] = {"cold": timed([sys.executable, "-m", "bench.floor", "up", str(n), str(rules)])}
+    out["cold_proof"] = proof(n, published)
+    out["destroy"] = timed([sys.executable, "-m", "bench.floor", "down", str(n), str(rules)])
+    out["destroy"]["settle"] = wait_veths_gone()
+    out["destroy"]["seconds"] += out["destroy"]["settle"]
+    for r in (out["cold"], out["destroy"]):
+        r.pop("stdout")
+        r.pop("stderr")
+    return out
+
+
+PEERS = {
+    "ours": lambda n, w: run_ours(n, w),
+    "cni-portmap": lambda n, w: run_cni(n, portmap=True),
+    "cni-bridge": lambda n, w: run_cni(n, portmap=False),
+    "shell": run_shell,
+    "floor": run_floor,
+    "startup": lambda n, w: run_startup(w),
+}
+
+
+def main() -> None:
+    peer, n, workdir = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    assert floor  # imported so a broken floor script fails before anything is timed
+    print(json.dumps(PEERS[peer](n, workdir)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The workload every peer builds: N containers over 10 bridge networks, each publishing one TCP port,
+and the untimed proof that it was built (namespaces exist, published ports answer over TCP)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.netns import is_netns
+
+NETWORKS = 10
+CONTAINER_PORT = 8080
+HOST_PORT_BASE = 20000
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class Container:
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"c{self.index}"
+
+    @property
+    def net(self) -> int:
+        return self.index % NETWORKS
+
+    @property
+    def host_port(self) -> int:
+        return HOST_PORT_BASE + self.index
+
+    @property
+    def address(self) -> str:
+        """For the peers that assign addresses themselves (shell, floor)."""
+        slot = self.index // NETWORKS + 2
+        return f"10.{100 + self.net}.{slot >> 8}.{slot & 255}"
+
+    @property
+    def netns(self) -> str:
+        return f"/run/netns/{self.name}"
+
+
+def subnet(net: int) -> str:
+    return f"10.{100 + net}.0.0/16"
+
+
+def gateway(net: int) -> str:
+    return f"10.{100 + net}.0.1"
+
+
+def containers(n: int) -> list[Container]:
+    return [Container(i) for i in range(n)]
+
+
+def spec(n: int, extra: int = 0, port_of: dict[int, int] | None = None) -> dict[str, Any]:
+    """The reconciler's spec for the workload (`extra` more containers, some host ports changed)."""
+    port_of = port_of or {}
+    return {
+        "version": 1,
+        "networks": {f"net{j}": {"driver": "bridge", "subnet": subnet(j)} for j in range(NETWORKS)},
+        "containers": {
+            c.name: {
+                "networks": [f"net{c.net}"],
+                "ports": [f"{port_of.get(c.index, c.host_port)}:{CONTAINER_PORT}"],
+            }
+            for c in containers(n + extra)
+        },
+    }
+
+
+def _listen_in(path: str) -> socket.socket:
+    """A listening socket inside the namespace at `path` (made by a thread that entered it)."""
+    box: list[socket.socket] = []
+
+    def run() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+        finally:
+            os.close(fd)
+        box.append(socket.create_server(("0.0.0.0", CONTAINER_PORT)))
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if not box:
+        raise RuntimeError(f"could not listen in {path}")
+    return box[0]
+
+
+def sample(n: int, k: int = 10) -> list[Container]:
+    """Spread over the networks and the whole range, first and last included."""
+    picks = sorted({0, n - 1, *range(0, n, max(1, n // k))})
+    return [Container(i) for i in picks]
+
+
+def proof(n: int, target: Any, names_prefix: str = "c") -> dict[str, Any]:
+    """Every namespace exists; in a sample of containers a server answers through `target(c)` -> (host,
+    port) (a published port, or the container's address for peers without port mapping)."""
+    present = sum(1 for c in containers(n) if is_netns(c.netns))
+    veths = [x for x in os.listdir("/sys/class/net") if os.path.exists(f"/sys/class/net/{x}/brport")]
+    answered, failures = 0, []
+    for c in sample(n):
+        srv = _listen_in(c.netns)
+        try:
+            host, port = target(c)
+            with socket.create_connection((host, port), timeout=3) as cli:
+                cli.settimeout(3)
+                conn, _ = srv.accept()
+                with conn:
+                    conn.sendall(f"hello from {c.name}\n".encode())
+                if cli.recv(100).decode().strip() == f"hello from {c.name}":
+                    answered += 1
+                else:
+                    failures.append(c.name)
+        except OSError as e:
+            failures.append(f"{c.name}: {e}")
+        finally:
+            srv.close()
+    ok = present == n and len(veths) >= n and not failures
+    return {"ok": ok, "netns": present, "bridge_ports": len(veths), "answered": answered, "failures": failures}
+
+
+def published(c: Container) -> tuple[str, int]:
+    return gateway(c.net), c.host_port
