@@ -66,7 +66,7 @@ def _auto_subnet(name: str, taken: list[IPv4Net]) -> IPv4Net:
 
 
 def _addresses(spec: Spec, name: str, net: Network, subnet: IPv4Net, old: dict[str, str]) -> dict[str, str]:
-    members = {c: ctr.attachments()[name] for c, ctr in spec.containers.items() if name in ctr.attachments()}
+    members = {c: att for c, ctr in spec.containers.items() if (att := ctr.attachments().get(name))}
     if net.host_access:  # the host's shim takes an address too, after the containers
         members[HOST_SHIM] = Attachment()
     gw = gateway(net, subnet)
