@@ -1,11 +1,11 @@
 """Network namespaces without fork/exec: create, delete, and open netlink sockets inside them.
 
-`ip netns add` is unshare + a bind mount of the new namespace onto /run/netns/NAME; we do the same
-from a short-lived thread, because unshare(CLONE_NEWNET) and setns() act on the calling thread only.
-A netlink socket belongs to the namespace its creating thread was in, so `socket_in` creates the raw
-socket in a thread that has entered the namespace and hands its descriptor to IPRoute. (IPRoute
-creates sockets lazily, per thread, in whatever namespace that thread is in; `IPRoute(netns=...)`
-forks a helper process per namespace instead.)
+`ip netns add` is unshare + a bind mount of the new namespace onto /run/netns/NAME; we do the same.
+unshare(CLONE_NEWNET) and setns() act on the calling thread only, and `_in_thread` always brings the
+thread back to its own namespace afterwards. A netlink socket belongs to the namespace its creating
+thread was in, so `socket_in`/`rtnl_in` create the socket after entering the namespace and keep it.
+(IPRoute creates sockets lazily, per thread, in whatever namespace that thread is in;
+`IPRoute(netns=...)` forks a helper process per namespace instead.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from .names import NETNS_DIR
@@ -32,7 +31,7 @@ MNT_DETACH = 2
 NETLINK_ROUTE = 0
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 _libc = ctypes.CDLL(None, use_errno=True)
-_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netns")
+_run_dir_ready = False
 T = TypeVar("T")
 
 
@@ -43,22 +42,33 @@ def _check(rc: int, what: str) -> None:
 
 
 def _in_thread(fn: Callable[[], T]) -> T:
-    """Run `fn` in the namespace worker: one long-lived thread that only ever acts on its own namespaces
-    (each job enters or creates the one it needs first), so a thousand namespaces cost no thread starts."""
-    return _worker.submit(fn).result()
+    """Run `fn` (which enters or creates a namespace) in this thread, then bring the thread back to its
+    own namespace whatever happened: a thread start or a hand-off to a worker costs more than the
+    two setns calls, and a thousand namespaces make that count."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        return fn()
+    finally:
+        rc = _libc.setns(home, CLONE_NEWNET)
+        os.close(home)
+        if rc != 0:  # never carry on in the wrong namespace
+            os.abort()
 
 
 def _prepare_run_dir() -> None:
     """Make /run/netns a shared mount point, as iproute2 does, so namespaces we mount there are seen
     from other mount namespaces (e.g. a container runtime's)."""
-    os.makedirs(NETNS_DIR, exist_ok=True)
-    if _libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None) == 0:
+    global _run_dir_ready
+    if _run_dir_ready:
         return
-    _check(
-        _libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", MS_BIND | MS_REC, None),
-        "bind /run/netns",
-    )
-    _check(_libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    if _libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None) != 0:
+        _check(
+            _libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", MS_BIND | MS_REC, None),
+            "bind /run/netns",
+        )
+        _check(_libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+    _run_dir_ready = True
 
 
 def create(path: str) -> None:
@@ -134,8 +144,7 @@ def rtnl_in(path: str) -> Rtnl:
 
 
 def each(paths: Iterable[str], fn: Callable[[str, Rtnl], None]) -> None:
-    """Call `fn(path, socket)` for every namespace, from one thread that enters them in turn: one
-    thread for a thousand namespaces, and one open socket at a time."""
+    """Call `fn(path, socket)` for every namespace, entering them in turn: one open socket at a time."""
 
     def run() -> None:
         for path in paths:
