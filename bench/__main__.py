@@ -143,6 +143,16 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
     return "\n".join(out)
 
 
+def merged_report(parts: list[dict[str, Any]]) -> str:
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        for key, rs in part["runs"].items():
+            runs.setdefault(key, []).extend(rs)
+    sizes = sorted({int(k.split("/")[1]) for k in runs})
+    startup = [r for part in parts for r in part.get("startup", [])]
+    return report({"runs": runs, "startup": startup}, sizes)
+
+
 def rs_of(runs: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return list(runs.get(key, []))
 
@@ -155,7 +165,13 @@ def main() -> None:
     p.add_argument("--peer-reps", type=int, default=None, help="repetitions for the CNI peers (slow)")
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=None, help="JSON file (default bench/results/TIMESTAMP.json)")
+    p.add_argument(
+        "--report", nargs="+", metavar="JSON", help="print the table of earlier runs (merged), run nothing"
+    )
     args = p.parse_args()
+    if args.report:
+        print(merged_report([json.loads(Path(f).read_text()) for f in args.report]))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     peers = args.peers.split(",")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
