@@ -56,6 +56,11 @@ def fmt(v: float | None, unit: str = "s") -> str:
     return f"{v:.2f} s" if v >= 0.1 else f"{v * 1000:.0f} ms"
 
 
+def cell(rs: list[dict[str, Any]], scenario: str, unit: str) -> str:
+    netlink, nft = median(rs, scenario, "netlink") or 0, median(rs, scenario, "nft") or 0
+    return f"{fmt(median(rs, scenario), unit)} / {netlink:.0f} / {nft:.0f}"
+
+
 def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.1f}x" if a and b else "-"
 
@@ -92,7 +97,12 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         d = {p: median(get(p, n), "destroy") for p in PEERS}
         out.append(
             " | ".join(
-                [str(n), *(fmt(d[p]) for p in PEERS), ratio(d["cni-portmap"], d["ours"]), ratio(d["cni-bridge"], d["ours"])]
+                [
+                    str(n),
+                    *(fmt(d[p]) for p in PEERS),
+                    ratio(d["cni-portmap"], d["ours"]),
+                    ratio(d["cni-bridge"], d["ours"]),
+                ]
             )
         )
     out.append("")
@@ -102,11 +112,7 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         rs = get("ours", n)
         cells = []
         for s in CLI_SCENARIOS:
-            cells.append(
-                f"{fmt(median(rs, s))} / {median(rs, s, 'netlink') or 0:.0f} / {median(rs, s, 'nft') or 0:.0f}"
-                if rs
-                else "-"
-            )
+            cells.append(cell(rs, s, "s") if rs else "-")
         rss = max((r[s]["rss_mb"] for r in rs for s in CLI_SCENARIOS if s in r), default=None)
         out.append(" | ".join([str(n), *cells, f"{rss:.0f} MB" if rss else "-"]))
     out.append("")
@@ -118,10 +124,7 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
             " | ".join(
                 [
                     str(n),
-                    *(
-                        f"{fmt(median(rs, s), 'ms')} / {median(rs, s, 'netlink') or 0:.0f} / {median(rs, s, 'nft') or 0:.0f}"
-                        for s in INPROC
-                    ),
+                    *(cell(rs, s, "ms") for s in INPROC),
                 ]
             )
         )
@@ -196,7 +199,10 @@ def main() -> None:
                 r = run(peer, n, args.timeout)
                 results["runs"].setdefault(f"{peer}/{n}", []).append(r)
                 status = "error" if "error" in r else "ok"
-                print(f"  {peer:12} N={n:<5} rep {rep + 1}/{reps}: {status} ({time.time() - t0:.0f} s)", flush=True)
+                print(
+                    f"  {peer:12} N={n:<5} rep {rep + 1}/{reps}: {status} ({time.time() - t0:.0f} s)",
+                    flush=True,
+                )
                 out.write_text(json.dumps(results, indent=1))
     results["loadavg_end"] = os.getloadavg()
     results["table"] = report(results, sizes)

@@ -131,8 +131,13 @@ def _in_process(n: int, base: str, plus: str, moved: str) -> dict[str, Any]:
     session = Session(state_dir_from(None))
     session.apply(specs["base"])  # observes; in sync
     out = {}
-    for label, name in (("inproc_add_one", "plus"), ("inproc_remove_one", "base"), ("inproc_change_port", "moved"),
-                        ("inproc_noop", "moved"), ("inproc_change_back", "base")):
+    for label, name in (
+        ("inproc_add_one", "plus"),
+        ("inproc_remove_one", "base"),
+        ("inproc_change_port", "moved"),
+        ("inproc_noop", "moved"),
+        ("inproc_change_back", "base"),
+    ):
         requests, transactions = Stats.requests, Nft.transactions
         seconds = clock(lambda name=name: session.apply(specs[name]))
         out[label] = {
@@ -283,7 +288,10 @@ def _nft_script(cs: list[Container], bridges: str) -> str:
 
 def run_shell(n: int, workdir: Path) -> dict[str, Any]:
     cs = containers(n)
-    host = [f"link add br{j} type bridge\naddr add {gateway(j)}/16 dev br{j}\nlink set br{j} up\n" for j in range(NETWORKS)]
+    host = [
+        f"link add br{j} type bridge\naddr add {gateway(j)}/16 dev br{j}\nlink set br{j} up\n"
+        for j in range(NETWORKS)
+    ]
     for c in cs:
         host.append(
             f"netns add {c.name}\n"
@@ -307,13 +315,10 @@ def run_shell(n: int, workdir: Path) -> dict[str, Any]:
         + f"nft -f {workdir}/rules.nft\n"
     )
     down = workdir / "down.sh"
-    down.write_text(
-        "set -e\n"
-        "nft delete table ip shellbench\n"
-        + f"ip -batch {workdir}/down.ip\n"
-    )
+    down.write_text("set -e\nnft delete table ip shellbench\n" + f"ip -batch {workdir}/down.ip\n")
     (workdir / "down.ip").write_text(
-        "".join(f"netns delete {c.name}\n" for c in cs) + "".join(f"link del br{j}\n" for j in range(NETWORKS))
+        "".join(f"netns delete {c.name}\n" for c in cs)
+        + "".join(f"link del br{j}\n" for j in range(NETWORKS))
     )
     out: dict[str, Any] = {"cold": timed(["sh", str(script)])}
     out["cold_proof"] = proof(n, published)

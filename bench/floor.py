@@ -77,7 +77,8 @@ def up(n: int, rules: str) -> None:
                 ns.addr("add", index=2, address=f"10.{100 + net}.{slot >> 8}.{slot & 255}", prefixlen=16)
                 ns.route("add", dst="0.0.0.0/0", gateway=f"10.{100 + net}.0.1")
     nft = nftables.Nftables()
-    rc, _, err = nft.cmd(open(rules).read())
+    with open(rules) as f:
+        rc, _, err = nft.cmd(f.read())
     assert rc == 0, err
 
 

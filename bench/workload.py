@@ -125,7 +125,13 @@ def proof(n: int, target: Any, names_prefix: str = "c") -> dict[str, Any]:
         finally:
             srv.close()
     ok = present == n and len(veths) >= n and not failures
-    return {"ok": ok, "netns": present, "bridge_ports": len(veths), "answered": answered, "failures": failures}
+    return {
+        "ok": ok,
+        "netns": present,
+        "bridge_ports": len(veths),
+        "answered": answered,
+        "failures": failures,
+    }
 
 
 def published(c: Container) -> tuple[str, int]:

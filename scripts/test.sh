@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 
 echo "== ruff"
-.venv/bin/ruff check reconciler tests ansible_collections molecule
-.venv/bin/ruff format --check reconciler tests ansible_collections molecule
+.venv/bin/ruff check reconciler tests ansible_collections molecule bench
+.venv/bin/ruff format --check reconciler tests ansible_collections molecule bench
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

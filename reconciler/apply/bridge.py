@@ -53,14 +53,16 @@ def execute(ctx: Context, action: Action) -> None:
     res = action.resource
     assert isinstance(res, Bridge)
     if action.op == "delete":
-        index = ctx.rtnl.ifindex(res.ifname)
+        index = ctx.host_index(res.ifname)
+        ctx.host_link_changed(res.ifname)
         if index is not None:
             with missing_ok():
                 ctx.rtnl.del_link(index)
         return
     if action.op == "create":
+        ctx.host_link_changed(res.ifname)
         ctx.rtnl.add_link(res.ifname, "bridge")
-    index = ctx.rtnl.ifindex(res.ifname)
+    index = ctx.host_index(res.ifname)
     assert index is not None
     before = action.before if isinstance(action.before, Bridge) else None
     _configure(ctx, res, index, action.fields if action.op == "change" else None, before)

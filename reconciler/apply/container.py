@@ -83,7 +83,7 @@ def _create_macvlan(ctx: Context, res: Iface) -> None:
 
 
 def _create_veth(ctx: Context, res: Iface) -> None:
-    master = ctx.rtnl.ifindex(res.bridge) if res.bridge else None
+    master = ctx.host_index(res.bridge) if res.bridge else None
     mtu = attr(IFLA_MTU, res.mtu) if res.mtu is not None else b""
     fd = os.open(res.netns, os.O_RDONLY)
     try:
@@ -114,7 +114,7 @@ def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
             ctx.rtnl.set_link(host_index, attr(IFLA_MTU, res.mtu))
         ns.set_link(index, attr(IFLA_MTU, res.mtu))
     if "bridge" in fields and host_index is not None:
-        master = ctx.rtnl.ifindex(res.bridge) if res.bridge else None
+        master = ctx.host_index(res.bridge) if res.bridge else None
         ctx.rtnl.set_link(host_index, attr(IFLA_MASTER, master or 0))
     if "address" in fields:
         ns.flush_addresses(index)

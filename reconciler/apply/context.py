@@ -32,6 +32,7 @@ class Context:
         self._ipr: IPRoute | None = None
         self._ns: OrderedDict[str, IPRoute] = OrderedDict()
         self._rns: OrderedDict[str, Rtnl] = OrderedDict()
+        self._host_index: dict[str, int | None] = {}
 
     @property
     def ipr(self) -> IPRoute:
@@ -53,6 +54,15 @@ class Context:
             sock = cache.pop(path, None)
             if sock is not None:
                 sock.close()
+
+    def host_index(self, ifname: str) -> int | None:
+        """A host link's index, looked up once per apply (a bridge has a thousand ports to attach)."""
+        if ifname not in self._host_index:
+            self._host_index[ifname] = self.rtnl.ifindex(ifname)
+        return self._host_index[ifname]
+
+    def host_link_changed(self, ifname: str) -> None:
+        self._host_index.pop(ifname, None)
 
     def ifindex(self, ipr: IPRoute, ifname: str) -> int | None:
         found = ipr.link_lookup(ifname=ifname)
