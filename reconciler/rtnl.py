@@ -22,7 +22,8 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 1, 2, 4
 NLM_F_DUMP, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x300, 0x100, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 20, 28, 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_MACVLAN_MODE, IFLA_VLAN_ID = 1, 1  # in IFLA_INFO_DATA of a macvlan / vlan link
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
@@ -30,6 +31,7 @@ RTNH_F_ONLINK = 4
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
 IFF_UP = 1
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 RT_TABLE_MAIN, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RTN_UNICAST = 254, 0, 253, 1
 
 _HDR = struct.Struct("=IHHII")
@@ -62,14 +64,21 @@ def attr(kind: int, value: bytes | str | int) -> bytes:
     return _ATTR.pack(size, kind) + value + b"\0" * (-size & 3)
 
 
-def attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
+_SKIP_STATS = attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+
+
+def attrs(data: bytes, offset: int = 0, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
+    """Attribute type -> payload; only the `wanted` types when given (a link has some forty)."""
     out: dict[int, bytes] = {}
     end = len(data)
+    unpack = _ATTR.unpack_from
     while offset + 4 <= end:
-        size, kind = _ATTR.unpack_from(data, offset)
+        size, kind = unpack(data, offset)
         if size < 4:
             break
-        out[kind & 0x3FFF] = data[offset + 4 : offset + size]
+        kind &= 0x3FFF
+        if wanted is None or kind in wanted:
+            out[kind] = data[offset + 4 : offset + size]
         offset += (size + 3) & ~3
     return out
 
@@ -185,6 +194,8 @@ class Rtnl:
         else:
             self.sock = socket.socket(fileno=fileno)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        # Strict checking lets a dump filter in the kernel (routes by table), so fewer messages to parse.
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self.sock.bind((0, 0))
         self._seq = 0
 
@@ -236,7 +247,7 @@ class Rtnl:
     def links(self, ifname: str | None = None) -> list[LinkMsg]:
         """Every link, or the one named `ifname` ([] when there is none)."""
         if ifname is None:
-            return [_link(p) for p in self.dump(RTM_GETLINK, ifinfo())]
+            return [_link(p) for p in self.dump(RTM_GETLINK, ifinfo() + _SKIP_STATS)]
         try:
             # With an ACK requested the reply is followed by one, which ends the exchange.
             seq = self._send(RTM_GETLINK, NLM_F_ACK, ifinfo() + attr(IFLA_IFNAME, ifname))
@@ -304,7 +315,8 @@ class Rtnl:
 
     def routes(self) -> list[RouteMsg]:
         out = []
-        for p in self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
+        request = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0)
+        for p in self.dump(RTM_GETROUTE, request):
             family, dst_len, _, _, table, proto, _, _, flags = _RTMSG.unpack_from(p)
             a = attrs(p, _RTMSG.size)
             table = _u32(a.get(RTA_TABLE)) or table
@@ -341,8 +353,14 @@ class Rtnl:
         self.request(RTM_DELROUTE, self._link_route(dst, dst_len, oif, 0))
 
 
+# The link attributes observe uses; add to it to read more.
+LINK_ATTRS = frozenset(
+    {IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS}
+)
+
+
 def _link(payload: bytes) -> LinkMsg:
     _, _, index, flags, _ = _IFINFO.unpack_from(payload)
-    a = attrs(payload, _IFINFO.size)
+    a = attrs(payload, _IFINFO.size, LINK_ATTRS)
     info = attrs(a[IFLA_LINKINFO]) if IFLA_LINKINFO in a else {}
     return LinkMsg(index, flags, a, info)
