@@ -2,48 +2,113 @@
 
 Observing a host reads every namespace; a daemon that applies spec after spec does not need to, since
 nothing but its own applies changes our objects between two observations, as far as it knows.
-`Session` keeps the observed state and advances it by the actions it applied, so an incremental
-apply costs the planning and the changed objects only. Any failure drops the kept state, and
-`refresh()` (e.g. on a timer, or when the kernel reports a change) observes again: the safety net
-knftables uses for its partial syncs.
+`Session` keeps the observed state and advances it by the actions it applied. When a new spec differs
+from the last one in some containers only, it plans just the part of the spec those containers reach:
+them, and every member of their networks (whose hosts files list them), closed over shared networks.
+Any failure drops what was kept, and `refresh()` (e.g. on a timer, or when the kernel reports a
+change) observes again: the safety net knftables uses for its partial syncs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
+from .desired import desired_state
 from .diff import Action
 from .engine import Outcome, adopted_of, converge, scope_of
 from .model import State
 from .nft import Nft
 from .observe import Observed, observe
 from .spec import Spec
-from .statedir import StateDir
+from .statedir import ScopeRecord, StateDir
+
+
+@dataclass
+class _Kept:
+    observed: Observed
+    spec: Spec | None = None  # the last spec applied with success
 
 
 class Session:
     def __init__(self, state_dir: StateDir) -> None:
         self.state_dir = state_dir
         self.nft = Nft()
-        self._observed: dict[str, Observed] = {}  # per scope
+        self._kept: dict[str, _Kept] = {}  # per scope
 
     def refresh(self) -> None:
         """Forget what was observed: the next apply observes the host again."""
-        self._observed.clear()
+        self._kept.clear()
 
     def apply(self, spec: Spec, *, dry_run: bool = False) -> Outcome:
         scope = scope_of(spec)
         with self.state_dir.lock():
-            observed = self._observed.get(scope)
-            if observed is None:
+            kept = self._kept.get(scope)
+            if kept is None:
                 adopted = adopted_of(spec, self.state_dir.load(scope))
-                observed = self._observed[scope] = observe(scope, adopted, self.nft)
+                kept = self._kept[scope] = _Kept(observe(scope, adopted, self.nft))
             try:
-                outcome = converge(spec, self.state_dir, observed, self.nft, dry_run=dry_run)
+                outcome = self._converge(kept, spec, dry_run)
             except BaseException:
-                self._observed.pop(scope, None)  # a partial apply: only a fresh observation knows
+                self._kept.pop(scope, None)  # a partial apply: only a fresh observation knows
                 raise
             if outcome.applied:
-                advance(observed.state, outcome.actions)
+                advance(kept.observed.state, outcome.actions)
+                kept.spec = spec
             return outcome
+
+    def _converge(self, kept: _Kept, spec: Spec, dry_run: bool) -> Outcome:
+        old = kept.spec
+        part = reach(old, spec) if old is not None else None
+        if part is None:
+            return converge(spec, self.state_dir, kept.observed, self.nft, dry_run=dry_run)
+        if not part:
+            return Outcome([], applied=not dry_run)
+        assert old is not None
+        previous = self.state_dir.load(scope_of(spec))
+        new_part, old_part = _only(spec, part), _only(old, part)
+        # What the last apply left of the part: the observed resources its desired state named.
+        keys = desired_state(old_part, previous, scope_of(spec)).resources.keys()
+        have = kept.observed.state.resources
+        observed = dataclasses.replace(kept.observed, state=State({k: have[k] for k in keys if k in have}))
+        covered = {n for c in part for n in _networks(c, old, spec)}
+        keep = ScopeRecord(
+            {n: r for n, r in previous.networks.items() if n not in covered},
+            {c: p for c, p in previous.adopted.items() if c not in part},
+        )
+        return converge(new_part, self.state_dir, observed, self.nft, dry_run=dry_run, keep=keep)
+
+
+def reach(old: Spec, new: Spec) -> set[str] | None:
+    """Containers whose objects a change from `old` to `new` can touch; None when it is not a change of
+    containers alone (networks or scope changed) or reaches every container."""
+    if old.name != new.name or old.networks != new.networks:
+        return None
+    everyone = old.containers.keys() | new.containers.keys()
+    changed = {c for c in everyone if old.containers.get(c) != new.containers.get(c)}
+    members: dict[str, set[str]] = {}
+    for s in (old, new):
+        for c, ctr in s.containers.items():
+            for n in ctr.attachments():
+                members.setdefault(n, set()).add(c)
+    part, todo = set(changed), list(changed)
+    while todo:
+        for n in _networks(todo.pop(), old, new):
+            for other in members[n] - part:
+                part.add(other)
+                todo.append(other)
+    if part and len(part) == len(everyone):
+        return None
+    return part
+
+
+def _networks(container: str, *specs: Spec) -> set[str]:
+    """The networks `container` is attached to in any of `specs`."""
+    return {n for s in specs if (ctr := s.containers.get(container)) for n in ctr.attachments()}
+
+
+def _only(spec: Spec, part: set[str]) -> Spec:
+    return spec.model_copy(update={"containers": {c: x for c, x in spec.containers.items() if c in part}})
 
 
 def advance(state: State, actions: list[Action]) -> None:

@@ -20,11 +20,14 @@ pytestmark = pytest.mark.integration
 
 
 def spec(*containers: str, port_of_a: int = 8000) -> dict[str, object]:
-    ports = {"a": f"{port_of_a}:80", "b": "8001:80", "c": "8002:80"}
+    """a, b, c on n1; d on n2, which no change here reaches."""
+    ports = {"a": f"{port_of_a}:80", "b": "8001:80", "c": "8002:80", "d": "8003:80"}
     return {
         "version": 1,
-        "networks": {"n1": {"subnet": "172.30.0.0/24"}},
-        "containers": {c: {"networks": ["n1"], "ports": [ports[c]]} for c in containers},
+        "networks": {"n1": {"subnet": "172.30.0.0/24"}, "n2": {"subnet": "172.30.1.0/24"}},
+        "containers": {
+            c: {"networks": ["n2" if c == "d" else "n1"], "ports": [ports[c]]} for c in containers
+        },
     }
 
 
@@ -46,9 +49,9 @@ DRIVER = textwrap.dedent(
 
 
 def test_session_applies_only_what_changed_and_leaves_the_host_converged(host: Host) -> None:
-    two = host.write_spec(spec("a", "b"), "two.yaml")
-    three = host.write_spec(spec("a", "b", "c"), "three.yaml")
-    moved = host.write_spec(spec("a", "b", "c", port_of_a=9000), "moved.yaml")
+    two = host.write_spec(spec("a", "b", "d"), "two.yaml")
+    three = host.write_spec(spec("a", "b", "c", "d"), "three.yaml")
+    moved = host.write_spec(spec("a", "b", "c", "d", port_of_a=9000), "moved.yaml")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = host.run([sys.executable, "-c", DRIVER, str(two), str(three), str(moved)], env=env).stdout
     first, added, changed = json.loads(out.splitlines()[-1])
@@ -58,6 +61,7 @@ def test_session_applies_only_what_changed_and_leaves_the_host_converged(host: H
     assert {kind for _, kind, _ in added} <= {"netns", "iface", "route", "hosts", "nft-element"}
     assert ("delete", "nft-table") not in touched and ("create", "nft-table") not in touched
     assert not [a for a in added if a[2] in ("a", "b", "a/n1", "b/n1") and a[1] != "hosts"]
+    assert not [a for a in added + changed if a[2] in ("d", "d/n2")]
     # The port change is two map elements out and two in, nothing else.
     assert sorted((op, kind) for op, kind, _ in changed) == [
         ("create", "nft-element"),
@@ -65,9 +69,13 @@ def test_session_applies_only_what_changed_and_leaves_the_host_converged(host: H
         ("delete", "nft-element"),
         ("delete", "nft-element"),
     ]
-    # A fresh observation agrees with the state the session kept.
+    # A fresh observation agrees with the state the session kept, and the record still holds d, which
+    # the partial plans never looked at.
     check = host.reconciler("apply", str(moved), "--dry-run", "--exit-code")
     assert check.returncode == 0, check.stdout + check.stderr
+    record = json.loads(host.run(["cat", f"{host.state_dir}/default.json"]).stdout)
+    assert set(record["networks"]["n1"]["addresses"]) == {"a", "b", "c"}
+    assert set(record["networks"]["n2"]["addresses"]) == {"d"}
     shown = host.show(moved)
     target = shown["containers"]["c"]["interfaces"][0]["address"].split("/")[0]
     host.serve("c", 80, "from c")
@@ -75,6 +83,18 @@ def test_session_applies_only_what_changed_and_leaves_the_host_converged(host: H
     assert conn.ok and conn.data == "from c\n", conn
     conn = host.connect(None, "127.0.0.1", 8002)
     assert conn.ok and conn.data == "from c\n", conn
+
+
+def test_reach_is_the_changed_containers_and_their_networks_members() -> None:
+    from reconciler.session import reach
+    from reconciler.spec import Spec
+
+    old, new = Spec.model_validate(spec("a", "b", "d")), Spec.model_validate(spec("a", "b", "c", "d"))
+    assert reach(old, new) == {"a", "b", "c"}
+    assert reach(new, new) == set()
+    assert reach(old, Spec.model_validate(spec("a", "b"))) == {"d"}
+    assert reach(old, Spec.model_validate({**spec("a", "b", "d"), "name": "other"})) is None
+    assert reach(Spec.model_validate(spec("d")), Spec.model_validate(spec())) is None  # reaches everyone
 
 
 def test_advance_applies_a_plan_to_the_kept_state() -> None:
