@@ -56,9 +56,29 @@ def fmt(v: float | None, unit: str = "s") -> str:
     return f"{v:.2f} s" if v >= 0.1 else f"{v * 1000:.0f} ms"
 
 
+def startup(runs: list[dict[str, Any]], what: str) -> tuple[float, float | None]:
+    def get(r: dict[str, Any], key: str) -> float | None:
+        v = r[what]
+        return v if isinstance(v, float) and key == "seconds" else v.get(key) if isinstance(v, dict) else None
+
+    walls = [w for r in runs if (w := get(r, "seconds")) is not None]
+    cpus = [c for r in runs if (c := get(r, "cpu")) is not None]
+    return statistics.median(walls), statistics.median(cpus) if cpus else None
+
+
 def cell(rs: list[dict[str, Any]], scenario: str, unit: str) -> str:
     netlink, nft = median(rs, scenario, "netlink") or 0, median(rs, scenario, "nft") or 0
-    return f"{fmt(median(rs, scenario), unit)} / {netlink:.0f} / {nft:.0f}"
+    wall, cpu = median(rs, scenario), median(rs, scenario, "cpu")
+    return f"{both(wall, cpu, unit)} / {netlink:.0f} / {nft:.0f}"
+
+
+def both(wall: float | None, cpu: float | None, unit: str = "s") -> str:
+    """Wall time, and CPU time in parentheses: the steadier figure on a loaded machine."""
+    return fmt(wall, unit) + (f" ({fmt(cpu, unit)})" if cpu is not None else "")
+
+
+def ratios(wall: dict[str, float | None], cpu: dict[str, float | None], a: str, b: str) -> str:
+    return ratio(wall[a], wall[b]) + (f" ({ratio(cpu[a], cpu[b])})" if cpu[a] and cpu[b] else "")
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -72,21 +92,24 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
     def get(peer: str, n: int) -> list[dict[str, Any]]:
         return [r for r in runs.get(f"{peer}/{n}", []) if "error" not in r]
 
-    out.append("Cold apply (median wall time; every run followed by an untimed proof)")
+    out.append("Cold apply: median wall time (CPU time); every run followed by an untimed proof")
     head = ["N", *PEERS, "cni-portmap/ours", "cni-bridge/ours", "ours/floor"]
     out.append(" | ".join(head))
     for n in sizes:
         cold = {p: median(get(p, n), "cold") for p in PEERS}
         ok = {p: proofs_ok(runs.get(f"{p}/{n}", [])) for p in PEERS}
-        cells = [fmt(cold[p]) + ("" if ok[p] or cold[p] is None else " (PROOF FAILED)") for p in PEERS]
+        cpu = {p: median(get(p, n), "cold", "cpu") for p in PEERS}
+        cells = [
+            both(cold[p], cpu[p]) + ("" if ok[p] or cold[p] is None else " (PROOF FAILED)") for p in PEERS
+        ]
         out.append(
             " | ".join(
                 [
                     str(n),
                     *cells,
-                    ratio(cold["cni-portmap"], cold["ours"]),
-                    ratio(cold["cni-bridge"], cold["ours"]),
-                    ratio(cold["ours"], cold["floor"]),
+                    ratios(cold, cpu, "cni-portmap", "ours"),
+                    ratios(cold, cpu, "cni-bridge", "ours"),
+                    ratios(cold, cpu, "ours", "floor"),
                 ]
             )
         )
@@ -95,18 +118,19 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
     out.append(" | ".join(["N", *PEERS, "cni-portmap/ours", "cni-bridge/ours"]))
     for n in sizes:
         d = {p: median(get(p, n), "destroy") for p in PEERS}
+        dc = {p: median(get(p, n), "destroy", "cpu") for p in PEERS}
         out.append(
             " | ".join(
                 [
                     str(n),
-                    *(fmt(d[p]) for p in PEERS),
-                    ratio(d["cni-portmap"], d["ours"]),
-                    ratio(d["cni-bridge"], d["ours"]),
+                    *(both(d[p], dc[p]) for p in PEERS),
+                    ratios(d, dc, "cni-portmap", "ours"),
+                    ratios(d, dc, "cni-bridge", "ours"),
                 ]
             )
         )
     out.append("")
-    out.append("Ours through the CLI: wall time / netlink requests / nft transactions; peak RSS")
+    out.append("Ours through the CLI: wall (CPU) / netlink requests / nft transactions; peak RSS")
     out.append(" | ".join(["N", *CLI_SCENARIOS, "peak RSS"]))
     for n in sizes:
         rs = get("ours", n)
@@ -116,7 +140,7 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         rss = max((r[s]["rss_mb"] for r in rs for s in CLI_SCENARIOS if s in r), default=None)
         out.append(" | ".join([str(n), *cells, f"{rss:.0f} MB" if rss else "-"]))
     out.append("")
-    out.append("Ours in-process (state observed once; Session.apply): wall time / netlink / nft")
+    out.append("Ours in-process (state observed once; Session.apply): wall (CPU) / netlink / nft")
     out.append(" | ".join(["N", *INPROC]))
     for n in sizes:
         rs = get("ours", n)
@@ -128,12 +152,12 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
                 ]
             )
         )
-    st = results.get("startup", [])
+    st = [r for r in results.get("startup", []) if "error" not in r]
     if st:
+        version, validate = startup(st, "version"), startup(st, "validate")
         out.append("")
         out.append(
-            f"CLI start-up: --version {fmt(statistics.median(r['version'] for r in st), 'ms')}, "
-            f"validate (small spec) {fmt(statistics.median(r['validate'] for r in st), 'ms')}"
+            f"CLI start-up: --version {both(*version, 'ms')}, validate (small spec) {both(*validate, 'ms')}"
         )
     failed = [k for k, rs in runs.items() if not proofs_ok(rs)]
     if failed:
