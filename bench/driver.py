@@ -34,6 +34,8 @@ from .workload import (
 
 REPO = Path(__file__).resolve().parent.parent
 CNI_PATH = "/usr/lib/cni"
+# host-local's allocations, in a directory private to the sandbox (tests/sandbox.py mounts a tmpfs there).
+CNI_IPAM = "/var/lib/reconciler/cni-ipam"
 
 
 def timed(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> dict[str, Any]:
@@ -184,7 +186,7 @@ def _cni_conf(net: int, portmap: bool) -> dict[str, Any]:
             "type": "host-local",
             "ranges": [[{"subnet": subnet(net), "gateway": gateway(net)}]],
             "routes": [{"dst": "0.0.0.0/0"}],
-            "dataDir": "/run/cni-ipam",
+            "dataDir": CNI_IPAM,
         },
     }
 
@@ -262,7 +264,7 @@ def _cni_addresses(cs: list[Container]) -> dict[str, str]:
     """host-local's allocations, from its data dir (untimed, for the proof)."""
     out = {}
     for net in range(NETWORKS):
-        folder = Path(f"/run/cni-ipam/net{net}")
+        folder = Path(f"{CNI_IPAM}/net{net}")
         for f in folder.iterdir() if folder.is_dir() else []:
             if f.name[0].isdigit():
                 out[f.read_text().splitlines()[0].strip()] = f.name
