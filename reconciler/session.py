@@ -68,7 +68,8 @@ class Session:
         previous = self.state_dir.load(scope_of(spec))
         new_part, old_part = _only(spec, part), _only(old, part)
         # What the last apply left of the part: the observed resources its desired state named.
-        keys = desired_state(old_part, previous, scope_of(spec)).resources.keys()
+        existing = frozenset(kept.observed.foreign_links)
+        keys = desired_state(old_part, previous, scope_of(spec), existing).resources.keys()
         have = kept.observed.state.resources
         observed = dataclasses.replace(kept.observed, state=State({k: have[k] for k in keys if k in have}))
         covered = {n for c in part for n in _networks(c, old, spec)}
@@ -83,6 +84,9 @@ def reach(old: Spec, new: Spec) -> set[str] | None:
     """Containers whose objects a change from `old` to `new` can touch; None when it is not a change of
     containers alone (networks or scope changed) or reaches every container."""
     if old.name != new.name or old.networks != new.networks:
+        return None
+    # A macvlan network's host side (its shim's routes) depends on all its members: plan it whole.
+    if any(net.driver != "bridge" for net in new.networks.values()):
         return None
     everyone = old.containers.keys() | new.containers.keys()
     changed = {c for c in everyone if old.containers.get(c) != new.containers.get(c)}
