@@ -215,6 +215,8 @@ def _cni(command: str, c: Container, conf: dict[str, Any]) -> dict[str, Any]:
         "CNI_IFNAME": "eth0",
         "CNI_PATH": CNI_PATH,
         "PATH": os.environ["PATH"],
+        # iptables' lock file, which defaults to the machine's /run, in the sandbox's private state dir.
+        "XTABLES_LOCKFILE": f"{CNI_IPAM}.xtables.lock",
     }
     proc = subprocess.run(
         [f"{CNI_PATH}/{conf['type']}"], input=json.dumps(conf), capture_output=True, text=True, env=env
