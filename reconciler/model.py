@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 Key = tuple[str, str]
-_FIELD_NAMES: dict[type, list[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -36,12 +35,9 @@ class Resource:
         """Names of the fields that differ, skipping fields this (desired) object does not care about."""
         if self == observed:
             return []  # the common case, at C speed
-        names = _FIELD_NAMES.get(type(self)) or _FIELD_NAMES.setdefault(
-            type(self), [f.name for f in fields(self)]
-        )
         return [
             name
-            for name in names
+            for name in _field_names(type(self))
             if (value := getattr(self, name)) is not None and getattr(observed, name, None) != value
         ]
 
