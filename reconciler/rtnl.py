@@ -244,13 +244,16 @@ class Rtnl:
 
     # Links
 
-    def links(self, ifname: str | None = None) -> list[LinkMsg]:
-        """Every link, or the one named `ifname` ([] when there is none)."""
-        if ifname is None:
-            return [_link(p) for p in self.dump(RTM_GETLINK, ifinfo() + _SKIP_STATS)]
+    def links(self, ifname: str | None = None, *, kind: str | None = None, index: int = 0) -> list[LinkMsg]:
+        """Every link, those of one `kind` (filtered by the kernel), or the one named `ifname` or
+        numbered `index` ([] when there is none)."""
+        if ifname is None and not index:
+            only = attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, kind)) if kind else b""
+            return [_link(p) for p in self.dump(RTM_GETLINK, ifinfo() + _SKIP_STATS + only)]
         try:
             # With an ACK requested the reply is followed by one, which ends the exchange.
-            seq = self._send(RTM_GETLINK, NLM_F_ACK, ifinfo() + attr(IFLA_IFNAME, ifname))
+            name = attr(IFLA_IFNAME, ifname) if ifname else b""
+            seq = self._send(RTM_GETLINK, NLM_F_ACK, ifinfo(index) + name)
             return [_link(p) for _, p in self._replies(seq)]
         except NetlinkError as e:
             if e.code == errno.ENODEV:

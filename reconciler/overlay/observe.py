@@ -25,11 +25,17 @@ class OverlayObserved:
 def observe_overlay(scope: str) -> OverlayObserved:
     obs = OverlayObserved()
     with Rtnl() as sock:
-        links = {link.index: link for link in sock.links()}
+        # The kernel filters by kind: a host with a thousand veths sends its VXLAN devices only; the
+        # few other links this needs (their bridges, interfaces with an address) are fetched by index.
+        vxlans = sock.links(kind="vxlan")
+        addresses = sock.addresses()
+        links = {link.index: link for link in vxlans}
+        for index in {link.master for link in vxlans if link.master} | {a.index for a in addresses}:
+            if index not in links:
+                links.update((link.index, link) for link in sock.links(index=index))
         ours: dict[int, str] = {}  # ifindex -> network
-        for index, link in links.items():
-            if link.kind != "vxlan":
-                continue
+        for link in vxlans:
+            index = link.index
             data = vxlan_data(link)
             mark = names.parse_mark(link.alias)
             if mark is None or mark[0] != scope or mark[1] != "vxlan":
@@ -51,7 +57,7 @@ def observe_overlay(scope: str) -> OverlayObserved:
                     up=bool(link.flags & IFF_UP),
                 )
             )
-        for addr in sock.addresses():
+        for addr in addresses:
             owner = links.get(addr.index)
             obs.local_addresses[addr.address] = owner.mtu if owner else 0
         if not ours:
