@@ -85,7 +85,7 @@ def reach(old: Spec, new: Spec) -> set[str] | None:
     containers alone (networks or scope changed) or reaches every container."""
     if old.name != new.name or old.networks != new.networks:
         return None
-    # A macvlan network's host side (its shim's routes) depends on all its members: plan it whole.
+    # Other drivers' host side depends on all members (a macvlan shim's routes, an overlay's FDB): whole.
     if any(net.driver != "bridge" for net in new.networks.values()):
         return None
     everyone = old.containers.keys() | new.containers.keys()
