@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .desired import desired_state
 from .diff import Action
 from .engine import Outcome, adopted_of, converge, scope_of
-from .model import State
+from .model import Key, State
 from .nft import Nft
 from .observe import Observed, observe
 from .spec import Spec
@@ -65,19 +65,38 @@ class Session:
         if not part:
             return Outcome([], applied=not dry_run)
         assert old is not None
-        previous = self.state_dir.load(scope_of(spec))
-        new_part, old_part = _only(spec, part), _only(old, part)
-        # What the last apply left of the part: the observed resources its desired state named.
-        existing = frozenset(kept.observed.foreign_links)
-        keys = desired_state(old_part, previous, scope_of(spec), existing).resources.keys()
-        have = kept.observed.state.resources
-        observed = dataclasses.replace(kept.observed, state=State({k: have[k] for k in keys if k in have}))
-        covered = {n for c in part for n in _networks(c, old, spec)}
-        keep = ScopeRecord(
-            {n: r for n, r in previous.networks.items() if n not in covered},
-            {c: p for c, p in previous.adopted.items() if c not in part},
+        narrowed = narrow(old, spec, part, kept.observed, self.state_dir.load(scope_of(spec)))
+        return converge(
+            narrowed.spec, self.state_dir, narrowed.observed, self.nft, dry_run=dry_run, keep=narrowed.keep
         )
-        return converge(new_part, self.state_dir, observed, self.nft, dry_run=dry_run, keep=keep)
+
+
+@dataclass
+class Part:
+    """What planning only the part of a spec a change reaches needs (`narrow`)."""
+
+    spec: Spec  # the new spec with only the part's containers
+    observed: Observed  # the kept observation, only what the old part's desired state named
+    keep: ScopeRecord  # the record entries of the rest (converge's `keep`)
+    old_keys: frozenset[Key]  # the resources the old part's desired state named
+
+
+def narrow(old: Spec, new: Spec, part: set[str], observed: Observed, previous: ScopeRecord) -> Part:
+    """The part `part` (from `reach`) of the change from `old` to `new`, against the kept `observed`
+    and the record `previous` the last apply left."""
+    scope = scope_of(new)
+    new_part, old_part = _only(new, part), _only(old, part)
+    # What the last apply left of the part: the observed resources its desired state named.
+    existing = frozenset(observed.foreign_links)
+    keys = frozenset(desired_state(old_part, previous, scope, existing).resources.keys())
+    have = observed.state.resources
+    narrowed = dataclasses.replace(observed, state=State({k: have[k] for k in keys if k in have}))
+    covered = {n for c in part for n in _networks(c, old, new)}
+    keep = ScopeRecord(
+        {n: r for n, r in previous.networks.items() if n not in covered},
+        {c: p for c, p in previous.adopted.items() if c not in part},
+    )
+    return Part(new_part, narrowed, keep, keys)
 
 
 def reach(old: Spec, new: Spec) -> set[str] | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .. import names
-from ..diff import Action
 from ..model import Iface, Netns, Resource, Route, State
 from ..observe import Observed
 from ..overlay.model import Fdb, Neigh
@@ -88,22 +87,4 @@ def merge(cache: Observed, fresh: Observed, containers: set[str], adopted: dict[
         foreign_hosts=fresh.foreign_hosts,
         missing_netns=(cache.missing_netns - paths) | fresh.missing_netns,
         host_prefixes=fresh.host_prefixes,
-    )
-
-
-def applied(observed: Observed, actions: list[Action]) -> Observed:
-    """The observed state after `actions` succeeded: what was created or changed is as desired."""
-    resources = dict(observed.state.resources)
-    for action in actions:
-        if action.op == "delete":
-            resources.pop(action.resource.key, None)
-        else:
-            resources[action.resource.key] = action.resource
-    return Observed(
-        state=State(resources),
-        foreign_links=observed.foreign_links,
-        foreign_netns=observed.foreign_netns,
-        foreign_hosts=observed.foreign_hosts,
-        missing_netns=observed.missing_netns,
-        host_prefixes=observed.host_prefixes,
     )

@@ -29,6 +29,7 @@ from ..errors import ReconcilerError, SpecError
 from ..model import State
 from ..nft import Nft
 from ..observe import Observed, observe
+from ..session import advance, narrow, reach
 from ..spec import Spec
 from ..statedir import ScopeRecord, StateDir
 from . import cache
@@ -247,10 +248,11 @@ class Daemon:
                     self.log.message(f"warning: {warning}")
         assert spec is not None
         containers = self._partial_scope(pending, spec)
+        part = self._reached(pending, spec, lock)
         mode = "full" if containers is None else "partial"
         try:
             with self.opts.state_dir.lock(holder=LOCK_HOLDER):
-                actions, repaired, mode = self._converge(spec, lock, containers)
+                actions, repaired, mode = self._converge(spec, lock, containers, part)
         except (ReconcilerError, OSError) as e:
             self._forget(spec)
             self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=str(e)))
@@ -284,8 +286,31 @@ class Daemon:
             containers |= changed
         return containers
 
+    def _reached(self, pending: Pending, spec: Spec, lock: clusteripam.Allocation | None) -> set[str] | None:
+        """The containers a spec edit reaches (`session.reach`), when only they need planning: nothing
+        but the edit is pending (a drift hint or a resync re-observes and plans the whole spec).
+        Memory stands for the rest of the host, as in `Session`: our own applies advance it, and
+        drift events or the resync replace it when someone else changed what we own."""
+        if (
+            pending.full
+            or pending.host
+            or pending.nft
+            or pending.containers
+            or self.cache is None
+            or self.spec is None
+            or self.desired is None
+            or spec is self.spec
+            or lock != self.lock
+        ):
+            return None
+        return reach(self.spec, spec)
+
     def _converge(
-        self, spec: Spec, lock: clusteripam.Allocation | None, containers: set[str] | None
+        self,
+        spec: Spec,
+        lock: clusteripam.Allocation | None,
+        containers: set[str] | None,
+        part: set[str] | None,
     ) -> tuple[list[Action], list[str], str]:
         scope = engine.scope_of(spec)
         if self._events is None:
@@ -295,30 +320,27 @@ class Daemon:
         state_dir = self.opts.state_dir
         previous = state_dir.load(scope)
         if previous != self._record:
-            containers = None  # another run changed the allocations: trust nothing remembered
-        adopted = {path: c for c, path in previous.adopted.items()}
-        adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
+            containers = part = None  # another run changed the allocations: trust nothing remembered
+        adopted = engine.adopted_of(spec, previous)
         if self._nft is None:
             self._nft = Nft()  # one libnftables context for the daemon's life
         nft = self._nft
-        if containers is None or self.cache is None:
-            containers = None
+        if part is not None and self.cache is not None and self.desired is not None:
+            observed = self.cache
+            record, desired, actions = self._plan_part(spec, lock, part, previous, self.desired)
+            mode = "partial"
+        elif containers is None or self.cache is None:
+            mode = "full"
             observed = observe(scope, adopted, nft)
+            observed, record, desired, actions = self._plan_whole(
+                spec, lock, observed, previous, None, adopted
+            )
         else:
+            mode = "partial"
             observed = cache.merge(self.cache, observe(scope, adopted, nft, containers), containers, adopted)
-        record, desired = engine.prepare(
-            spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
-        )
-        if containers is not None:
-            # Allocation can reach past what the spec edit named (an address freed and reused).
-            extra = cache.desired_changes(self.desired, desired) - containers
-            if extra:
-                fresh = observe(scope, adopted, nft, extra)
-                observed = cache.merge(observed, fresh, extra, adopted)
-                record, desired = engine.prepare(
-                    spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
-                )
-        actions = plan(desired, observed.state)
+            observed, record, desired, actions = self._plan_whole(
+                spec, lock, observed, previous, containers, adopted
+            )
         if actions or record != previous:
             self._applied = _Applied(
                 start=time.monotonic(),
@@ -336,9 +358,66 @@ class Daemon:
             if self.desired is not None
             and self.desired.resources.get(a.resource.key) == desired.resources.get(a.resource.key)
         ]
-        self.cache = cache.applied(observed, actions)
+        advance(observed.state, actions)
+        self.cache = observed
         self.spec, self.lock, self.desired, self._record = spec, lock, desired, record
-        return actions, repaired, "full" if containers is None else "partial"
+        return actions, repaired, mode
+
+    def _plan_whole(
+        self,
+        spec: Spec,
+        lock: clusteripam.Allocation | None,
+        observed: Observed,
+        previous: ScopeRecord,
+        containers: set[str] | None,
+        adopted: dict[str, str],
+    ) -> tuple[Observed, ScopeRecord, State, list[Action]]:
+        """Plan the whole spec against `observed` (fresh, or memory with `containers` re-read, and more
+        namespaces re-read when allocation reaches further: the observation planned against)."""
+        scope, state_dir = engine.scope_of(spec), self.opts.state_dir
+        record, desired = engine.prepare(
+            spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
+        )
+        if containers is not None:
+            # Allocation can reach past what the spec edit named (an address freed and reused).
+            extra = cache.desired_changes(self.desired, desired) - containers
+            if extra:
+                assert self._nft is not None
+                fresh = observe(scope, adopted, self._nft, extra)
+                observed = cache.merge(observed, fresh, extra, adopted)
+                record, desired = engine.prepare(
+                    spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
+                )
+        return observed, record, desired, plan(desired, observed.state)
+
+    def _plan_part(
+        self,
+        spec: Spec,
+        lock: clusteripam.Allocation | None,
+        part: set[str],
+        previous: ScopeRecord,
+        before: State,
+    ) -> tuple[ScopeRecord, State, list[Action]]:
+        """Plan only `part` of a spec edit against memory (`session.narrow`); the whole desired state
+        is the last one with the part's resources replaced."""
+        assert self.spec is not None and self.cache is not None
+        if not part:
+            return previous, before, []
+        scope = engine.scope_of(spec)
+        narrowed = narrow(self.spec, spec, part, self.cache, previous)
+        record, desired = engine.prepare(
+            narrowed.spec,
+            scope,
+            previous,
+            narrowed.observed,
+            self.opts.state_dir,
+            host=self.opts.host,
+            lock=lock,
+            keep=narrowed.keep,
+        )
+        whole = State({k: r for k, r in before.resources.items() if k not in narrowed.old_keys})
+        whole.resources.update(desired.resources)
+        return record, whole, plan(desired, narrowed.observed.state)
 
     def _report(self, r: Reconciled, repaired: list[str] | None = None) -> None:
         self.log.reconciled(r)
