@@ -159,7 +159,13 @@ def phase_latency(count: int, edits: int, rows: list[tuple[str, str, str]]) -> N
             )
         )
         # CPU the daemon spent per edit: what the latency would be with a core to itself.
-        rows.append(("  daemon CPU time per edit", f"p50 {pct(cpu, 0.5) * 1000:.0f} ms", "-"))
+        rows.append(
+            (
+                "  daemon CPU time per edit",
+                f"p50 {pct(cpu, 0.5) * 1000:.0f} ms, p95 {pct(cpu, 0.95) * 1000:.0f} ms",
+                "-",
+            )
+        )
         veth_times, nft_times = [], []
         for k in range(5):
             name = f"c{k * 7}"

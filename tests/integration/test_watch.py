@@ -145,6 +145,42 @@ def test_follows_spec_edits(host: Host, specs: Path, daemon: Background) -> None
     assert len(partial) == 3 and {e["mode"] for e in partial} == {"partial"}, partial
 
 
+def test_an_edit_touches_only_what_it_reaches(host: Host, specs: Path, daemon: Background) -> None:
+    """Adding a container to `front` plans only it and the hosts files of front's members, from
+    memory: a hand edit of the hosts file of `cache` (on `back`, which the edit does not reach, and
+    which no kernel event reports) is left alone by it, and repaired by the full resync (SIGHUP)."""
+    back = "  back:\n    subnet: 10.21.0.0/24\n"
+    replace(specs / "networks.yaml", NETWORKS + back)
+    cache = "  cache:\n    networks: [back]\n"
+    replace(specs / "containers.yaml", containers(WEB, cache))
+    wait_for("cache to be created", lambda: host.netns_list() == ["cache", "web"], daemon)
+    wait_for("the edit's reconcile", lambda: reconciles(daemon)[-1]["result"] == "applied", daemon)
+    hosts = "/etc/netns/cache/hosts"
+    ours = host.run(["cat", hosts]).stdout
+    host.run(["sh", "-c", f"echo '10.99.0.1 intruder' >> {hosts}"])
+
+    replace(specs / "containers.yaml", containers(WEB, cache, "  api:\n    networks: [front]\n"))
+    wait_for("api to be created", lambda: host.netns_list() == ["api", "cache", "web"], daemon)
+    wait_for("the edit's reconcile", lambda: reconciles(daemon)[-1]["result"] == "applied", daemon)
+    edit = reconciles(daemon)[-1]
+    assert "spec" in edit["trigger"] and edit["mode"] == "partial", edit
+    touched = {change.split(":")[0] for change in edit["changes"]}
+    assert touched == {
+        "+ netns api",
+        "+ iface api/front",
+        "+ route api",
+        "+ hosts api",
+        "~ hosts web",
+    }, edit["changes"]
+    assert "intruder" in host.run(["cat", hosts]).stdout
+
+    daemon.signal(signal.SIGHUP)
+    wait_for("the resync to restore cache's hosts file", lambda: host.run(["cat", hosts]).stdout == ours)
+    resync = reconciles(daemon, "applied")[-1]
+    assert resync["mode"] == "full", resync
+    assert [change.split(":")[0] for change in resync["changes"]] == ["~ hosts cache"], resync
+
+
 def test_invalid_edit_keeps_state_until_fixed(host: Host, specs: Path, daemon: Background) -> None:
     app = specs / "containers.yaml"
     replace(app, containers(WEB, db()))
