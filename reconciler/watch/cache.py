@@ -1,11 +1,13 @@
 """The daemon's memory of the host: the observed state kept between reconciles, refreshed in parts.
 
 A full observe reads every container namespace (about 3 s at 1,000 containers), too slow for every spec
-edit. The daemon keeps the last observed state and, for a partial reconcile, re-reads only host-level
-objects (one dump each), our nft tables, the hosts files and the namespaces of the containers that
-may have changed; everything else comes from memory. After an apply the memory is updated with what
-was applied (as knftables remembers what it committed), and any failure, a change by someone else
-(another `reconciler apply`) or the periodic resync falls back to a full observe.
+edit. The daemon keeps the last observed state. A spec edit alone is planned from memory for just the
+part it reaches (`session.narrow`). A drift hint, or an edit `session.reach` cannot narrow (networks
+changed, a macvlan or overlay network), re-reads host-level objects (one dump each), our nft tables,
+the hosts files and the namespaces of the containers that may have changed; everything else comes
+from memory. After an apply the memory is advanced by what was applied (`session.advance`, as
+knftables remembers what it committed), and any failure, a change by someone else (another
+`reconciler apply`) or the periodic resync falls back to a full observe.
 """
 
 from __future__ import annotations
