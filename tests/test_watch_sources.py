@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import SpecError
-from reconciler.watch.sources import load_specs
+from reconciler.watch.sources import Parses, load_specs
 
 NETWORKS = "version: 1\nnetworks:\n  front:\n    subnet: 10.1.0.0/24\n"
 APP = "version: 1\ncontainers:\n  web:\n    networks: [front]\n"
@@ -91,3 +91,19 @@ def test_files_must_name_the_same_spec(tmp_path: Path) -> None:
 def test_an_empty_directory_is_an_error_not_an_empty_spec(tmp_path: Path) -> None:
     # An empty spec would mean "remove everything": a checkout in progress must not do that.
     assert problems(tmp_path) == [f"{tmp_path}: no *.yaml spec files in this directory"]
+
+
+def test_kept_parses_follow_the_files(tmp_path: Path) -> None:
+    networks, app = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    networks.write_text(NETWORKS)
+    app.write_text(APP)
+    parses = Parses()
+    load_specs(tmp_path, parses)
+    kept = parses.parse(networks)
+    tmp = tmp_path / ".b.yaml.tmp"
+    tmp.write_text(APP.replace("web", "db"))
+    tmp.replace(app)  # as git and editors write: a new file renamed over the old one
+    assert list(load_specs(tmp_path, parses).containers) == ["db"]
+    assert parses.parse(networks) is kept  # the unchanged file was not parsed again
+    app.unlink()
+    assert load_specs(tmp_path, parses).containers == {}

@@ -37,7 +37,7 @@ from .events import Drift, Events
 from .files import watch_specs
 from .metrics import Metrics
 from .report import Log, Reconciled
-from .sources import load_specs
+from .sources import Parses, load_specs
 
 # Events for what we just applied can trail the apply by a little.
 OWN_EVENT_GRACE = 0.25
@@ -125,6 +125,7 @@ class Daemon:
         self._events: Events | None = None
         self._nft: Nft | None = None
         self._unapplied_spec = False
+        self._parses = Parses()
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -230,7 +231,7 @@ class Daemon:
         spec, lock = self.spec, self.lock
         if pending.spec or self._unapplied_spec:
             try:
-                spec = load_specs(self.opts.path)
+                spec = load_specs(self.opts.path, self._parses)
                 lock, warning = clusteripam.pinned(self.opts.path, spec)
             except ReconcilerError as e:
                 # An unreadable lock file counts as an invalid edit, like a spec error.

@@ -16,6 +16,32 @@ from ..spec import Spec
 from ..specload import FieldPath, Locate, load_spec, parse_spec_data, read_spec_text, validate_spec_data
 
 SECTIONS = ("networks", "containers", "hosts", "services")
+Parsed = tuple[dict[str, Any], Locate]
+
+
+class Parses:
+    """Each file's parse, kept while the file is the same (inode, size, mtime): an edit of one file of
+    a directory re-parses that file only. Git and editors replace a file by rename (a new inode)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Path, tuple[tuple[int, int, int], Parsed]] = {}
+
+    def parse(self, file: Path) -> Parsed:
+        try:
+            st = file.stat()
+        except OSError:
+            self._kept.pop(file, None)
+            return parse_spec_data(read_spec_text(file), str(file))  # gone meanwhile: read says so
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        kept = self._kept.get(file)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        parsed = parse_spec_data(read_spec_text(file), str(file))
+        self._kept[file] = (stamp, parsed)
+        return parsed
+
+    def forget_except(self, files: list[Path]) -> None:
+        self._kept = {f: self._kept[f] for f in files if f in self._kept}
 
 
 def spec_files(path: Path) -> list[Path]:
@@ -25,18 +51,21 @@ def spec_files(path: Path) -> list[Path]:
     return sorted(f for f in path.glob("*.yaml") if not f.name.startswith(".") and f.is_file())
 
 
-def load_specs(path: Path) -> Spec:
-    """Read, merge and validate; raise SpecError listing every problem, each located."""
+def load_specs(path: Path, parses: Parses | None = None) -> Spec:
+    """Read, merge and validate; raise SpecError listing every problem, each located. `parses`: the
+    files' parses kept from the last call (the daemon's), reused for the files that did not change."""
     if not path.is_dir():
         return load_spec(path)
     files = spec_files(path)
     if not files:
         raise SpecError([Problem((), "no *.yaml spec files in this directory", str(path))])
-    parts: list[tuple[dict[str, Any], Locate]] = []
+    parses = parses or Parses()
+    parses.forget_except(files)
+    parts: list[Parsed] = []
     problems: list[Problem] = []
     for file in files:
         try:
-            parts.append(parse_spec_data(read_spec_text(file), str(file)))
+            parts.append(parses.parse(file))
         except SpecError as e:
             problems.extend(e.problems)
     if problems:
