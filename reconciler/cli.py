@@ -1,7 +1,8 @@
 """`reconciler`: the command line. Errors become messages and exit codes here, and only here.
 
 Exit codes: 0 success (or in sync); 1 invalid spec, refused or failed apply; 2 changes pending
-(with --exit-code); 3 another run holds the lock; 4 missing privileges; 130 interrupted.
+(with --exit-code); 3 another run holds the lock; 4 missing privileges; 5 failed apply whose rollback
+failed too; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ examples:
   reconciler apply specs/pets-overlay.yaml --host host-a   # this machine's part of a cluster spec
 
 exit codes: 0 ok, 1 invalid spec or failed apply, 2 changes pending (--exit-code),
-            3 another run holds the lock, 4 needs root or CAP_NET_ADMIN
+            3 another run holds the lock, 4 needs root or CAP_NET_ADMIN,
+            5 failed apply whose rollback failed too (the host is partly changed)
 """
 
 
@@ -69,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
             metavar="DIR",
             help="where IPAM records and the lock live "
             "(default: $RECONCILER_STATE_DIR or /var/lib/reconciler)",
+        )
+
+    def no_rollback(cp: argparse.ArgumentParser) -> None:
+        cp.add_argument(
+            "--no-rollback",
+            action="store_true",
+            help="when an action or the verification after it fails, leave the host as it is instead of "
+            "restoring the state observed before the apply",
         )
 
     def output(cp: argparse.ArgumentParser) -> None:
@@ -112,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
     )
     host(a)
+    no_rollback(a)
     output(a)
     quiet(a)
     state_dir(a)
@@ -134,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("spec", metavar="SPEC", help="YAML spec file (only its `name:` scope is used)")
     d.add_argument("--dry-run", action="store_true", help="print what would be removed and change nothing")
+    no_rollback(d)
     output(d)
     quiet(d)
     state_dir(d)
@@ -293,6 +305,7 @@ def _run(args: argparse.Namespace) -> int:
             destroy=args.command == "destroy",
             host=getattr(args, "host", None),
             lock=lock,
+            rollback=not args.no_rollback,
         )
     _print_plan(outcome, args.output)
     if getattr(args, "exit_code", False) and outcome.actions:

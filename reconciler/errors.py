@@ -54,3 +54,13 @@ class LockBusy(ReconcilerError):
 
 class ApplyFailed(ReconcilerError):
     """A kernel operation failed mid-apply; the next apply converges."""
+
+
+class RolledBack(ApplyFailed):
+    """An apply failed and was rolled back: the host is as it was before it."""
+
+
+class RollbackFailed(ApplyFailed):
+    """An apply failed and so did its rollback: the host is partly changed."""
+
+    exit_code = 5

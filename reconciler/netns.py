@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
+from . import fault
 from .names import NETNS_DIR
 from .rtnl import Rtnl
 
@@ -87,6 +88,7 @@ def create(path: str) -> None:
     except OSError:
         os.unlink(path)
         raise
+    fault.step()
 
 
 def delete(path: str) -> None:
@@ -97,6 +99,7 @@ def delete(path: str) -> None:
         _check(rc, f"umount {path}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+    fault.step()
 
 
 def is_netns(path: str) -> bool:

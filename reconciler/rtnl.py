@@ -14,6 +14,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from . import fault
+
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -235,8 +237,10 @@ class Rtnl:
                 yield kind, payload
 
     def request(self, kind: int, body: bytes, flags: int = 0) -> None:
+        """A request that changes the kernel: it counts as one kernel operation (see fault.py)."""
         for _ in self._replies(self._send(kind, flags | NLM_F_ACK, body)):
             pass
+        fault.step()
 
     def dump(self, kind: int, body: bytes) -> Iterator[bytes]:
         for _, payload in self._replies(self._send(kind, NLM_F_DUMP, body)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import firewall
+from .. import fault, firewall
 from ..diff import Action
 from ..model import NftElement, NftTable
 from .context import Context
@@ -66,4 +66,7 @@ def _table_commands(decl: firewall.TableDecl) -> list[dict[str, Any]]:
 
 
 def execute(ctx: Context, actions: list[Action]) -> None:
-    ctx.nft.transaction(transaction(ctx, actions))
+    commands = transaction(ctx, actions)
+    if commands:
+        ctx.nft.transaction(commands)
+        fault.step()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from .. import names
+from .. import fault, names
 from ..diff import Action
 from ..model import HostsFile
 from .context import Context
@@ -21,9 +21,11 @@ def execute(ctx: Context, action: Action) -> None:
             os.unlink(path)
         with contextlib.suppress(OSError):
             os.rmdir(folder)  # only when empty: other files there are not ours
+        fault.step()
         return
     os.makedirs(folder, exist_ok=True)
     # Written in place, not renamed: runtimes bind-mount this file into containers (podman -v ...:/etc/hosts),
     # and a bind mount keeps seeing the inode it was given.
     with open(path, "w") as f:
         f.write(res.content)
+    fault.step()

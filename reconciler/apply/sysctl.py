@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import fault
 from ..diff import Action
 from ..model import Sysctl
 from .context import Context
@@ -10,6 +11,7 @@ from .context import Context
 def write(path: str, value: str) -> None:
     with open(f"/proc/sys/{path}", "w") as f:
         f.write(value)
+    fault.step()
 
 
 def execute(ctx: Context, action: Action) -> None:

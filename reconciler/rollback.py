@@ -1,0 +1,84 @@
+"""Apply a plan safely: verify the result, and on any failure restore the state observed before.
+
+The revert plan is the pure diff again, with the pre-apply snapshot as the desired state and a fresh
+observation as the observed one; both are restricted to this scope's objects, so a rollback never
+touches anything else. It runs through the same executors, which order deletions before creations in
+dependency order. nftables changes are one transaction and never half applied; netlink changes are
+undone object by object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .apply import execute
+from .apply.context import Context
+from .diff import Action, plan
+from .errors import ApplyFailed, ReconcilerError, RollbackFailed, RolledBack
+from .journal import Journal
+from .model import Iface, Resource, State
+from .verify import verify
+
+
+def revert_plan(snapshot: State, now: State) -> list[Action]:
+    """The actions that take the host from `now` back to `snapshot` (both observed states)."""
+    return plan(restorable(snapshot), now)
+
+
+def restorable(snapshot: State) -> State:
+    return State({k: r for k, r in snapshot.resources.items() if _restorable(r)})
+
+
+def _restorable(res: Resource) -> bool:
+    # A host veth whose container end was gone cannot be created again; its absence loses nothing.
+    return not (isinstance(res, Iface) and not res.netns)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What verifying an apply needs: the desired state, the snapshot observed before it, a way to
+    observe the host again, and whether to roll back on failure."""
+
+    desired: State
+    snapshot: State
+    observe: Callable[[], State]
+    rollback: bool = True
+
+
+def apply_verified(ctx: Context, journal: Journal, actions: list[Action], check: Verification) -> None:
+    """Execute `actions`, verify the host against `check.desired`, and roll back to `check.snapshot` on
+    failure. Raises RolledBack (the host is as before), RollbackFailed, or ApplyFailed (no rollback)."""
+    desired, snapshot, observe, rollback = check.desired, check.snapshot, check.observe, check.rollback
+    try:
+        journal.note(actions)
+        execute(ctx, actions)
+        verify(desired, observe)
+    except Exception as e:  # netlink, OS and injected errors alike: all leave a half-applied host
+        reason = _reason(e)
+        if not rollback:
+            raise ApplyFailed(
+                f"apply failed: {reason}\nnot rolled back (--no-rollback): the next apply converges from here"
+            ) from e
+        try:
+            journal.recover()
+            undo = revert_plan(snapshot, observe())
+            journal.note(undo)
+            execute(ctx, undo)
+            verify(restorable(snapshot), observe)
+        except Exception as e2:
+            raise RollbackFailed(
+                f"apply failed: {reason}\nrollback failed too: {_reason(e2)}\n"
+                "the host is partly changed; the next apply converges from here"
+            ) from e2
+        journal.clear()
+        raise RolledBack(
+            f"apply failed: {reason}\nrolled back: the host is as it was before this apply "
+            f"({len(undo)} actions undone)"
+        ) from e
+    journal.clear()
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, ReconcilerError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,48 @@
+"""Verify after apply: re-observe the kernel and compare it with the desired state, as nmstate does.
+
+The comparison is the plan itself: the host matches when `plan(desired, observed)` is empty, so what
+"matches" means is defined once, in diff.py (fields desired as None are "don't care"). The kernel may
+lag (a link coming up, an address leaving tentative state), hence a few observations before giving up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .diff import plan
+from .errors import ApplyFailed
+from .model import State
+
+# Seconds to wait before each observation.
+DELAYS = (0.0, 0.05, 0.2, 0.5)
+SHOWN = 5
+
+
+def mismatches(desired: State, observed: State) -> list[str]:
+    """`path: desired X, observed Y` for every difference, in plan order."""
+    out = []
+    for action in plan(desired, observed):
+        res = action.resource
+        where = f"{res.kind} {res.id}"
+        if action.op == "create":
+            out.append(f"{where}: desired present, observed absent")
+        elif action.op == "delete":
+            out.append(f"{where}: desired absent, observed present")
+        else:
+            before = action.before.attrs() if action.before else {}
+            for name in action.fields:
+                out.append(f"{where}: {name}: desired {getattr(res, name)!r}, observed {before.get(name)!r}")
+    return out
+
+
+def verify(desired: State, observe: Callable[[], State]) -> None:
+    """Raise ApplyFailed naming the first mismatches when the host still differs after the retries."""
+    found: list[str] = []
+    for delay in DELAYS:
+        time.sleep(delay)
+        found = mismatches(desired, observe())
+        if not found:
+            return
+    more = f" (and {len(found) - SHOWN} more)" if len(found) > SHOWN else ""
+    raise ApplyFailed("verification failed: " + "; ".join(found[:SHOWN]) + more)
