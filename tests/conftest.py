@@ -18,6 +18,19 @@ DIAGNOSTICS = (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("reliability", "reliability suite sizes (tests/reliability)")
+    group.addoption(
+        "--runs", type=int, default=None, help="model-based sequences to run (default: the CI size)"
+    )
+    group.addoption(
+        "--crash-stride",
+        type=int,
+        default=None,
+        help="kill the apply at every N-th kernel operation (1: every one; default: the CI stride)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "integration: runs the reconciler against the real kernel in a throwaway sandbox (root)"
