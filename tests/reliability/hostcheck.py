@@ -17,18 +17,24 @@ from sandbox import Host
 
 # One process in the sandbox gathers everything: a python script is cheaper than an `ip` call per namespace.
 GATHER = r"""
-import json, os, subprocess
+import json, os, subprocess, sys
+full = sys.argv[1:] == ["full"]
 def ip(*args, ns=None):
     argv = ["ip", *(["-n", ns] if ns else []), "-j", *args]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     return json.loads(out or "[]")
 def space(ns):
     links = ip("-d", "link", "show", ns=ns)
-    return {
+    out = {
         "links": links,
         "addrs": ip("-4", "addr", "show", ns=ns),
         "routes": ip("-4", "route", "show", "table", "main", ns=ns),
     }
+    if full:  # every family and table, with details: for the byte-identical check of foreign state
+        out["all_addrs"] = ip("-d", "addr", "show", ns=ns)
+        out["all_routes"] = ip("-d", "route", "show", "table", "all", ns=ns)
+        out["all_routes6"] = ip("-6", "-d", "route", "show", "table", "all", ns=ns)
+    return out
 netns = sorted(l.split()[0] for l in subprocess.run(["ip", "netns", "list"], capture_output=True,
                text=True).stdout.splitlines() if l.strip())
 files = {}
@@ -50,8 +56,9 @@ print(json.dumps({
 }))
 """
 
-def raw(host: Host) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(host.run(["python3", "-c", GATHER]).stdout)
+
+def raw(host: Host, full: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(host.run(["python3", "-c", GATHER, *(["full"] if full else [])]).stdout)
     return data
 
 
@@ -85,7 +92,7 @@ def _nft(objects: list[dict[str, Any]]) -> list[str]:
     for obj in objects:
         if "metainfo" in obj:
             continue
-        (kind, body), = obj.items()
+        ((kind, body),) = obj.items()
         body = {k: v for k, v in body.items() if k != "handle"}
         if "elem" in body:
             body["elem"] = sorted(json.dumps(e, sort_keys=True) for e in body["elem"])
