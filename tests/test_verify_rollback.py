@@ -68,3 +68,8 @@ def test_revert_plan_restores_the_snapshot_in_dependency_order() -> None:
 def test_revert_plan_does_not_recreate_an_orphaned_host_veth() -> None:
     orphan = Iface("gone", "n", "", "", "nrv2", None, up=False)
     assert revert_plan(state(BRIDGE, orphan), state(BRIDGE)) == []
+
+
+def test_host_veth_of_a_dying_namespace_is_left_to_the_kernel() -> None:
+    orphan = Iface("gone", "n", "", "", "nrv2", None, up=False)
+    assert verify.mismatches(state(BRIDGE), state(BRIDGE, orphan)) == []

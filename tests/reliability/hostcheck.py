@@ -9,6 +9,7 @@ timers, the lock's pid) are dropped, so two hosts built from the same spec compa
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,31 @@ def diff(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:
         sa, sb = {json.dumps(x, sort_keys=True) for x in a}, {json.dumps(x, sort_keys=True) for x in b}
         return [f"{path}: only first {sorted(sa - sb)[:3]}, only second {sorted(sb - sa)[:3]}"]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def settled(host: Host, expected: dict[str, Any], what: str, wait: float = 20.0) -> dict[str, Any]:
+    """The host's fingerprint once it equals `expected`; fails after `wait` seconds. The kernel tears a
+    deleted namespace down in the background, so its host-side veth ends linger for a moment."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = fingerprint(host)
+        if found == expected:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}:\n  " + "\n  ".join(diff(expected, found)))
+        time.sleep(0.2)
+
+
+def steady(host: Host, wait: float = 20.0) -> dict[str, Any]:
+    """The fingerprint once no host veth end outlives its container's namespace (see `settled`)."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = fingerprint(host)
+        containers = {
+            alias.split(":")[3].split("/")[0]
+            for link in found["host"]["links"]
+            if (alias := link["alias"] or "").startswith("netreconciler:") and ":veth:" in alias
+        }
+        if containers <= set(found["netns"]) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from figures import FIGURES
-from hostcheck import assert_no_duplicates, diff, fingerprint, raw
+from hostcheck import assert_no_duplicates, fingerprint, raw, settled, steady
 from sandbox import Host
 
 pytestmark = pytest.mark.integration
@@ -72,10 +72,6 @@ def in_sync(host: Host, spec: Path) -> None:
     assert proc.returncode == 0, f"second plan not empty:\n{proc.stdout}\n{proc.stderr}"
 
 
-def same(actual: dict[str, Any], expected: dict[str, Any], what: str) -> None:
-    assert actual == expected, f"{what}:\n  " + "\n  ".join(diff(expected, actual))
-
-
 def unmarked(host: Host) -> list[str]:
     """Our-looking links and namespaces without our mark: what a crash between create and mark leaves."""
     data = raw(host)
@@ -99,10 +95,10 @@ def test_crash_at_every_kernel_operation(host: Host, request: pytest.FixtureRequ
     stride = request.config.getoption("--crash-stride") or CRASH_STRIDE
     spec = host.write_spec(SPEC)
     ok(host, "apply", str(spec))
-    clean = fingerprint(host)
+    clean = steady(host)
     assert_no_duplicates(clean)
     ok(host, "destroy", str(spec))
-    empty = fingerprint(host)
+    empty = steady(host)
 
     survived = False
     for n in sweep(stride):
@@ -116,11 +112,10 @@ def test_crash_at_every_kernel_operation(host: Host, request: pytest.FixtureRequ
             FIGURES["crashes_unmarked"] += 1
         ok(host, "apply", str(spec))
         in_sync(host, spec)
-        after = fingerprint(host)
-        same(after, clean, f"after a kill at op {n} and a re-apply")
+        after = settled(host, clean, f"after a kill at op {n} and a re-apply")
         assert_no_duplicates(after)
         ok(host, "destroy", str(spec))
-        same(fingerprint(host), empty, f"after a kill at op {n}, a re-apply and a destroy")
+        settled(host, empty, f"after a kill at op {n}, a re-apply and a destroy")
     assert survived
     assert FIGURES["crashes_unmarked"] > 0 or stride > 1, "no crash hit the window between create and mark"
 
@@ -130,9 +125,9 @@ def test_crash_during_update_and_destroy(host: Host, request: pytest.FixtureRequ
     spec, changed = host.write_spec(SPEC), host.write_spec(CHANGED, "changed.yaml")
     ok(host, "apply", str(spec))
     ok(host, "apply", str(changed))  # addresses stick: the update's result differs from a fresh apply's
-    target = fingerprint(host)
+    target = steady(host)
     ok(host, "destroy", str(changed))
-    empty = fingerprint(host)
+    empty = steady(host)
     for command, start, end, expected in (("apply", spec, changed, target), ("destroy", spec, spec, empty)):
         for n in sweep(stride, start=3):
             ok(host, "apply", str(start))
@@ -144,8 +139,7 @@ def test_crash_during_update_and_destroy(host: Host, request: pytest.FixtureRequ
             ok(host, command, str(end))
             if command == "apply":
                 in_sync(host, end)
-            after = fingerprint(host)
-            same(after, expected, f"{command}: after a kill at op {n} and a second run")
+            after = settled(host, expected, f"{command}: after a kill at op {n} and a second run")
             assert_no_duplicates(after)
             if command == "apply":
                 ok(host, "destroy", str(end))
@@ -155,7 +149,7 @@ def test_failure_at_any_operation_rolls_back_exactly(host: Host, request: pytest
     stride = request.config.getoption("--crash-stride") or FAIL_STRIDE
     spec, changed = host.write_spec(SPEC), host.write_spec(CHANGED, "changed.yaml")
     ok(host, "apply", str(spec))
-    before = fingerprint(host)
+    before = steady(host)
     for n in sweep(stride):
         proc = run(host, "apply", str(changed), env={"RECONCILER_FAIL_AFTER": str(n)})
         if proc.returncode == 0:
@@ -165,7 +159,7 @@ def test_failure_at_any_operation_rolls_back_exactly(host: Host, request: pytest
         assert "rolled back: the host is as it was before this apply" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr
         FIGURES["failures"] += 1
-        same(fingerprint(host), before, f"after a failure at op {n} and its rollback")
+        settled(host, before, f"after a failure at op {n} and its rollback")
         in_sync(host, spec)
 
 
@@ -186,7 +180,7 @@ def test_failed_rollback_says_so_and_next_apply_converges(host: Host) -> None:
 def test_no_rollback_leaves_the_host_and_next_apply_converges(host: Host) -> None:
     spec, changed = host.write_spec(SPEC), host.write_spec(CHANGED, "changed.yaml")
     ok(host, "apply", str(spec))
-    before = fingerprint(host)
+    before = steady(host)
     proc = run(host, "apply", str(changed), "--no-rollback", env={"RECONCILER_FAIL_AFTER": "30"})
     assert proc.returncode == 1, proc.stderr
     assert "not rolled back (--no-rollback)" in proc.stderr, proc.stderr
