@@ -131,6 +131,9 @@ def count(seen: dict[str, Any]) -> int:
 
 def test_foreign_objects_stay_byte_identical(host: Host) -> None:
     host.run(SEED)
+    # IPv6 duplicate address detection changes the seeded links by itself for a second or two: wait.
+    tentative = "ip -6 addr show tentative; ip -n foreignns -6 addr show tentative"
+    host.run(f'while [ -n "$({tentative})" ]; do sleep 0.1; done', timeout=30)
     seeded = foreign(host)
     assert seeded["files"] and seeded["netns"] and any("DOCKER" in json.dumps(o) for o in seeded["nft"])
     pets, isolated = SPECS / "pets-bridge.yaml", SPECS / "isolated-networks.yaml"
