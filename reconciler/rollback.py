@@ -10,6 +10,7 @@ undone object by object.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from .apply import execute
 from .apply.context import Context
@@ -26,7 +27,12 @@ def revert_plan(snapshot: State, now: State) -> list[Action]:
 
 
 def restorable(snapshot: State) -> State:
-    return State({k: r for k, r in snapshot.resources.items() if _restorable(r)})
+    out = State()
+    for res in snapshot.resources.values():
+        if _restorable(res):
+            # Veth ends that disagreed before (MTU 0, see observe) have no MTU to go back to.
+            out.add(replace(res, mtu=None) if isinstance(res, Iface) and res.mtu == 0 else res)
+    return out
 
 
 def _restorable(res: Resource) -> bool:

@@ -73,3 +73,9 @@ def test_revert_plan_does_not_recreate_an_orphaned_host_veth() -> None:
 def test_host_veth_of_a_dying_namespace_is_left_to_the_kernel() -> None:
     orphan = Iface("gone", "n", "", "", "nrv2", None, up=False)
     assert verify.mismatches(state(BRIDGE), state(BRIDGE, orphan)) == []
+
+
+def test_veth_ends_that_disagreed_have_no_mtu_to_restore() -> None:
+    split = Iface("web", "n", "/run/netns/web", "eth0", "nrv1", "nr-n", "10.0.0.2/24", None, 0)
+    undo = revert_plan(state(split), state(IFACE))
+    assert undo == []  # MTU 0 (ends disagreed) is no MTU to go back to; the rest matches

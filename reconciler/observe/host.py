@@ -122,7 +122,9 @@ def _iface(key: str, ns_iface: _NsIface, host: Link | None, host_links: dict[int
         bridge=master.ifname if master else "",
         address=",".join(link.addresses) or "",
         mac=link.mac,
-        mtu=link.mtu,
+        # Both ends are set together; ends that disagree (a half-applied change) read as MTU 0, which
+        # differs from any desired MTU, so the next apply or a rollback sets both again.
+        mtu=link.mtu if host is None or host.mtu == link.mtu else 0,
         up=link.up and bool(host and host.up),
     )
 
