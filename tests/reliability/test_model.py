@@ -24,7 +24,7 @@ from sandbox import Host
 
 pytestmark = pytest.mark.integration
 
-DEFAULT_RUNS = 4
+DEFAULT_RUNS = 10
 MAX_STEPS = 5
 SCOPE = "model"
 TABLE = f"netreconciler_{SCOPE}"
