@@ -10,7 +10,7 @@ undone object by object.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from .apply import execute
 from .apply.context import Context
