@@ -17,7 +17,7 @@ from .apply.context import Context
 from .diff import Action, plan
 from .errors import ApplyFailed, ReconcilerError, RollbackFailed, RolledBack
 from .journal import Journal
-from .model import Iface, Resource, State
+from .model import Bridge, Iface, Resource, State
 from .verify import verify
 
 
@@ -30,8 +30,13 @@ def restorable(snapshot: State) -> State:
     out = State()
     for res in snapshot.resources.values():
         if _restorable(res):
-            # Veth ends that disagreed before (MTU 0, see observe) have no MTU to go back to.
-            out.add(replace(res, mtu=None) if isinstance(res, Iface) and res.mtu == 0 else res)
+            # Veth ends that disagreed before (MTU 0, see observe) have no MTU to go back to, and a
+            # bridge's MAC is the kernel's choice (its lowest port's) unless the spec derives one.
+            if isinstance(res, Iface) and res.mtu == 0:
+                res = replace(res, mtu=None)
+            elif isinstance(res, Bridge):
+                res = replace(res, mac=None)
+            out.add(res)
     return out
 
 
