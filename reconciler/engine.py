@@ -11,7 +11,7 @@ from . import ipam, names, progress
 from .clusteripam import Allocation
 from .desired import desired_state
 from .diff import Action, conflicts, plan
-from .errors import HostConflict, PermissionProblem
+from .errors import HostConflict, PermissionProblem, RolledBack
 from .observe import Observed, observe
 from .spec import Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
@@ -19,6 +19,7 @@ from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
 if TYPE_CHECKING:
     from .model import State
     from .nft import Nft
+    from .rollback import Verification
 
 CAP_NET_ADMIN = 12
 
@@ -50,10 +51,12 @@ def reconcile(
     destroy: bool = False,
     host: str | None = None,
     lock: Allocation | None = None,
+    rollback: bool = True,
 ) -> Outcome:
     """Bring this spec's scope to the spec (or, with `destroy`, remove everything the scope owns).
     `host` names this host among the spec's hosts; `lock` is the cluster allocation of SPEC.lock.
     The caller has checked privileges (`require_privileges`)."""
+    from .journal import Journal
     from .nft import Nft
 
     scope = scope_of(spec)
@@ -61,9 +64,13 @@ def reconcile(
         spec, host, lock = Spec(version=1, name=spec.name), None, None
     with state_dir.lock():
         nft = Nft()
+        if not dry_run:
+            Journal(state_dir, scope).recover()  # what a crashed run created but had not marked yet
         progress.phase("observing the host")
         observed = observe(scope, adopted_of(spec, state_dir.load(scope)), nft)
-        return converge(spec, state_dir, observed, nft, dry_run=dry_run, host=host, lock=lock)
+        return converge(
+            spec, state_dir, observed, nft, dry_run=dry_run, host=host, lock=lock, rollback=rollback
+        )
 
 
 def adopted_of(spec: Spec, previous: ScopeRecord) -> dict[str, str]:
@@ -83,6 +90,7 @@ def converge(
     host: str | None = None,
     lock: Allocation | None = None,
     keep: ScopeRecord | None = None,
+    rollback: bool = True,
 ) -> Outcome:
     """Plan against `observed` (fresh, or kept current by a caller such as `session`) and apply.
     `keep`: when `spec` is a part of the scope's spec (`session`), the record entries of the rest.
@@ -95,7 +103,11 @@ def converge(
         return Outcome(actions, applied=False)
     if not actions and record == previous:
         return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
-    commit(actions, scope, previous, record, state_dir, nft)
+    from .rollback import Verification
+
+    adopted = adopted_of(spec, previous)
+    check = Verification(desired, observed.state, lambda: _observe_all(scope, adopted, nft).state, rollback)
+    commit(actions, scope, previous, record, state_dir, nft, check)
     return Outcome(actions, applied=True)
 
 
@@ -155,10 +167,14 @@ def commit(
     record: ScopeRecord,
     state_dir: StateDir,
     nft: Nft,
+    check: Verification | None = None,
 ) -> None:
-    """Carry out a plan under the lock the caller holds, recording allocations around it."""
+    """Carry out a plan under the lock the caller holds, recording allocations around it; with `check`,
+    verify the result and roll back on failure (rollback.py)."""
     from .apply import execute
     from .apply.context import Context
+    from .journal import Journal
+    from .rollback import apply_verified
 
     # Allocations are recorded before the kernel changes, so a crash never hands an address out twice;
     # adopted namespaces stay recorded until a run succeeds, so a crashed one can still be cleaned up.
@@ -166,8 +182,18 @@ def commit(
     if pending != previous:  # a port change allocates nothing: no write, no fsync
         _save(state_dir, scope, pending)
     ctx = Context(scope, nft)
+    journal = Journal(state_dir, scope)
     try:
-        execute(ctx, actions)
+        if check is None:
+            journal.note(actions)
+            execute(ctx, actions)
+            journal.clear()
+        else:
+            apply_verified(ctx, journal, actions, check)
+    except RolledBack:
+        if pending != previous:
+            _save(state_dir, scope, previous)
+        raise
     finally:
         ctx.close()
     if record != pending:
@@ -177,14 +203,20 @@ def commit(
 def snapshot(scope: str, state_dir: StateDir) -> Observed:
     """The scope's observed state, for `show`."""
     from .nft import Nft
-    from .overlay.observe import observe_overlay
 
     with state_dir.lock():
         adopted = {path: c for c, path in state_dir.load(scope).adopted.items()}
-        observed = observe(scope, adopted, Nft())
-        for resource in observe_overlay(scope).resources:
-            observed.state.add(resource)
-        return observed
+        return _observe_all(scope, adopted, Nft())
+
+
+def _observe_all(scope: str, adopted: dict[str, str], nft: Nft) -> Observed:
+    """The scope's observed state with its overlay objects: what verification compares."""
+    from .overlay.observe import observe_overlay
+
+    observed = observe(scope, adopted, nft)
+    for resource in observe_overlay(scope).resources:
+        observed.state.add(resource)
+    return observed
 
 
 def _in_use(observed: Observed, state_dir: StateDir, scope: str) -> list[ipaddress.IPv4Network]:
