@@ -107,7 +107,8 @@ def converge(
 
     adopted = adopted_of(spec, previous)
     check = Verification(desired, observed.state, lambda: _observe_all(scope, adopted, nft).state, rollback)
-    commit(actions, scope, previous, record, state_dir, nft, check)
+    # A part of the scope's spec (`keep`, from session) is not the whole desired state: not verifiable.
+    commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
     return Outcome(actions, applied=True)
 
 
