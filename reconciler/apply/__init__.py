@@ -34,7 +34,8 @@ def execute(ctx: Context, actions: list[Action]) -> None:
 
     Interfaces and routes inside a namespace that is deleted for good are left to the kernel: it tears
     a namespace's veths down in one batch, where deleting them one by one costs a synchronize_net
-    (~25 ms) each."""
+    (~25 ms) each. It does so in the background, so the creations wait until those host ends are gone:
+    a name they free may be taken again, and the apply only returns once the host shows its result."""
     nft_actions = [a for a in actions if a.resource.kind.startswith("nft-")]
     gone = {
         a.resource.path
@@ -49,6 +50,14 @@ def execute(ctx: Context, actions: list[Action]) -> None:
     for action in removals:
         old = action.before if action.op == "replace" and action.before else action.resource
         _run(ctx, Action("delete", old))
+    dying = {
+        a.resource.host_ifname
+        for a in actions
+        if _goes_with(a, gone) and isinstance(a.resource, Iface) and a.resource.parent is None
+    }
+    if dying:
+        progress.phase(f"waiting for the kernel to remove {len(dying)} veths")
+        ctx.wait_gone(dying)
     for action in actions:
         if action.op != "delete":
             _run(ctx, action if action.op == "change" else Action("create", action.resource))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from .. import netns
+from ..errors import ApplyFailed
 from ..nft import Nft
 from ..rtnl import NetlinkError, Rtnl
 
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
 
 # Each namespace socket holds a file descriptor; keep only the most recently used ones open.
 MAX_NS_SOCKETS = 64
+# Seconds the kernel may take to tear down deleted namespaces' veths (thousands take a few seconds).
+TEARDOWN_WAIT = 120.0
 S = TypeVar("S", "IPRoute", Rtnl)
 
 
@@ -63,6 +67,18 @@ class Context:
 
     def host_link_changed(self, ifname: str) -> None:
         self._host_index.pop(ifname, None)
+
+    def wait_gone(self, ifnames: set[str], timeout: float = TEARDOWN_WAIT) -> None:
+        """Wait until none of these host veths exists (the kernel removes them with their namespace)."""
+        deadline = time.monotonic() + timeout
+        while ifnames & {link.ifname for link in self.rtnl.links(kind="veth")}:
+            if time.monotonic() > deadline:
+                raise ApplyFailed(
+                    f"the kernel has not removed the veths of deleted namespaces after {timeout:.0f} s"
+                )
+            time.sleep(0.01)
+        for ifname in ifnames:
+            self.host_link_changed(ifname)
 
     def ifindex(self, ipr: IPRoute, ifname: str) -> int | None:
         found = ipr.link_lookup(ifname=ifname)
