@@ -75,6 +75,12 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
         for k, res in {**have, **want}.items()
         if isinstance(res, Iface) and (k in replaced or ("vlan", res.parent or "") in replaced)
     }
+    # A new address flushes the old one, and the kernel drops the routes through it with it.
+    lost_routes = lost_devs | {
+        (a.resource.container, a.resource.ifname)
+        for a in actions.values()
+        if isinstance(a.resource, Iface) and a.op == "change" and "address" in a.fields
+    }
     for key, res in want.items():
         current = actions.get(key)
         if current is not None and current.op != "change":
@@ -94,7 +100,7 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
             # A VXLAN device's FDB and neighbour entries go with it.
             actions[key] = Action("create", res)
         elif isinstance(res, Route) and (
-            ("netns", res.container) in replaced or (res.container, res.dev) in lost_devs
+            ("netns", res.container) in replaced or (res.container, res.dev) in lost_routes
         ):
             actions[key] = Action("replace", res, old, (*fields, "dev"))
         elif isinstance(res, NftElement) and ("nft-table", f"{res.family} {res.table}") in created:

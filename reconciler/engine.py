@@ -103,10 +103,7 @@ def converge(
         return Outcome(actions, applied=False)
     if not actions and record == previous:
         return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
-    from .rollback import Verification
-
-    adopted = adopted_of(spec, previous)
-    check = Verification(desired, observed.state, lambda: _observe_all(scope, adopted, nft).state, rollback)
+    check = verification(desired, observed.state, scope, adopted_of(spec, previous), nft, rollback)
     # A part of the scope's spec (`keep`, from session) is not the whole desired state: not verifiable.
     commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
     return Outcome(actions, applied=True)
@@ -201,20 +198,33 @@ def commit(
         _save(state_dir, scope, record)
 
 
+def verification(
+    desired: State, snapshot: State, scope: str, adopted: dict[str, str], nft: Nft, rollback: bool = True
+) -> Verification:
+    """Verify `desired` (the scope's whole desired state) by observing the whole scope again; roll back
+    to `snapshot`, the state observed before the apply."""
+    from .rollback import Verification
+
+    return Verification(desired, snapshot, lambda: observe_all(scope, adopted, nft).state, rollback)
+
+
 def snapshot(scope: str, state_dir: StateDir) -> Observed:
     """The scope's observed state, for `show`."""
     from .nft import Nft
 
     with state_dir.lock():
         adopted = {path: c for c, path in state_dir.load(scope).adopted.items()}
-        return _observe_all(scope, adopted, Nft())
+        return observe_all(scope, adopted, Nft())
 
 
-def _observe_all(scope: str, adopted: dict[str, str], nft: Nft) -> Observed:
-    """The scope's observed state with its overlay objects: what verification compares."""
+def observe_all(
+    scope: str, adopted: dict[str, str], nft: Nft, containers: set[str] | None = None
+) -> Observed:
+    """The scope's observed state with its overlay objects: what verification compares. `containers`:
+    read only their namespaces (as `observe`)."""
     from .overlay.observe import observe_overlay
 
-    observed = observe(scope, adopted, nft)
+    observed = observe(scope, adopted, nft, containers)
     for resource in observe_overlay(scope).resources:
         observed.state.add(resource)
     return observed

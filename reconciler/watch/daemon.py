@@ -25,10 +25,11 @@ from types import FrameType
 
 from .. import clusteripam, engine
 from ..diff import Action, plan
-from ..errors import ReconcilerError, SpecError
-from ..model import State
+from ..errors import ReconcilerError, RolledBack, SpecError
+from ..model import Key, State
 from ..nft import Nft
 from ..observe import Observed, observe
+from ..rollback import Verification
 from ..session import advance, narrow, reach
 from ..spec import Spec
 from ..statedir import ScopeRecord, StateDir
@@ -256,7 +257,9 @@ class Daemon:
                 actions, repaired, mode = self._converge(spec, lock, containers, part)
         except (ReconcilerError, OSError) as e:
             self._forget(spec)
-            self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=str(e)))
+            # A rolled-back apply left the host as it was: counted apart, retried like any failure.
+            result = "rolled_back" if isinstance(e, RolledBack) else "failed"
+            self._report(Reconciled(trigger, mode, result, time.monotonic() - start, error=str(e)))
             return False
         except Exception as e:  # a kernel refusal (NetlinkError) or a bug: keep serving, resync later
             self._forget(spec)
@@ -328,18 +331,20 @@ class Daemon:
         nft = self._nft
         if part is not None and self.cache is not None and self.desired is not None:
             observed = self.cache
-            record, desired, actions = self._plan_part(spec, lock, part, previous, self.desired)
+            record, desired, actions, check = self._plan_part(
+                spec, lock, part, previous, self.desired, adopted
+            )
             mode = "partial"
         elif containers is None or self.cache is None:
             mode = "full"
             observed = observe(scope, adopted, nft)
-            observed, record, desired, actions = self._plan_whole(
+            observed, record, desired, actions, check = self._plan_whole(
                 spec, lock, observed, previous, None, adopted
             )
         else:
             mode = "partial"
             observed = cache.merge(self.cache, observe(scope, adopted, nft, containers), containers, adopted)
-            observed, record, desired, actions = self._plan_whole(
+            observed, record, desired, actions, check = self._plan_whole(
                 spec, lock, observed, previous, containers, adopted
             )
         if actions or record != previous:
@@ -350,7 +355,7 @@ class Daemon:
                 entries={e for a in actions if (e := cache.entry_of(a.resource))},
             )
             try:
-                engine.commit(actions, scope, previous, record, state_dir, nft)
+                engine.commit(actions, scope, previous, record, state_dir, nft, check)
             finally:
                 self._applied.end = time.monotonic()
         repaired = [
@@ -372,10 +377,14 @@ class Daemon:
         previous: ScopeRecord,
         containers: set[str] | None,
         adopted: dict[str, str],
-    ) -> tuple[Observed, ScopeRecord, State, list[Action]]:
+    ) -> tuple[Observed, ScopeRecord, State, list[Action], Verification]:
         """Plan the whole spec against `observed` (fresh, or memory with `containers` re-read, and more
-        namespaces re-read when allocation reaches further: the observation planned against)."""
+        namespaces re-read when allocation reaches further: the observation planned against), and
+        how to verify the apply: against the whole scope observed again, or, when only `containers`
+        were read, against them read again over the same memory (what the apply could touch)."""
         scope, state_dir = engine.scope_of(spec), self.opts.state_dir
+        assert self._nft is not None
+        nft = self._nft
         record, desired = engine.prepare(
             spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
         )
@@ -383,13 +392,21 @@ class Daemon:
             # Allocation can reach past what the spec edit named (an address freed and reused).
             extra = cache.desired_changes(self.desired, desired) - containers
             if extra:
-                assert self._nft is not None
-                fresh = observe(scope, adopted, self._nft, extra)
+                fresh = observe(scope, adopted, nft, extra)
                 observed = cache.merge(observed, fresh, extra, adopted)
                 record, desired = engine.prepare(
                     spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
                 )
-        return observed, record, desired, plan(desired, observed.state)
+        if containers is None:
+            check = engine.verification(desired, observed.state, scope, adopted, nft)
+        else:
+            read, before = containers | extra, observed
+
+            def again() -> State:
+                return cache.merge(before, engine.observe_all(scope, adopted, nft, read), read, adopted).state
+
+            check = Verification(desired, observed.state, again)
+        return observed, record, desired, plan(desired, observed.state), check
 
     def _plan_part(
         self,
@@ -398,12 +415,15 @@ class Daemon:
         part: set[str],
         previous: ScopeRecord,
         before: State,
-    ) -> tuple[ScopeRecord, State, list[Action]]:
+        adopted: dict[str, str],
+    ) -> tuple[ScopeRecord, State, list[Action], Verification | None]:
         """Plan only `part` of a spec edit against memory (`session.narrow`); the whole desired state
-        is the last one with the part's resources replaced."""
-        assert self.spec is not None and self.cache is not None
+        is the last one with the part's resources replaced. The apply is verified on the part alone:
+        its namespaces and the host read again, restricted to the resources the part's old and new
+        desired states name (the rest of the host is not part of this desired state)."""
+        assert self.spec is not None and self.cache is not None and self._nft is not None
         if not part:
-            return previous, before, []
+            return previous, before, [], None
         scope = engine.scope_of(spec)
         narrowed = narrow(self.spec, spec, part, self.cache, previous)
         record, desired = engine.prepare(
@@ -418,12 +438,22 @@ class Daemon:
         )
         whole = State({k: r for k, r in before.resources.items() if k not in narrowed.old_keys})
         whole.resources.update(desired.resources)
-        return record, whole, plan(desired, narrowed.observed.state)
+        keys, nft = narrowed.old_keys | desired.resources.keys(), self._nft
+
+        def again() -> State:
+            return _only(engine.observe_all(scope, adopted, nft, part).state, keys)
+
+        check = Verification(desired, narrowed.observed.state, again)
+        return record, whole, plan(desired, narrowed.observed.state), check
 
     def _report(self, r: Reconciled, repaired: list[str] | None = None) -> None:
         self.log.reconciled(r)
         managed = self.cache.state if self.cache is not None else None
         self.metrics.record(r, repaired or [], managed, time.time())
+
+
+def _only(state: State, keys: frozenset[Key]) -> State:
+    return State({k: r for k, r in state.resources.items() if k in keys})
 
 
 def run(options: Options) -> int:

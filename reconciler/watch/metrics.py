@@ -63,9 +63,10 @@ class Metrics:
             counts = Tally(kind for kind, _ in managed.resources)
             for kind in KIND_ORDER:
                 self.managed.labels(kind).set(counts.get(kind, 0))
-        # An invalid edit leaves the last good state applied: still healthy. A failed apply is not.
+        # An invalid edit leaves the last good state applied: still healthy. A failed apply is not,
+        # nor a rolled-back one (the host is as before it: not at the spec).
         if r.result != "invalid":
-            self.healthy = r.result != "failed"
+            self.healthy = r.result not in ("failed", "rolled_back")
 
     def serve(self, host: str, port: int) -> ThreadingHTTPServer:
         metrics = self

@@ -21,7 +21,7 @@ class Reconciled:
 
     trigger: str  # what started it: start, spec, drift, resync, signal (joined by '+')
     mode: str  # full or partial
-    result: str  # applied, in_sync, invalid, failed
+    result: str  # applied, in_sync, invalid, failed, rolled_back
     duration: float
     actions: list[Action] = field(default_factory=list)
     error: str = ""

@@ -323,3 +323,40 @@ def test_refused_reconcile_reports_unhealthy_and_retries(host: Host, specs: Path
     assert reconciles(daemon)[-1]["result"] == "applied" and "resync" in reconciles(daemon)[-1]["trigger"]
     assert failures <= 2, reconciles(daemon, "failed")  # retried with a pause, not in a loop
     assert http_get(host, "/healthz").startswith("HTTP/1.0 200"), "healthz after the retry"
+
+
+def test_failed_reconcile_is_rolled_back_then_retried(host: Host, specs: Path) -> None:
+    """The start reconcile (full) fails at its 5th kernel operation (`RECONCILER_FAIL_AFTER` counts
+    over the daemon's life, so only that one fails): it is rolled back, leaving the host as it was,
+    counted as rolled_back, and the retry after the backoff converges."""
+    before = (host.netns_list(), host.links(), host.nft_tables())
+    daemon = host.reconciler_background(
+        "watch",
+        str(specs),
+        "--log-format",
+        "json",
+        "--resync-interval",
+        NO_RESYNC,
+        "--metrics-address",
+        f"{METRICS[0]}:{METRICS[1]}",
+        log=host.workdir / "watch.log",
+        env={"RECONCILER_FAIL_AFTER": "5"},
+    )
+    wait_for("the first reconcile", lambda: bool(reconciles(daemon)), daemon)
+    first = reconciles(daemon)[0]
+    assert first["result"] == "rolled_back" and first["mode"] == "full", first
+    assert "injected failure after kernel operation 5" in first["error"], first
+    assert "rolled back: the host is as it was before this apply" in first["error"], first
+    # The retry comes RETRY_AFTER_FAILURE (5 s) later: the host seen here is the rolled-back one.
+    assert (host.netns_list(), host.links(), host.nft_tables()) == before
+    assert http_get(host, "/healthz").startswith("HTTP/1.0 503"), "healthz after a rollback"
+
+    wait_for("the retry", lambda: reconciles(daemon)[-1]["result"] == "applied", daemon)
+    retry = reconciles(daemon)[-1]
+    assert retry["trigger"] == "resync" and retry["mode"] == "full", retry
+    assert host.netns_list() == ["web"]
+    text = http_get(host, "/metrics")
+    assert metric(text, 'netreconciler_watch_reconciles_total{result="rolled_back"}') == 1.0, text
+    assert http_get(host, "/healthz").startswith("HTTP/1.0 200"), "healthz after the retry"
+    proc = host.reconciler("apply", str(specs), "--dry-run", "--exit-code")
+    assert proc.returncode == 0 and "No changes" in proc.stdout, proc.stdout + proc.stderr
