@@ -141,7 +141,13 @@ def test_follows_spec_edits(host: Host, specs: Path, daemon: Background) -> None
 
     replace(app, containers(WEB))
     wait_for("db to be removed", lambda: host.netns_list() == ["web"], daemon)
-    partial = [e for e in reconciles(daemon, "applied") if "spec" in e["trigger"]]
+
+    def edits() -> list[dict[str, Any]]:
+        return [e for e in reconciles(daemon, "applied") if "spec" in e["trigger"]]
+
+    # The log line follows the apply's verification: it can trail the kernel change.
+    wait_for("the removal's reconcile", lambda: len(edits()) >= 3, daemon)
+    partial = edits()
     assert len(partial) == 3 and {e["mode"] for e in partial} == {"partial"}, partial
 
 
@@ -224,6 +230,11 @@ def test_repairs_drift_from_events(host: Host, daemon: Background) -> None:
     wait_for("our table to come back", lambda: "inet netreconciler" in host.nft_tables(), daemon)
     wait_for(
         "the published port again", lambda: host.connect(None, "127.0.0.1", 8080).data == "web\n", daemon
+    )
+    wait_for(
+        "the repair's reconcile",
+        lambda: any("drift" in e["trigger"] for e in reconciles(daemon, "applied")),
+        daemon,
     )
     drift = [e for e in reconciles(daemon, "applied") if "drift" in e["trigger"]]
     assert drift and all(e["mode"] == "partial" for e in drift), drift
@@ -320,6 +331,7 @@ def test_refused_reconcile_reports_unhealthy_and_retries(host: Host, specs: Path
     wait_for(
         "the retry to create db", lambda: "db" in host.netns_list() and address_in(host, "db") != [], daemon
     )
+    wait_for("the retry's reconcile", lambda: reconciles(daemon)[-1]["result"] == "applied", daemon)
     assert reconciles(daemon)[-1]["result"] == "applied" and "resync" in reconciles(daemon)[-1]["trigger"]
     assert failures <= 2, reconciles(daemon, "failed")  # retried with a pause, not in a loop
     assert http_get(host, "/healthz").startswith("HTTP/1.0 200"), "healthz after the retry"
