@@ -120,20 +120,17 @@ def socket_in(path: str) -> IPRoute:
     """An IPRoute whose socket lives in the namespace at `path`."""
     from pyroute2 import IPRoute  # imported on demand: it costs 0.3 s, and the bridge driver needs none
 
-    fd = os.open(path, os.O_RDONLY)
-
-    def run() -> int:
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
-        finally:
-            os.close(fd)
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE).detach()
-
-    return IPRoute(fileno=_in_thread(run))
+    return IPRoute(fileno=_netlink_fd_in(path, socket.SOCK_DGRAM))
 
 
 def rtnl_in(path: str) -> Rtnl:
     """A raw rtnetlink socket (reconciler.rtnl) in the namespace at `path`."""
+    return Rtnl(_netlink_fd_in(path, socket.SOCK_RAW))
+
+
+def _netlink_fd_in(path: str, kind: int) -> int:
+    """A NETLINK_ROUTE socket created inside the namespace at `path`: a socket keeps the namespace it
+    was born in, so it is made in a thread that entered it."""
     fd = os.open(path, os.O_RDONLY)
 
     def run() -> int:
@@ -141,9 +138,9 @@ def rtnl_in(path: str) -> Rtnl:
             _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
         finally:
             os.close(fd)
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE).detach()
+        return socket.socket(socket.AF_NETLINK, kind, NETLINK_ROUTE).detach()
 
-    return Rtnl(_in_thread(run))
+    return _in_thread(run)
 
 
 def each(paths: Iterable[str], fn: Callable[[str, Rtnl], None]) -> None:

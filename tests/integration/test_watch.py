@@ -115,9 +115,9 @@ def specs(host: Host) -> Path:
     return d
 
 
-@pytest.fixture
-def daemon(host: Host, specs: Path) -> Iterator[Background]:
-    bg = host.reconciler_background(
+def start_watch(host: Host, specs: Path, env: dict[str, str] | None = None) -> Background:
+    """The daemon on `specs`, logging JSON lines to watch.log, with metrics and no periodic resync."""
+    return host.reconciler_background(
         "watch",
         str(specs),
         "--log-format",
@@ -127,7 +127,13 @@ def daemon(host: Host, specs: Path) -> Iterator[Background]:
         "--metrics-address",
         f"{METRICS[0]}:{METRICS[1]}",
         log=host.workdir / "watch.log",
+        env=env,
     )
+
+
+@pytest.fixture
+def daemon(host: Host, specs: Path) -> Iterator[Background]:
+    bg = start_watch(host, specs)
     wait_for("the first reconcile", lambda: bool(reconciles(bg, "applied")), bg)
     yield bg
 
@@ -190,6 +196,8 @@ def test_an_edit_touches_only_what_it_reaches(host: Host, specs: Path, daemon: B
 
     daemon.signal(signal.SIGHUP)
     wait_for("the resync to restore cache's hosts file", lambda: host.run(["cat", hosts]).stdout == ours)
+    # The log line follows the apply's verification: it can trail the kernel change.
+    wait_for("the resync's reconcile", lambda: reconciles(daemon, "applied")[-1] != edit, daemon)
     resync = reconciles(daemon, "applied")[-1]
     assert resync["mode"] == "full", resync
     assert [change.split(":")[0] for change in resync["changes"]] == ["~ hosts cache"], resync
@@ -350,18 +358,7 @@ def test_failed_reconcile_is_rolled_back_then_retried(host: Host, specs: Path) -
     over the daemon's life, so only that one fails): it is rolled back, leaving the host as it was,
     counted as rolled_back, and the retry after the backoff converges."""
     before = (host.netns_list(), host.links(), host.nft_tables())
-    daemon = host.reconciler_background(
-        "watch",
-        str(specs),
-        "--log-format",
-        "json",
-        "--resync-interval",
-        NO_RESYNC,
-        "--metrics-address",
-        f"{METRICS[0]}:{METRICS[1]}",
-        log=host.workdir / "watch.log",
-        env={"RECONCILER_FAIL_AFTER": "5"},
-    )
+    daemon = start_watch(host, specs, env={"RECONCILER_FAIL_AFTER": "5"})
     wait_for("the first reconcile", lambda: bool(reconciles(daemon)), daemon)
     first = reconciles(daemon)[0]
     assert first["result"] == "rolled_back" and first["mode"] == "full", first
