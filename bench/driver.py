@@ -335,9 +335,14 @@ def run_shell(n: int, workdir: Path) -> dict[str, Any]:
         "".join(f"netns delete {c.name}\n" for c in cs)
         + "".join(f"link del br{j}\n" for j in range(NETWORKS))
     )
-    out: dict[str, Any] = {"cold": timed(["sh", str(script)])}
+    return _up_proof_down(["sh", str(script)], ["sh", str(down)], n)
+
+
+def _up_proof_down(up: list[str], down: list[str], n: int) -> dict[str, Any]:
+    """Cold apply, its proof, then destroy timed until the kernel has torn the veths down."""
+    out: dict[str, Any] = {"cold": timed(up)}
     out["cold_proof"] = proof(n, published)
-    out["destroy"] = timed(["sh", str(down)])
+    out["destroy"] = timed(down)
     out["destroy"]["settle"] = wait_veths_gone()
     out["destroy"]["seconds"] += out["destroy"]["settle"]
     for r in (out["cold"], out["destroy"]):
@@ -352,15 +357,8 @@ def run_shell(n: int, workdir: Path) -> dict[str, Any]:
 def run_floor(n: int, workdir: Path) -> dict[str, Any]:
     rules = workdir / "rules.nft"
     rules.write_text(_nft_script(containers(n), "fb"))
-    out: dict[str, Any] = {"cold": timed([sys.executable, "-m", "bench.floor", "up", str(n), str(rules)])}
-    out["cold_proof"] = proof(n, published)
-    out["destroy"] = timed([sys.executable, "-m", "bench.floor", "down", str(n), str(rules)])
-    out["destroy"]["settle"] = wait_veths_gone()
-    out["destroy"]["seconds"] += out["destroy"]["settle"]
-    for r in (out["cold"], out["destroy"]):
-        r.pop("stdout")
-        r.pop("stderr")
-    return out
+    floor = [sys.executable, "-m", "bench.floor"]
+    return _up_proof_down([*floor, "up", str(n), str(rules)], [*floor, "down", str(n), str(rules)], n)
 
 
 PEERS = {
