@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
 
 from .errors import Problem
 
@@ -271,32 +271,12 @@ class Spec(_Model):
             )
         return v
 
-    @field_validator("networks")
+    @field_validator("networks", "containers", "hosts", "services")
     @classmethod
-    def _network_names(cls, v: dict[str, Network]) -> dict[str, Network]:
+    def _names(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = (info.field_name or "")[:-1]  # "networks" -> "network"
         for name in v:
-            _check_name(name, "network")
-        return v
-
-    @field_validator("containers")
-    @classmethod
-    def _container_names(cls, v: dict[str, Container]) -> dict[str, Container]:
-        for name in v:
-            _check_name(name, "container")
-        return v
-
-    @field_validator("hosts")
-    @classmethod
-    def _host_names(cls, v: dict[str, ClusterHost]) -> dict[str, ClusterHost]:
-        for name in v:
-            _check_name(name, "host")
-        return v
-
-    @field_validator("services")
-    @classmethod
-    def _service_names(cls, v: dict[str, Service]) -> dict[str, Service]:
-        for name in v:
-            _check_name(name, "service")
+            _check_name(name, kind)
         return v
 
 
