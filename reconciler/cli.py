@@ -374,7 +374,8 @@ def _print_plan(outcome: engine.Outcome, fmt: str) -> None:
     from .render import json_plan, text_plan
 
     if fmt == "json":
-        print(json.dumps({**json_plan(outcome.actions), "applied": outcome.applied}, indent=2))
+        result = {**json_plan(outcome.actions), "applied": outcome.applied, "notices": outcome.notices}
+        print(json.dumps(result, indent=2))
         return
     from .term import colour_enabled, colour_plan
 
@@ -382,6 +383,8 @@ def _print_plan(outcome: engine.Outcome, fmt: str) -> None:
     print(colour_plan(text) if colour_enabled(sys.stdout) else text)
     if outcome.actions:
         print("Applied." if outcome.applied else "Dry run: nothing was changed.")
+    for notice in outcome.notices:
+        print(f"note: {notice}")
 
 
 def _show_text(result: dict[str, object]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import ipam, names, progress
@@ -28,6 +28,7 @@ CAP_NET_ADMIN = 12
 class Outcome:
     actions: list[Action]
     applied: bool
+    notices: list[str] = field(default_factory=list)  # what the apply did besides its plan (`Context.note`)
 
 
 def scope_of(spec: Spec) -> str:
@@ -105,8 +106,8 @@ def converge(
         return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
     check = verification(desired, observed.state, scope, adopted_of(spec, previous), nft, rollback)
     # A part of the scope's spec (`keep`, from session) is not the whole desired state: not verifiable.
-    commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
-    return Outcome(actions, applied=True)
+    notices = commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
+    return Outcome(actions, applied=True, notices=notices)
 
 
 def prepare(
@@ -166,9 +167,9 @@ def commit(
     state_dir: StateDir,
     nft: Nft,
     check: Verification | None = None,
-) -> None:
+) -> list[str]:
     """Carry out a plan under the lock the caller holds, recording allocations around it; with `check`,
-    verify the result and roll back on failure (rollback.py)."""
+    verify the result and roll back on failure (rollback.py). Returns the apply's notices."""
     from .apply import execute
     from .apply.context import Context
     from .journal import Journal
@@ -196,6 +197,7 @@ def commit(
         ctx.close()
     if record != pending:
         _save(state_dir, scope, record)
+    return ctx.notices
 
 
 def verification(

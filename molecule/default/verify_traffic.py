@@ -1,14 +1,18 @@
 """Real traffic through what converge built: a "db" server in namespace db, a "web" server in web that
-asks db by name for every request, and a client on the host connecting to the published port 8000."""
+asks db by name for every request, and a client on the host connecting to the published port 8000.
+
+The servers are left running, as a real workload would be, and their pids written to SERVERS: destroy
+must remove the network under them without waiting for them to go (destroy.yml checks they live on)."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+SERVERS = Path("/etc/netreconciler/verify-servers.pids")
 # Runs inside a namespace: answers every connection with one line.
 DB = """
 import socket
@@ -31,14 +35,22 @@ while True:
 """
 
 
-def start(netns: str, code: str) -> subprocess.Popen[str]:
+def start(netns: str, code: str) -> int:
+    """A server left running in `netns`, detached from this script's output (which Ansible reads to
+    its end), in a session of its own."""
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "listening":
         raise SystemExit(f"the server in {netns} did not start")
-    return proc
+    proc.stdout.close()
+    return proc.pid
 
 
 def ask(host: str, port: int) -> str:
@@ -54,24 +66,18 @@ def ask(host: str, port: int) -> str:
 
 
 def main() -> None:
-    servers = [start("db", DB), start("web", WEB)]
-    try:
-        db_ip = subprocess.run(
-            ["ip", "netns", "exec", "web", "getent", "hosts", "db"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()[0]
-        answer = ask("127.0.0.1", 8000)
-        print(f"127.0.0.1:8000 -> {answer}")
-        expected = f"web reached {db_ip}: +PONG from db"
-        if answer != expected:
-            raise SystemExit(f"expected {expected!r}, got {answer!r}")
-    finally:
-        for proc in servers:
-            proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+    SERVERS.write_text("".join(f"{pid}\n" for pid in (start("db", DB), start("web", WEB))))
+    db_ip = subprocess.run(
+        ["ip", "netns", "exec", "web", "getent", "hosts", "db"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    answer = ask("127.0.0.1", 8000)
+    print(f"127.0.0.1:8000 -> {answer}")
+    expected = f"web reached {db_ip}: +PONG from db"
+    if answer != expected:
+        raise SystemExit(f"expected {expected!r}, got {answer!r}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .. import progress
+from .. import nsusers, progress
 from ..diff import Action
 from ..model import KIND_RANK, Iface, Netns, Route
 from ..overlay.apply import execute_fdb, execute_neigh, execute_vxlan
@@ -35,13 +35,17 @@ def execute(ctx: Context, actions: list[Action]) -> None:
     Interfaces and routes inside a namespace that is deleted for good are left to the kernel: it tears
     a namespace's veths down in one batch, where deleting them one by one costs a synchronize_net
     (~25 ms) each. It does so in the background, so the creations wait until those host ends are gone:
-    a name they free may be taken again, and the apply only returns once the host shows its result."""
+    a name they free may be taken again, and the apply only returns once the host shows its result.
+    A namespace that something else still holds (a container's processes) never goes: its interfaces
+    are deleted one by one before it is unmounted, and its processes live on without our network."""
     nft_actions = [a for a in actions if a.resource.kind.startswith("nft-")]
-    gone = {
-        a.resource.path
+    leaving = {
+        a.resource.path: a.resource.container
         for a in actions
         if a.op == "delete" and isinstance(a.resource, Netns) and not a.resource.adopted
     }
+    ctx.in_use = _still_used(ctx, leaving, actions)
+    gone = set(leaving) - ctx.in_use
     removals = sorted(
         (a for a in actions if a.op in ("delete", "replace") and not _goes_with(a, gone)),
         key=lambda a: -KIND_RANK[a.resource.kind],
@@ -64,6 +68,22 @@ def execute(ctx: Context, actions: list[Action]) -> None:
     if nft_actions:
         progress.phase(f"nftables: {len(nft_actions)} changes in one transaction")
     firewall.execute(ctx, nft_actions)
+
+
+def _still_used(ctx: Context, leaving: dict[str, str], actions: list[Action]) -> set[str]:
+    """The namespaces among `leaving` (path -> container) that outlive their unmount, each noted.
+    Open file descriptors are looked for only in those with a macvlan child: a leftover veth shows on
+    the host and is deleted after the wait, a child in an unmounted namespace is out of reach."""
+    children = {
+        a.resource.netns
+        for a in actions
+        if a.op == "delete" and isinstance(a.resource, Iface) and a.resource.parent
+    }
+    found = nsusers.users(leaving, fds_of=children & leaving.keys())
+    for path, users in sorted(found.items()):
+        used = f"namespace still used by {users.describe()}"
+        ctx.note(f"container {leaving[path]}: {used}; its interfaces were removed")
+    return set(found)
 
 
 def _goes_with(action: Action, gone: set[str]) -> bool:

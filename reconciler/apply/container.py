@@ -29,6 +29,10 @@ def execute_netns(ctx: Context, action: Action) -> None:
     if res.adopted:
         return  # someone else's namespace: we only ever add our interfaces to it
     if action.op == "delete":
+        if res.path in ctx.in_use:
+            # It lives on, now without our interfaces: unmarked, it is no longer ours should anyone
+            # mount it again (`ip netns attach`).
+            ctx.rns(res.path).set_link(1, attr(IFLA_IFALIAS, b""))
         ctx.forget(res.path)
         netns.delete(res.path)
     elif action.op == "create":

@@ -355,9 +355,11 @@ class Daemon:
                 entries={e for a in actions if (e := cache.entry_of(a.resource))},
             )
             try:
-                engine.commit(actions, scope, previous, record, state_dir, nft, check)
+                notices = engine.commit(actions, scope, previous, record, state_dir, nft, check)
             finally:
                 self._applied.end = time.monotonic()
+            for notice in notices:
+                self.log.message(notice)
         repaired = [
             a.resource.kind
             for a in actions

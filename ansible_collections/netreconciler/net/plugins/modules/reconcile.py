@@ -173,6 +173,9 @@ def main() -> None:
     }
     if module._diff:
         response["diff"] = _diff(plan)
+    # What the apply did besides its plan, e.g. a namespace that processes still hold.
+    for notice in result.get("notices", []):
+        module.warn(notice)
     module.exit_json(**response)
 
 
