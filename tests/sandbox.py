@@ -42,26 +42,40 @@ UNSHARE = (
 
 # The sandbox's init. A directory that does not exist on this machine cannot be a mount point, and
 # creating it would change the machine, so its parent is first covered by an overlay whose upper layer
-# lives in the sandbox's scratch tmpfs. /sys is remounted so that it shows the sandbox's interfaces,
-# not the machine's (a sysfs mount shows the network namespace of whoever mounted it).
+# lives in the sandbox's scratch tmpfs. Every missing directory is made before any tmpfs is mounted:
+# an overlay made for one (/var/lib for /var/lib/reconciler) would cover a tmpfs mounted before it
+# (/var/lib/containers). /sys is remounted so that it shows the sandbox's interfaces, not the
+# machine's (a sysfs mount shows the network namespace of whoever mounted it).
 INIT = r"""
 set -e
 scratch=$1; shift
 mount -t tmpfs -o mode=0755 sandbox "$scratch"
-private_dir() {
+overlaid=" "
+writable() {  # $1 is, or lies under, a directory we covered with an overlay
+    q=$1
+    while :; do
+        case "$overlaid" in *" $q "*) return 0 ;; esac
+        [ "$q" != / ] || return 1
+        q=$(dirname "$q")
+    done
+}
+make_dir() {
     d=$1
     if [ ! -d "$d" ]; then
         p=$(dirname "$d")
         while [ ! -d "$p" ]; do p=$(dirname "$p"); done
-        n=$(printf %s "$p" | tr / _)
-        mkdir -p "$scratch/overlay$n/upper" "$scratch/overlay$n/work"
-        mount -t overlay overlay \
-            -o "lowerdir=$p,upperdir=$scratch/overlay$n/upper,workdir=$scratch/overlay$n/work" "$p"
+        if ! writable "$p"; then
+            n=$(printf %s "$p" | tr / _)
+            mkdir -p "$scratch/overlay$n/upper" "$scratch/overlay$n/work"
+            mount -t overlay overlay \
+                -o "lowerdir=$p,upperdir=$scratch/overlay$n/upper,workdir=$scratch/overlay$n/work" "$p"
+            overlaid="$overlaid$p "
+        fi
         mkdir -p "$d"
     fi
-    mount -t tmpfs -o mode=0755 private "$d"
 }
-for d in "$@"; do private_dir "$d"; done
+for d in "$@"; do make_dir "$d"; done
+for d in "$@"; do mount -t tmpfs -o mode=0755 private "$d"; done
 umount -l /sys
 mount -t sysfs sysfs /sys
 ip link set lo up
@@ -186,7 +200,7 @@ class Host:
         self, workdir: Path | None = None, start_timeout: float = 10.0, private_dirs: tuple[str, ...] = ()
     ) -> None:
         """`private_dirs`: more directories to cover with a private tmpfs (e.g. a container runtime's).
-        They are mounted first: an overlay made for a missing one must not cover a tmpfs mounted before."""
+        Every missing directory is made before any tmpfs is mounted (see INIT)."""
         self._scratch = tempfile.mkdtemp(prefix="sandbox-scratch-")
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="sandbox-"))

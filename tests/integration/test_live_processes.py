@@ -414,3 +414,41 @@ def test_overlay_container_removed_and_destroyed_under_live_processes(cluster: C
         assert_nothing_of_ours(h, spec)
     for live in [*old, web]:
         live.assert_alive_without_our_network()
+
+
+def test_watch_removes_a_container_under_live_processes_and_follows_later_edits(host: Host) -> None:
+    from test_watch import NETWORKS, WEB, containers, db, reconciles, replace, start_watch, wait_for
+
+    specs = host.workdir / "specs"
+    specs.mkdir()
+    (specs / "networks.yaml").write_text(NETWORKS)
+    app = specs / "containers.yaml"
+    app.write_text(containers(WEB, db()))
+    daemon = start_watch(host, specs)
+    wait_for("the first reconcile", lambda: bool(reconciles(daemon, "applied")), daemon)
+    old = [server(host, "db", 6379, "old db"), sleeper(host, "db")]
+    reached(host, "web", "db", 6379, "old db")
+
+    replace(app, containers(WEB))
+    wait_for("db to be removed", lambda: host.netns_list() == ["web"], daemon)
+    wait_for(
+        "the removal's note in the log",
+        lambda: (
+            "container db: namespace still used by 2 processes; its interfaces were removed"
+            in daemon.output()
+        ),
+        daemon,
+    )
+    for live in old:
+        live.assert_alive_without_our_network()
+
+    # The daemon goes on following edits: db again, in a fresh namespace, reached by name.
+    replace(app, containers(WEB, db()))
+    wait_for("db to be created again", lambda: host.netns_list() == ["db", "web"], daemon)
+    server(host, "db", 6379, "new db")
+    wait_for("web to reach the new db", lambda: host.connect("web", "db", 6379).data == "new db\n", daemon)
+    assert all(e["result"] in ("applied", "in_sync") for e in reconciles(daemon)), daemon.output()
+    proc = host.reconciler("apply", str(specs), "--dry-run", "--exit-code")
+    assert proc.returncode == 0 and "No changes" in proc.stdout, proc.stdout + proc.stderr
+    for live in old:
+        live.assert_alive_without_our_network()

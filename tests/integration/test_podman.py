@@ -3,7 +3,8 @@
 `web` is a podman container started in the namespace the reconciler made (`--network ns:/run/netns/web`);
 `api` is a podman container that existed first (`--network none`) and whose namespace the spec adopts
 (`netns: /proc/PID/ns/net`). Both answer by name from a third container, `client`, and resolve names
-from inside once the generated hosts file is mounted on /etc/hosts.
+from inside once the generated hosts file is mounted on /etc/hosts. Both keep running when the spec
+drops them and when the scope is destroyed: they lose our interfaces, nothing else.
 
 podman runs entirely inside the sandbox: its storage and run state live on private tmpfs mounts
 (/var/lib/containers, /run/containers), its cgroups under a cgroup2 mount of the sandbox's own /sys, and
@@ -12,6 +13,7 @@ its image is made offline with `podman import` of a rootfs holding only Debian's
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from sandbox import Host
 
 pytestmark = [pytest.mark.integration, pytest.mark.private_dirs("/var/lib/containers", "/run/containers")]
@@ -176,3 +179,61 @@ def test_podman_containers_on_reconciler_networks(host: Host, podman: Podman) ->
     # Converged: the podman containers' processes changed nothing the reconciler manages.
     again = host.reconciler("apply", str(spec), "--dry-run", "--exit-code")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def _running(podman: Podman, name: str) -> bool:
+    return podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
+
+
+def _ns_links(podman: Podman, name: str) -> list[str]:
+    """The interfaces in a podman container's network namespace, read through its pid."""
+    pid = podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+    out = podman.host.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-j", "link", "show"]).stdout
+    return [link["ifname"] for link in json.loads(out)]
+
+
+def test_podman_containers_outlive_their_removal_from_the_spec(host: Host, podman: Podman) -> None:
+    """Podman keeps both containers running while the spec drops them and the scope is destroyed:
+    only our interfaces, files and rules go, at once, and the containers stay up without them."""
+    podman.import_busybox()
+    httpd = ("httpd", "-f", "-p")
+    podman.run("-d", "--name", "api", "--network", "none", IMAGE, *httpd, "8000", "-h", "/www/api")
+    pid = podman("inspect", "--format", "{{.State.Pid}}", "api").stdout.strip()
+    data = yaml.safe_load(SPEC % f"/proc/{pid}/ns/net")
+    spec = host.write_spec(data)
+    assert host.reconciler("apply", str(spec)).returncode == 0
+    podman.run("-d", "--name", "web", "--network", "ns:/run/netns/web", IMAGE, *httpd, "80", "-h", "/www/web")
+    for name, port in (("web", 80), ("api", 8000)):
+        conn = host.connect("client", name, port, timeout=5, payload=_get("/"))
+        assert conn.ok and f"hello from {name}" in conn.data, conn
+    shown = host.show(spec)["containers"]
+    web_veth, api_veth = (shown[c]["interfaces"][0]["host_ifname"] for c in ("web", "api"))
+
+    # web leaves the spec: its namespace is held by podman's container, which keeps running.
+    del data["containers"]["web"]
+    out = host.reconciler("apply", str(host.write_spec(data)))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "note: container web: namespace still used by" in out.stdout, out.stdout
+    assert _running(podman, "web") and _ns_links(podman, "web") == ["lo"]
+    assert web_veth not in host.links() and "web" not in host.netns_list()
+    assert host.run(["test", "-e", "/etc/netns/web"], check=False).returncode == 1
+    assert not host.connect("client", "web", 80, timeout=1.5, payload=_get("/")).ok
+
+    # api (adopted) leaves and comes back: the same namespace, wired again.
+    api = data["containers"].pop("api")
+    assert host.reconciler("apply", str(host.write_spec(data))).returncode == 0
+    assert _running(podman, "api") and _ns_links(podman, "api") == ["lo"]
+    assert api_veth not in host.links()
+    data["containers"]["api"] = api
+    assert host.reconciler("apply", str(host.write_spec(data))).returncode == 0
+    conn = host.connect("client", "api", 8000, timeout=5, payload=_get("/"))
+    assert conn.ok and "hello from api" in conn.data, conn
+    again = host.reconciler("apply", str(spec), "--dry-run", "--exit-code")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    gone = host.reconciler("destroy", str(spec))
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not [n for n in host.links() if n.startswith("nr")] and host.netns_list() == []
+    assert not [t for t in host.nft_tables() if "netreconciler" in t]
+    for name in ("web", "api"):
+        assert _running(podman, name) and _ns_links(podman, name) == ["lo"], name
