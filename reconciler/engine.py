@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import ipam, names, progress
+from . import interrupt, ipam, names, progress
 from .clusteripam import Allocation
 from .desired import desired_state
 from .diff import Action, conflicts, plan
@@ -64,10 +64,13 @@ def reconcile(
         spec, host, lock = Spec(version=1, name=spec.name), None, None
     with state_dir.lock():
         nft = Nft()
+        journal = Journal(state_dir, scope)
         if not dry_run:
-            Journal(state_dir, scope).recover()  # what a crashed run created but had not marked yet
+            journal.recover()  # what a crashed run created but had not marked yet
         progress.phase("observing the host")
         observed = observe(scope, adopted_of(spec, state_dir.load(scope)), nft)
+        if dry_run:
+            journal.excuse(observed)
         return converge(
             spec, state_dir, observed, nft, dry_run=dry_run, host=host, lock=lock, rollback=rollback
         )
@@ -168,34 +171,36 @@ def commit(
     check: Verification | None = None,
 ) -> None:
     """Carry out a plan under the lock the caller holds, recording allocations around it; with `check`,
-    verify the result and roll back on failure (rollback.py)."""
+    verify the result and roll back on failure or interrupt (rollback.py, interrupt.py)."""
     from .apply import execute
     from .apply.context import Context
     from .journal import Journal
     from .rollback import apply_verified
 
-    # Allocations are recorded before the kernel changes, so a crash never hands an address out twice;
-    # adopted namespaces stay recorded until a run succeeds, so a crashed one can still be cleaned up.
-    pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
-    if pending != previous:  # a port change allocates nothing: no write, no fsync
-        _save(state_dir, scope, pending)
-    ctx = Context(scope, nft)
-    journal = Journal(state_dir, scope)
-    try:
-        if check is None:
-            journal.note(actions)
-            execute(ctx, actions)
-            journal.clear()
-        else:
-            apply_verified(ctx, journal, actions, check)
-    except RolledBack:
-        if pending != previous:
-            _save(state_dir, scope, previous)
-        raise
-    finally:
-        ctx.close()
-    if record != pending:
-        _save(state_dir, scope, record)
+    with interrupt.changing():
+        # Allocations are recorded before the kernel changes, so a crash never hands an address out
+        # twice; adopted namespaces stay recorded until a run succeeds, so a crashed one can still be
+        # cleaned up.
+        pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
+        if pending != previous:  # a port change allocates nothing: no write, no fsync
+            _save(state_dir, scope, pending)
+        ctx = Context(scope, nft)
+        journal = Journal(state_dir, scope)
+        try:
+            if check is None:
+                journal.note(actions)
+                execute(ctx, actions)
+                journal.clear()
+            else:
+                apply_verified(ctx, journal, actions, check)
+        except RolledBack:
+            if pending != previous:
+                _save(state_dir, scope, previous)
+            raise
+        finally:
+            ctx.close()
+        if record != pending:
+            _save(state_dir, scope, record)
 
 
 def verification(
