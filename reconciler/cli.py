@@ -174,12 +174,13 @@ def _parser() -> argparse.ArgumentParser:
 
     s = command(
         "show",
-        "show the managed state observed on this host",
+        "show the managed state observed on this host: every scope, or SPEC's",
+        "reconciler show                              # every scope on this host",
         "reconciler show spec.yaml",
         "reconciler show spec.yaml -o json | jq .containers",
     )
     s.add_argument(
-        "spec", metavar="SPEC", nargs="?", help="YAML spec file: show its scope (default scope otherwise)"
+        "spec", metavar="SPEC", nargs="?", help="YAML spec file: show its scope (every scope otherwise)"
     )
     output(s)
     state_dir(s)

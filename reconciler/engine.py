@@ -213,13 +213,19 @@ def verification(
     return Verification(desired, snapshot, lambda: observe_all(scope, adopted, nft).state, rollback)
 
 
-def snapshot(scope: str, state_dir: StateDir) -> Observed:
-    """The scope's observed state, for `show`."""
+def snapshot(state_dir: StateDir, scope: str | None = None) -> dict[str, Observed]:
+    """Observed state for `show`: of `scope`, or of every scope with records or marked objects here."""
     from .nft import Nft
+    from .observe.scopes import marked_scopes
 
+    nft = Nft()
     with state_dir.lock():
-        adopted = {path: c for c, path in state_dir.load(scope).adopted.items()}
-        return observe_all(scope, adopted, Nft())
+        scopes = [scope] if scope else sorted(set(state_dir.scopes()) | marked_scopes(nft))
+        out = {}
+        for one in scopes:
+            adopted = {path: c for c, path in state_dir.load(one).adopted.items()}
+            out[one] = observe_all(one, adopted, nft)
+        return out
 
 
 def observe_all(
