@@ -95,7 +95,9 @@ def _change(action: Action, name: str, before: Any, after: Any) -> str:
         old, new = listed(before), listed(after)
         added = [f"+ {e}" for e in new if e not in old]
         removed = [f"- {e}" for e in old if e not in new]
-        return "; ".join(added + removed) or f"{name}: same entries, reordered"
+        # A hosts file is its content: the entries alone say it; other fields keep their name.
+        label = "" if isinstance(action.resource, HostsFile) else f"{name}: "
+        return label + ("; ".join(added + removed) or "same entries, reordered")
     forces = " (forces replacement)" if action.op == "replace" and name in action.resource.immutable else ""
     old_text, new_text = _pair(before, after)
     return f"{name}: {old_text} -> {new_text}{forces}"

@@ -36,7 +36,7 @@ def test_shim_routes_line_names_the_routes_added_and_removed() -> None:
     old = MacvlanShim("lan", "nrm1", "eth0", "10.0.0.4/32", routes="10.0.0.2/32,10.0.0.3/32")
     new = MacvlanShim("lan", "nrm1", "eth0", "10.0.0.4/32", routes="10.0.0.2/32,10.0.0.9/32")
     [action] = plan(state(new), state(old))
-    assert line(action) == "  ~ shim lan: + 10.0.0.9/32; - 10.0.0.3/32"
+    assert line(action) == "  ~ shim lan: routes: + 10.0.0.9/32; - 10.0.0.3/32"
 
 
 def test_replaced_route_shows_its_real_change_and_why_it_is_replaced() -> None:
