@@ -108,7 +108,8 @@ def converge(
         return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
     check = verification(desired, observed.state, scope, adopted_of(spec, previous), nft, rollback)
     # A part of the scope's spec (`keep`, from session) is not the whole desired state: not verifiable.
-    commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
+    with interrupt.changing():  # from here a first SIGINT or SIGTERM waits for the action in flight
+        commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
     return Outcome(actions, applied=True)
 
 
@@ -177,30 +178,28 @@ def commit(
     from .journal import Journal
     from .rollback import apply_verified
 
-    with interrupt.changing():
-        # Allocations are recorded before the kernel changes, so a crash never hands an address out
-        # twice; adopted namespaces stay recorded until a run succeeds, so a crashed one can still be
-        # cleaned up.
-        pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
-        if pending != previous:  # a port change allocates nothing: no write, no fsync
-            _save(state_dir, scope, pending)
-        ctx = Context(scope, nft)
-        journal = Journal(state_dir, scope)
-        try:
-            if check is None:
-                journal.note(actions)
-                execute(ctx, actions)
-                journal.clear()
-            else:
-                apply_verified(ctx, journal, actions, check)
-        except RolledBack:
-            if pending != previous:
-                _save(state_dir, scope, previous)
-            raise
-        finally:
-            ctx.close()
-        if record != pending:
-            _save(state_dir, scope, record)
+    # Allocations are recorded before the kernel changes, so a crash never hands an address out twice;
+    # adopted namespaces stay recorded until a run succeeds, so a crashed one can still be cleaned up.
+    pending = ScopeRecord(record.networks, {**previous.adopted, **record.adopted})
+    if pending != previous:  # a port change allocates nothing: no write, no fsync
+        _save(state_dir, scope, pending)
+    ctx = Context(scope, nft)
+    journal = Journal(state_dir, scope)
+    try:
+        if check is None:
+            journal.note(actions)
+            execute(ctx, actions)
+            journal.clear()
+        else:
+            apply_verified(ctx, journal, actions, check)
+    except RolledBack:
+        if pending != previous:
+            _save(state_dir, scope, previous)
+        raise
+    finally:
+        ctx.close()
+    if record != pending:
+        _save(state_dir, scope, record)
 
 
 def verification(
