@@ -1,4 +1,4 @@
-"""The daemon's desired state: one spec file, or every `*.yaml` of a directory merged into one spec.
+"""The daemon's desired state: one spec file, or every `*.yaml` and `*.yml` of a directory merged into one.
 
 A directory is typically a git checkout, so each file may hold a part of the spec: networks in one,
 containers in another. Every file is parsed on its own (so each problem names its file and line),
@@ -16,6 +16,8 @@ from ..spec import Spec
 from ..specload import FieldPath, Locate, load_spec, parse_spec_data, read_spec_text, validate_spec_data
 
 SECTIONS = ("networks", "containers", "hosts", "services")
+# Both spellings: compose users name their files `.yml`, and a file left unread is a silent deletion.
+SUFFIXES = (".yaml", ".yml")
 Parsed = tuple[dict[str, Any], Locate]
 
 
@@ -45,10 +47,16 @@ class Parses:
 
 
 def spec_files(path: Path) -> list[Path]:
-    """The files PATH stands for: itself, or its `*.yaml` files (not hidden ones: editors' temporaries)."""
+    """The files PATH stands for: itself, or its `*.yaml` and `*.yml` files (not hidden ones: editors'
+    temporaries)."""
     if not path.is_dir():
         return [path]
-    return sorted(f for f in path.glob("*.yaml") if not f.name.startswith(".") and f.is_file())
+    return sorted(f for f in path.iterdir() if is_spec_file(f) and f.is_file())
+
+
+def is_spec_file(path: Path) -> bool:
+    """A directory's spec file by its name (what the watcher follows too)."""
+    return path.suffix in SUFFIXES and not path.name.startswith(".")
 
 
 def load_specs(path: Path, parses: Parses | None = None) -> Spec:
@@ -58,7 +66,7 @@ def load_specs(path: Path, parses: Parses | None = None) -> Spec:
         return load_spec(path)
     files = spec_files(path)
     if not files:
-        raise SpecError([Problem((), "no *.yaml spec files in this directory", str(path))])
+        raise SpecError([Problem((), "no *.yaml or *.yml spec files in this directory", str(path))])
     parses = parses or Parses()
     parses.forget_except(files)
     parts: list[Parsed] = []
