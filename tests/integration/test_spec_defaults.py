@@ -90,11 +90,13 @@ def test_removing_mtu_restores_1500_and_new_containers_match(host: Host) -> None
     like_a_first_apply(host, plain)
 
 
-def test_removing_gateway_and_internal_restores_the_defaults(host: Host) -> None:
-    net = {"subnet": "10.31.0.0/24", "gateway": "10.31.0.254", "internal": True}
+def test_removing_gateway_internal_and_icc_restores_the_defaults(host: Host) -> None:
+    net = {"subnet": "10.31.0.0/24", "gateway": "10.31.0.254", "internal": True, "icc": False}
     first = spec({"back": net}, {c: {"networks": ["back"]} for c in "ab"})
     apply(host, first)
+    server = host.serve("b", 7000, "b")
     assert host.default_route("a") == []
+    assert not host.connect("a", "b", 7000, timeout=1.5).ok
     bridge = next(n for n in mtus(host) if n.startswith("nr-"))
     assert addresses(host)[bridge] == ["10.31.0.254/24"]
 
@@ -103,6 +105,8 @@ def test_removing_gateway_and_internal_restores_the_defaults(host: Host) -> None
     assert addresses(host)[bridge] == ["10.31.0.1/24"]
     assert [r["gateway"] for r in host.default_route("a")] == ["10.31.0.1"]
     assert [r["gateway"] for r in host.default_route("b")] == ["10.31.0.1"]
+    assert host.connect("a", "b", 7000).data == "b\n"
+    server.stop()  # a process holding b's namespace would keep its veth past `destroy`
     in_sync(host, plain)
     like_a_first_apply(host, plain)
 
