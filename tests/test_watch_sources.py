@@ -79,6 +79,15 @@ def test_conflicting_definitions_name_both_files(tmp_path: Path) -> None:
     ]
 
 
+def test_a_conflict_does_not_hide_the_other_problems(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(NETWORKS + "containers:\n  web: {networks: [front]}\n")
+    (tmp_path / "b.yml").write_text(APP + "  db:\n    networks: [nowhere]\n")
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'b.yml'}:3: containers.web: is defined twice: also in {tmp_path / 'a.yaml'}:6",
+        f"{tmp_path / 'b.yml'}:6: containers.db.networks.nowhere: unknown network 'nowhere'",
+    ]
+
+
 def test_files_must_name_the_same_spec(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("name: pets\n" + NETWORKS)
     (tmp_path / "b.yaml").write_text(APP)
