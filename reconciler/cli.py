@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         'for f in specs/*.yaml; do reconciler validate "$f" || exit 1; done',
     )
     v.add_argument(
-        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml files forming one spec"
+        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml/*.yml files forming one spec"
     )
 
     a = command(
@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "reconciler apply spec.yaml -o json -q               # for scripts and Ansible",
     )
     a.add_argument(
-        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml files forming one spec"
+        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml/*.yml files forming one spec"
     )
     a.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     a.add_argument(
@@ -192,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
         "reconciler watch specs/pets-overlay.yaml --host host-a   # re-reads SPEC.lock when it changes",
     )
     w.add_argument(
-        "path", metavar="PATH", help="a spec file, or a directory whose *.yaml files form one spec"
+        "path", metavar="PATH", help="a spec file, or a directory whose *.yaml and *.yml files form one spec"
     )
     w.add_argument(
         "--resync-interval",
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: str) -> Spec:
-    """A spec file, or a directory whose *.yaml files form one spec (as `watch` reads it)."""
+    """A spec file, or a directory whose *.yaml and *.yml files form one spec (as `watch` reads it)."""
     from pathlib import Path
 
     from .watch.sources import load_specs

@@ -131,13 +131,13 @@ def prepare(
     `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`)."""
     from .overlay import cluster as overlay
     from .overlay.observe import observe_overlay
-    from .parents import parent_problems, vlan_supported
+    from .parents import parent_mtus, parent_problems, vlan_supported
 
     overlay_observed = observe_overlay(scope)
     for resource in overlay_observed.resources:
         observed.state.add(resource)
     cluster = overlay.prepare(spec, scope, host, lock, overlay_observed)
-    local = overlay.local_spec(cluster)
+    local = parent_mtus(overlay.local_spec(cluster), observed.link_mtus)
     record = ipam.allocate(local, previous, _in_use(observed, state_dir, scope))
     if keep is not None:
         record.networks.update(keep.networks)
