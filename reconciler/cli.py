@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (or in sync); 1 invalid spec, refused or failed apply; 2 changes pending
 (with --exit-code); 3 another run holds the lock; 4 missing privileges; 5 failed apply whose rollback
-failed too; 130 interrupted.
+failed too (an interrupted one too); 130 interrupted by SIGINT or SIGTERM (rolled back, or not with
+--no-rollback or a second signal).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from . import __version__
 from .errors import ReconcilerError, SpecError
 
 if TYPE_CHECKING:
+    import signal
+
     from . import clusteripam, engine
     from .spec import Spec
+    from .statedir import StateDir
 
 EXIT_PENDING = 2
 
@@ -56,7 +60,9 @@ examples:
 
 exit codes: 0 ok, 1 invalid spec or failed apply, 2 changes pending (--exit-code),
             3 another run holds the lock, 4 needs root or CAP_NET_ADMIN,
-            5 failed apply whose rollback failed too (the host is partly changed)
+            5 failed apply whose rollback failed too (the host is partly changed),
+            130 interrupted (Ctrl-C or SIGTERM: the action in flight finishes, then the apply is
+                rolled back, or stops with --no-rollback; a second interrupt stops at once)
 """
 
 
@@ -119,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         'for f in specs/*.yaml; do reconciler validate "$f" || exit 1; done',
     )
     v.add_argument(
-        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml files forming one spec"
+        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml/*.yml files forming one spec"
     )
 
     a = command(
@@ -131,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "reconciler apply spec.yaml -o json -q               # for scripts and Ansible",
     )
     a.add_argument(
-        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml files forming one spec"
+        "spec", metavar="SPEC", help="YAML spec file, or a directory of *.yaml/*.yml files forming one spec"
     )
     a.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     a.add_argument(
@@ -168,12 +174,13 @@ def _parser() -> argparse.ArgumentParser:
 
     s = command(
         "show",
-        "show the managed state observed on this host",
+        "show the managed state observed on this host: every scope, or SPEC's",
+        "reconciler show                              # every scope on this host",
         "reconciler show spec.yaml",
         "reconciler show spec.yaml -o json | jq .containers",
     )
     s.add_argument(
-        "spec", metavar="SPEC", nargs="?", help="YAML spec file: show its scope (default scope otherwise)"
+        "spec", metavar="SPEC", nargs="?", help="YAML spec file: show its scope (every scope otherwise)"
     )
     output(s)
     state_dir(s)
@@ -185,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
         "reconciler watch specs/pets-overlay.yaml --host host-a   # re-reads SPEC.lock when it changes",
     )
     w.add_argument(
-        "path", metavar="PATH", help="a spec file, or a directory whose *.yaml files form one spec"
+        "path", metavar="PATH", help="a spec file, or a directory whose *.yaml and *.yml files form one spec"
     )
     w.add_argument(
         "--resync-interval",
@@ -266,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: str) -> Spec:
-    """A spec file, or a directory whose *.yaml files form one spec (as `watch` reads it)."""
+    """A spec file, or a directory whose *.yaml and *.yml files form one spec (as `watch` reads it)."""
     from pathlib import Path
 
     from .watch.sources import load_specs
@@ -309,24 +316,61 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2) if args.output == "json" else _show_text(result))
         return 0
     spec = _load(args.spec)
-    from . import progress, term
-
     lock = _read_lock(args.spec, spec) if args.command == "apply" else None
-
-    with progress.listening(term.progress_bar(args.quiet)):
-        outcome = engine.reconcile(
-            spec,
-            state_dir,
-            dry_run=args.dry_run,
-            destroy=args.command == "destroy",
-            host=getattr(args, "host", None),
-            lock=lock,
-            rollback=not args.no_rollback,
-        )
+    outcome = _reconcile(args, spec, state_dir, lock)
     _print_plan(outcome, args.output)
     if getattr(args, "exit_code", False) and outcome.actions:
         return EXIT_PENDING
     return 0
+
+
+def _reconcile(
+    args: argparse.Namespace, spec: Spec, state_dir: StateDir, lock: clusteripam.Allocation | None
+) -> engine.Outcome:
+    """`apply` or `destroy`, with SIGINT and SIGTERM handled as interrupt.py describes."""
+    from . import engine, interrupt, progress, term
+    from .errors import Interrupted, InterruptedRolledBack
+
+    bar = term.progress_bar(args.quiet)
+
+    def announce(signum: signal.Signals, rolling_back: bool) -> None:
+        if bar is not None:
+            bar.done()
+        then = "then stopping" if args.no_rollback else "then rolling back"
+        doing = "finishing the rollback" if rolling_back else f"finishing the action in flight, {then}"
+        print(f"{signum.name} received: {doing}; interrupt again to stop at once", file=sys.stderr)
+
+    with progress.listening(bar), interrupt.handled(announce):
+        try:
+            outcome = engine.reconcile(
+                spec,
+                state_dir,
+                dry_run=args.dry_run,
+                destroy=args.command == "destroy",
+                host=getattr(args, "host", None),
+                lock=lock,
+                rollback=not args.no_rollback,
+            )
+        except KeyboardInterrupt:
+            if interrupt.received() is None:
+                raise Interrupted("interrupted: nothing was changed") from None
+            raise Interrupted(
+                "interrupted again: stopped at once, not rolled back; the host is partly changed\n"
+                + _next_step(args, finish=True)
+            ) from None
+        except (Interrupted, InterruptedRolledBack) as e:
+            finish = not isinstance(e, InterruptedRolledBack)
+            raise type(e)(f"{e}\n{_next_step(args, finish=finish)}") from e
+        if (signum := interrupt.received()) is not None:
+            print(f"{signum.name} came after the last change: the {args.command} completed", file=sys.stderr)
+    return outcome
+
+
+def _next_step(args: argparse.Namespace, *, finish: bool) -> str:
+    again = f"reconciler {args.command} {args.spec}"
+    if finish:
+        return f"to finish the {args.command}: {again} (to see what remains: {again} --dry-run)"
+    return f"to {args.command} again: {again}"
 
 
 def _read_lock(path: str, spec: Spec) -> clusteripam.Allocation | None:

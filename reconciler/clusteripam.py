@@ -117,6 +117,8 @@ def _allocate_network(spec: Spec, name: str, locked: OverlayAllocation | None) -
     if locked is not None and locked.subnet != str(subnet):
         locked = None  # a new subnet: every old address is void
     members = wanted(spec, name)
+    # A locked address outside an ip_range added since moves into it, as a first allocation would.
+    pool = net.ip_range or subnet
     result: dict[tuple[str, str], IPv4] = {}
     gw = gateway(net, subnet)
     used = {gw} if gw is not None else set()
@@ -131,10 +133,9 @@ def _allocate_network(spec: Spec, name: str, locked: OverlayAllocation | None) -
                 old = locked.group(group).get(n)
                 if (group, n) not in result and old is not None:
                     addr = IPv4(old)
-                    if addr in subnet and addr not in used and _usable(addr, subnet):
+                    if addr in pool and addr not in used and _usable(addr, subnet):
                         result[(group, n)] = addr
                         used.add(addr)
-    pool = net.ip_range or subnet
     taken = {int(a) for a in used} | {int(subnet.network_address), int(subnet.broadcast_address)}
     # Sorted, so the outcome does not depend on the order endpoints are written in the spec.
     for group, n in sorted((g, n) for g, ns in members.items() for n in ns if (g, n) not in result):

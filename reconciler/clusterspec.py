@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .errors import Problem
 from .names import derived_vni
-from .spec import ServicePort, Spec
+from .spec import Broken, ServicePort, Spec
 
 # The name the single implicit host goes by (in the lock file) when the spec declares no hosts.
 IMPLICIT_HOST = "local"
@@ -33,8 +33,9 @@ def host_names(spec: Spec) -> list[str]:
     return list(spec.hosts) or [IMPLICIT_HOST]
 
 
-def cluster_problems(spec: Spec) -> list[Problem]:
-    return [*_overlay_problems(spec), *_host_problems(spec), *_service_problems(spec)]
+def cluster_problems(spec: Spec, broken: Broken) -> list[Problem]:
+    """`broken`: what failed the shape checks; a reference to it is not reported again."""
+    return [*_overlay_problems(spec), *_host_problems(spec, broken), *_service_problems(spec, broken)]
 
 
 def _overlay_problems(spec: Spec) -> list[Problem]:
@@ -69,7 +70,7 @@ def _overlay_problems(spec: Spec) -> list[Problem]:
     return out
 
 
-def _host_problems(spec: Spec) -> list[Problem]:
+def _host_problems(spec: Spec, broken: Broken) -> list[Problem]:
     out: list[Problem] = []
     seen: dict[str, str] = {}
     for name, host in spec.hosts.items():
@@ -83,13 +84,13 @@ def _host_problems(spec: Spec) -> list[Problem]:
         at = ("containers", cname, "host")
         if ctr.host is None and spec.hosts:
             out.append(Problem(at, "a spec with hosts must say which host each container runs on"))
-        elif ctr.host is not None and ctr.host not in spec.hosts:
+        elif ctr.host is not None and ctr.host not in spec.hosts and not broken.hides("hosts", ctr.host):
             known = ", ".join(spec.hosts) or "none declared"
             out.append(Problem(at, f"unknown host {ctr.host!r} (hosts: {known})"))
     return out
 
 
-def _service_problems(spec: Spec) -> list[Problem]:
+def _service_problems(spec: Spec, broken: Broken) -> list[Problem]:
     out: list[Problem] = []
     published: dict[tuple[str, int], str] = {}
     for cname, ctr in spec.containers.items():
@@ -97,17 +98,21 @@ def _service_problems(spec: Spec) -> list[Problem]:
             published.setdefault((pm.protocol, pm.host_port), f"container {cname}")
     for sname, svc in spec.services.items():
         at = ("services", sname)
-        if sname in spec.containers:
+        if sname in spec.containers or sname in broken.named("containers"):
             out.append(
                 Problem(at, f"service {sname} has the name of a container: names must resolve to one address")
             )
         net = spec.networks.get(svc.network)
-        if net is None or net.driver != "overlay":
+        # A network that failed its own checks is not also reported here.
+        unknown = net is None and not broken.hides("networks", svc.network)
+        if unknown or (net is not None and net.driver != "overlay"):
             out.append(Problem((*at, "network"), f"{svc.network!r} is not an overlay network of this spec"))
         if not svc.backends:
             out.append(Problem((*at, "backends"), "a service needs at least one backend"))
         for index, backend in enumerate(svc.backends):
             member = spec.containers.get(backend)
+            if member is None and broken.hides("containers", backend):
+                continue
             if member is None:
                 out.append(Problem((*at, "backends", index), f"unknown container {backend!r}"))
             elif svc.network not in member.attachments():

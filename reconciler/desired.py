@@ -13,6 +13,11 @@ from .model import Bridge, HostsFile, Iface, MacvlanShim, Netns, Route, State, S
 from .spec import Network, Spec
 from .statedir import ScopeRecord
 
+# An omitted `mtu` is the driver's default, whatever an earlier spec set: Docker's for a bridge
+# network (the kernel's for a new bridge or veth). Overlay networks get theirs from the underlay
+# (overlay.cluster.local_spec), macvlan ones from their parent (parents.parent_mtus).
+BRIDGE_MTU = 1500
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -61,7 +66,7 @@ def desired_state(
             continue
         subnet = ipaddress.IPv4Network(record.networks[name].subnet)
         gw = gateway(net, subnet)
-        state.add(Bridge(name, names.bridge_ifname(scope, name), f"{gw}/{subnet.prefixlen}", net.mtu))
+        state.add(Bridge(name, names.bridge_ifname(scope, name), f"{gw}/{subnet.prefixlen}", _mtu(net)))
     for c, ctr in spec.containers.items():
         path = ctr.netns or names.netns_path(c)
         state.add(Netns(c, path, adopted=ctr.netns is not None))
@@ -111,8 +116,12 @@ def _iface(scope: str, net: Network, record: ScopeRecord, ep: Endpoint, path: st
         bridge=names.bridge_ifname(scope, ep.network),
         address=address,
         mac=mac,
-        mtu=net.mtu,
+        mtu=_mtu(net),
     )
+
+
+def _mtu(net: Network) -> int:
+    return BRIDGE_MTU if net.mtu is None else net.mtu
 
 
 def _macvlan_host(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .model import (
     KIND_RANK,
@@ -40,7 +40,17 @@ class Action:
     op: Op
     resource: Resource  # desired for create/change/replace; observed for delete
     before: Resource | None = None
+    # What the executor must redo: the differing fields, and the one a cascade adds (a route's `dev`
+    # when its interface goes), whose value may be equal on both sides.
     fields: tuple[str, ...] = ()
+    cause: str = ""  # for a cascade: the change elsewhere that forces this one ("netns web is replaced")
+
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """field -> (before, after) for the fields whose values really differ."""
+        if self.before is None:
+            return {}
+        before, after = self.before.attrs(), self.resource.attrs()
+        return {f: (before.get(f), after.get(f)) for f in self.fields if before.get(f) != after.get(f)}
 
 
 def plan(desired: State, observed: State) -> list[Action]:
@@ -70,17 +80,18 @@ def _someone_elses(res: Resource) -> bool:
 def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict[Key, Action]) -> None:
     replaced = {k for k, a in actions.items() if a.op in ("replace", "delete")}
     created = {k for k, a in actions.items() if a.op == "create"} | replaced
-    lost_devs = {
-        (res.container, res.ifname)
-        for k, res in {**have, **want}.items()
-        if isinstance(res, Iface) and (k in replaced or ("vlan", res.parent or "") in replaced)
-    }
+    lost_devs: dict[tuple[str, str], str] = {}
+    for k, res in {**have, **want}.items():
+        if isinstance(res, Iface) and k in replaced:
+            lost_devs[res.container, res.ifname] = _because(actions[k])
+        elif isinstance(res, Iface) and ("vlan", res.parent or "") in replaced:
+            lost_devs[res.container, res.ifname] = _because(actions["vlan", res.parent or ""])
     # A new address flushes the old one, and the kernel drops the routes through it with it.
-    lost_routes = lost_devs | {
-        (a.resource.container, a.resource.ifname)
+    lost_routes = {
+        (a.resource.container, a.resource.ifname): f"iface {a.resource.id} changes address"
         for a in actions.values()
         if isinstance(a.resource, Iface) and a.op == "change" and "address" in a.fields
-    }
+    } | lost_devs
     for key, res in want.items():
         current = actions.get(key)
         if current is not None and current.op != "change":
@@ -88,21 +99,25 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
         old = have[key]
         fields = current.fields if current else ()
         if isinstance(res, Iface) and ("netns", res.container) in replaced:
-            actions[key] = Action("replace", res, old, (*fields, "netns"))
+            cause = _because(actions["netns", res.container])
+            actions[key] = Action("replace", res, old, (*fields, "netns"), cause)
         elif isinstance(res, (Iface, MacvlanShim)) and ("vlan", res.parent or "") in replaced:
             # The kernel deletes macvlan children with their parent.
-            actions[key] = Action("replace", res, old, (*fields, "parent"))
+            cause = _because(actions["vlan", res.parent or ""])
+            actions[key] = Action("replace", res, old, (*fields, "parent"), cause)
         elif (
             isinstance(res, Iface | Vxlan) and ("bridge", res.network) in replaced and "bridge" not in fields
         ):
-            actions[key] = Action("change", res, old, (*fields, "bridge"))
+            cause = _because(actions["bridge", res.network])
+            actions[key] = Action("change", res, old, (*fields, "bridge"), cause)
         elif isinstance(res, Fdb | Neigh) and ("vxlan", res.network) in replaced:
             # A VXLAN device's FDB and neighbour entries go with it.
             actions[key] = Action("create", res)
-        elif isinstance(res, Route) and (
-            ("netns", res.container) in replaced or (res.container, res.dev) in lost_routes
-        ):
-            actions[key] = Action("replace", res, old, (*fields, "dev"))
+        elif isinstance(res, Route) and ("netns", res.container) in replaced:
+            cause = _because(actions["netns", res.container])
+            actions[key] = Action("replace", res, old, (*fields, "dev"), cause)
+        elif isinstance(res, Route) and (res.container, res.dev) in lost_routes:
+            actions[key] = Action("replace", res, old, (*fields, "dev"), lost_routes[res.container, res.dev])
         elif isinstance(res, NftElement) and ("nft-table", f"{res.family} {res.table}") in created:
             actions[key] = Action("create", res)
     # Elements of a table that is deleted or replaced go with it.
@@ -111,6 +126,11 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
         table = ("nft-table", f"{res.family} {res.table}") if isinstance(res, NftElement) else None
         if action.op == "delete" and table in replaced:
             del actions[key]
+
+
+def _because(action: Action) -> str:
+    done = {"create": "created", "replace": "replaced", "delete": "deleted", "change": "changed"}[action.op]
+    return f"{action.resource.kind} {action.resource.id} is {done}"
 
 
 def ordered(actions: Iterable[Action]) -> list[Action]:

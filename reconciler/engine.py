@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import ipam, names, progress
+from . import interrupt, ipam, names, progress
 from .clusteripam import Allocation
 from .desired import desired_state
 from .diff import Action, conflicts, plan
@@ -65,10 +65,13 @@ def reconcile(
         spec, host, lock = Spec(version=1, name=spec.name), None, None
     with state_dir.lock():
         nft = Nft()
+        journal = Journal(state_dir, scope)
         if not dry_run:
-            Journal(state_dir, scope).recover()  # what a crashed run created but had not marked yet
+            journal.recover()  # what a crashed run created but had not marked yet
         progress.phase("observing the host")
         observed = observe(scope, adopted_of(spec, state_dir.load(scope)), nft)
+        if dry_run:
+            journal.excuse(observed)
         return converge(
             spec, state_dir, observed, nft, dry_run=dry_run, host=host, lock=lock, rollback=rollback
         )
@@ -106,7 +109,8 @@ def converge(
         return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
     check = verification(desired, observed.state, scope, adopted_of(spec, previous), nft, rollback)
     # A part of the scope's spec (`keep`, from session) is not the whole desired state: not verifiable.
-    notices = commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
+    with interrupt.changing():  # from here a first SIGINT or SIGTERM waits for the action in flight
+        notices = commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
     return Outcome(actions, applied=True, notices=notices)
 
 
@@ -128,13 +132,13 @@ def prepare(
     `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`)."""
     from .overlay import cluster as overlay
     from .overlay.observe import observe_overlay
-    from .parents import parent_problems, vlan_supported
+    from .parents import parent_mtus, parent_problems, vlan_supported
 
     overlay_observed = observe_overlay(scope)
     for resource in overlay_observed.resources:
         observed.state.add(resource)
     cluster = overlay.prepare(spec, scope, host, lock, overlay_observed)
-    local = overlay.local_spec(cluster)
+    local = parent_mtus(overlay.local_spec(cluster), observed.link_mtus)
     record = ipam.allocate(local, previous, _in_use(observed, state_dir, scope))
     if keep is not None:
         record.networks.update(keep.networks)
@@ -169,7 +173,8 @@ def commit(
     check: Verification | None = None,
 ) -> list[str]:
     """Carry out a plan under the lock the caller holds, recording allocations around it; with `check`,
-    verify the result and roll back on failure (rollback.py). Returns the apply's notices."""
+    verify the result and roll back on failure or interrupt (rollback.py, interrupt.py). Returns the
+    apply's notices."""
     from .apply import execute
     from .apply.context import Context
     from .journal import Journal
@@ -210,13 +215,19 @@ def verification(
     return Verification(desired, snapshot, lambda: observe_all(scope, adopted, nft).state, rollback)
 
 
-def snapshot(scope: str, state_dir: StateDir) -> Observed:
-    """The scope's observed state, for `show`."""
+def snapshot(state_dir: StateDir, scope: str | None = None) -> dict[str, Observed]:
+    """Observed state for `show`: of `scope`, or of every scope with records or marked objects here."""
     from .nft import Nft
+    from .observe.scopes import marked_scopes
 
+    nft = Nft()
     with state_dir.lock():
-        adopted = {path: c for c, path in state_dir.load(scope).adopted.items()}
-        return observe_all(scope, adopted, Nft())
+        scopes = [scope] if scope else sorted(set(state_dir.scopes()) | marked_scopes(nft))
+        out = {}
+        for one in scopes:
+            adopted = {path: c for c, path in state_dir.load(one).adopted.items()}
+            out[one] = observe_all(one, adopted, nft)
+        return out
 
 
 def observe_all(

@@ -60,6 +60,18 @@ class RolledBack(ApplyFailed):
     """An apply failed and was rolled back: the host is as it was before it."""
 
 
+class Interrupted(ApplyFailed):
+    """SIGINT or SIGTERM stopped an apply; not rolled back (--no-rollback, or a second signal)."""
+
+    exit_code = 130
+
+
+class InterruptedRolledBack(RolledBack):
+    """SIGINT or SIGTERM stopped an apply, and it was rolled back: the host is as it was before it."""
+
+    exit_code = 130
+
+
 class RollbackFailed(ApplyFailed):
     """An apply failed and so did its rollback: the host is partly changed."""
 

@@ -3,6 +3,10 @@
 Allocation is a pure function of the spec, the previous record and the prefixes already in use, so
 the plan can show addresses before anything is written. Order of precedence for an address: the
 spec's static address, then the container's recorded address, then the first free one.
+
+A recorded allocation is kept only while the allocator could have made it for the spec as it is now:
+a subnet of the default pools, an address inside the network's ip_range. A subnet or an ip_range the
+spec no longer sets does not linger: the result is what a first apply of the spec would choose.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ def default_pools() -> Iterator[IPv4Net]:
     yield from IPv4Net("192.168.0.0/16").subnets(new_prefix=20)
 
 
+_POOLS = frozenset(default_pools())
+
+
 def gateway(net: Network, subnet: IPv4Net) -> IPv4 | None:
     """A bridge network always has one (default: the first address); a macvlan one only when given."""
     if net.gateway is not None or net.driver == "macvlan":
@@ -43,7 +50,8 @@ def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeR
     # Recorded subnets first: a network declared before an existing one must not take its subnet.
     for name in spec.networks:
         old_subnet = IPv4Net(previous.networks[name].subnet) if name in previous.networks else None
-        if name not in subnets and old_subnet and not any(old_subnet.overlaps(t) for t in taken):
+        # Only one the pools would give: a subnet the spec set before it dropped the key does not linger.
+        if name not in subnets and old_subnet in _POOLS and not any(old_subnet.overlaps(t) for t in taken):
             subnets[name] = old_subnet
             taken.append(old_subnet)
     record = ScopeRecord(adopted={c: ctr.netns for c, ctr in spec.containers.items() if ctr.netns})
@@ -76,14 +84,15 @@ def _addresses(spec: Spec, name: str, net: Network, subnet: IPv4Net, old: dict[s
         if att.ipv4_address is not None:
             result[c] = att.ipv4_address
             used.add(att.ipv4_address)
+    pool = net.ip_range or subnet
     for c in members:
         if c in result or c not in old:
             continue
         addr = IPv4(old[c])
-        if addr not in used and addr in subnet:
+        if addr not in used and addr in pool:
             result[c] = addr
             used.add(addr)
-    free = _free(net.ip_range or subnet, subnet, used)
+    free = _free(pool, subnet, used)
     for c in members:
         if c not in result:
             found = next(free, None)

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import names, netns
 from .diff import Action
 from .model import Bridge, Iface, MacvlanShim, Netns, Vlan
+from .observe import Observed
 from .rtnl import NetlinkError, Rtnl
 from .statedir import StateDir, write_json
 
@@ -84,6 +85,13 @@ class Journal:
             netns.delete(path)
             removed.append(f"netns {path}")
         return removed
+
+    def excuse(self, observed: Observed) -> None:
+        """A dry run recovers nothing: the unmarked objects of journaled names, which the apply's
+        recovery deletes first, are no foreign objects to refuse (the plan creates them anew)."""
+        entries = self._read()
+        observed.foreign_links -= set(entries.get("links", []))
+        observed.foreign_netns -= set(entries.get("netns", []))
 
     def clear(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -34,6 +34,14 @@ class Nft:
         )
         return objects
 
+    def table_names(self) -> set[str]:
+        """The names of every table on the host, of every family."""
+        rc, out, err = self._nft.json_cmd({"nftables": [{"list": {"tables": None}}]})
+        if rc != 0:
+            raise ApplyFailed(f"nft list tables: {err.strip()}")
+        objects = json.loads(out)["nftables"] if isinstance(out, str) else out["nftables"]
+        return {obj["table"]["name"] for obj in objects if "table" in obj}
+
     def transaction(self, commands: list[dict[str, Any]]) -> None:
         if not commands:
             return

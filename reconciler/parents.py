@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from . import netns
 from .model import Bridge, State, Vlan
@@ -46,6 +46,21 @@ def parent_problems(
                     "lacks 802.1Q VLAN support (module 8021q); load 8021q or create the interface yourself"
                 )
     return out
+
+
+def parent_mtus(spec: Spec, link_mtus: Mapping[str, int]) -> Spec:
+    """A macvlan network without `mtu` has its parent's MTU (a VLAN parent still to be created: its
+    base's), as a fresh apply gives it. Set, not left to the kernel: a child keeps an MTU an earlier
+    spec gave it, and follows its parent's changes only downwards."""
+    networks = dict(spec.networks)
+    for name, net in spec.networks.items():
+        if net.driver != "macvlan" or net.mtu is not None or net.parent is None:
+            continue
+        vlan = net.vlan()
+        mtu = link_mtus.get(net.parent) or (link_mtus.get(vlan[0]) if vlan else None)
+        if mtu:
+            networks[name] = net.model_copy(update={"mtu": mtu})
+    return spec.model_copy(update={"networks": networks})
 
 
 def vlan_supported() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .diff import Action, summary
@@ -21,6 +22,9 @@ from .model import (
 from .overlay.model import Fdb, Neigh, Vxlan
 
 SIGNS = {"create": "  +", "change": "  ~", "replace": "-/+", "delete": "  -"}
+# A changed value longer than this is shown cut around its first difference, with CONTEXT before it.
+SHORT = 60
+CONTEXT = 12
 
 
 def nft_value(value: Any) -> str:
@@ -71,19 +75,61 @@ def _title(res: Resource) -> str:
 
 
 def line(action: Action) -> str:
+    """One plan line: what is created or deleted, or the fields that change (and which of them forces
+    the replacement), and for a cascade the change elsewhere that causes it."""
     res = action.resource
     head = f"{SIGNS[action.op]} {_title(res)}"
-    if action.op in ("change", "replace") and action.before is not None:
-        before, after = action.before.attrs(), res.attrs()
-        changes = ", ".join(f"{f}: {_short(before.get(f))} -> {_short(after.get(f))}" for f in action.fields)
-        return f"{head}: {changes}"
-    text = describe(res)
+    changes = action.changes()
+    if changes:
+        text = ", ".join(_change(action, f, before, after) for f, (before, after) in changes.items())
+    else:
+        text = describe(res)
+    if action.cause:
+        text = f"{text} (because {action.cause})".lstrip()
     return f"{head}: {text}" if text else head
 
 
-def _short(value: Any) -> str:
-    text = str(value) if value not in (None, "") else "(none)"
-    return text if len(text) <= 60 else f"{text[:24]}...({len(text)} chars)"
+def _change(action: Action, name: str, before: Any, after: Any) -> str:
+    listed = _entries(action.resource, name)
+    if listed is not None:
+        old, new = listed(before), listed(after)
+        added = [f"+ {e}" for e in new if e not in old]
+        removed = [f"- {e}" for e in old if e not in new]
+        # A hosts file is its content: the entries alone say it; other fields keep their name.
+        label = "" if isinstance(action.resource, HostsFile) else f"{name}: "
+        return label + ("; ".join(added + removed) or "same entries, reordered")
+    forces = " (forces replacement)" if action.op == "replace" and name in action.resource.immutable else ""
+    old_text, new_text = _pair(before, after)
+    return f"{name}: {old_text} -> {new_text}{forces}"
+
+
+def _entries(res: Resource, name: str) -> Callable[[Any], list[str]] | None:
+    """How to split a field that holds a list (a hosts file's lines, a shim's routes), so that a plan
+    line names the entries that come and go instead of two long texts."""
+    if isinstance(res, HostsFile) and name == "content":
+        return lambda text: [
+            " ".join(ln.split()) for ln in (text or "").splitlines() if ln.strip() and not ln.startswith("#")
+        ]
+    if isinstance(res, MacvlanShim) and name == "routes":
+        return lambda text: [r for r in (text or "").split(",") if r]
+    return None
+
+
+def _pair(before: Any, after: Any) -> tuple[str, str]:
+    """Both values as text, shortened around where they differ, so that the two never read the same."""
+    old, new = (str(v) if v not in (None, "") else "(none)" for v in (before, after))
+    if len(old) <= SHORT and len(new) <= SHORT:
+        return old, new
+    start = 0
+    while start < min(len(old), len(new)) and old[start] == new[start]:
+        start += 1
+    start = max(0, start - CONTEXT)
+    return _cut(old, start), _cut(new, start)
+
+
+def _cut(text: str, start: int) -> str:
+    part = text[start : start + SHORT]
+    return ("..." if start else "") + part + ("..." if start + SHORT < len(text) else "")
 
 
 def text_plan(actions: list[Action]) -> str:
@@ -92,18 +138,27 @@ def text_plan(actions: list[Action]) -> str:
     s = summary(actions)
     lines = [line(a) for a in actions]
     lines.append("")
-    lines.append(f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy.")
+    total = f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy"
+    replaced = sum(a.op == "replace" for a in actions)
+    if replaced:  # Terraform's counting, said, so that the numbers add up to the lines above
+        which = "1 replacement" if replaced == 1 else f"{replaced} replacements"
+        total += f" ({which} (-/+), each counted once to add and once to destroy)"
+    lines.append(total + ".")
     return "\n".join(lines)
 
 
 def json_plan(actions: list[Action]) -> dict[str, Any]:
+    """`fields` and `changes`: what really differs, with its values before and after; `because`: the
+    change elsewhere that forces a cascaded action. `before`/`after`: the whole objects."""
     return {
         "actions": [
             {
                 "op": a.op,
                 "kind": a.resource.kind,
                 "id": a.resource.id,
-                "fields": list(a.fields),
+                "fields": list(a.changes()),
+                "changes": {f: {"before": b, "after": v} for f, (b, v) in a.changes().items()},
+                **({"because": a.cause} if a.cause else {}),
                 "before": _before(a),
                 "after": None if a.op == "delete" else a.resource.describe(),
             }

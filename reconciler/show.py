@@ -1,4 +1,8 @@
-"""`reconciler show`: the observed managed state, shaped like the spec (Ansible's `gathered`)."""
+"""`reconciler show`: the observed managed state, shaped like the spec (Ansible's `gathered`).
+
+With a spec, its scope (`{"scope": ..., "networks": ..., "containers": ..., "nftables": ...}`);
+without one, every scope that has records or marked objects on this host (`{"scopes": {NAME: ...}}`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import ipaddress
 from typing import Any
 
 from . import engine
-from .model import Bridge, Iface, MacvlanShim, Netns, NftElement, Route
+from .model import Bridge, Iface, MacvlanShim, Netns, NftElement, Route, State
 from .overlay.model import Fdb, Neigh, Vxlan
 from .render import nft_value
 from .spec import Spec
@@ -14,8 +18,14 @@ from .statedir import StateDir
 
 
 def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
-    scope = engine.scope_of(spec) if spec else "default"
-    observed = engine.snapshot(scope, state_dir).state
+    if spec is not None:
+        scope = engine.scope_of(spec)
+        return {"scope": scope, **gathered(engine.snapshot(state_dir, scope)[scope].state)}
+    return {"scopes": {s: gathered(o.state) for s, o in engine.snapshot(state_dir).items()}}
+
+
+def gathered(observed: State) -> dict[str, Any]:
+    """One scope's networks, containers and nft set elements."""
     networks: dict[str, Any] = {}
     containers: dict[str, Any] = {}
     nft: dict[str, list[str]] = {}
@@ -27,23 +37,15 @@ def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
                 entry.update(subnet=str(iface.network), gateway=str(iface.ip))
             networks.setdefault(res.network, {}).update(entry)
         elif isinstance(res, MacvlanShim):
-            networks[res.network] = {"host_shim": res.ifname, "parent": res.parent, "address": res.address}
+            networks.setdefault(res.network, {}).update(
+                driver="macvlan", host_shim=res.ifname, parent=res.parent, address=res.address
+            )
         elif isinstance(res, Netns):
             containers.setdefault(res.container, {"interfaces": []}).update(
                 netns=res.path, adopted=res.adopted
             )
         elif isinstance(res, Iface):
-            containers.setdefault(res.container, {"interfaces": []})["interfaces"].append(
-                {
-                    "ifname": res.ifname,
-                    "network": res.network,
-                    "address": res.address,
-                    "mac": res.mac,
-                    "host_ifname": res.host_ifname,
-                    "bridge": res.bridge,
-                    **({"parent": res.parent, "mode": res.mode} if res.parent else {}),
-                }
-            )
+            _iface(res, containers, networks)
         elif isinstance(res, Route):
             containers.setdefault(res.container, {"interfaces": []})["default_route"] = res.gateway
         elif isinstance(res, Vxlan):
@@ -60,23 +62,41 @@ def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
             nft.setdefault(f"{res.family} {res.table} {res.set}", []).append(nft_value(res.value))
     for c in containers.values():
         c["interfaces"].sort(key=lambda i: i["ifname"])
-    return {"scope": scope, "networks": networks, "containers": containers, "nftables": nft}
+    return {"networks": networks, "containers": containers, "nftables": nft}
+
+
+def _iface(res: Iface, containers: dict[str, Any], networks: dict[str, Any]) -> None:
+    containers.setdefault(res.container, {"interfaces": []})["interfaces"].append(
+        {
+            "ifname": res.ifname,
+            "network": res.network,
+            "address": res.address,
+            "mac": res.mac,
+            "host_ifname": res.host_ifname,
+            "bridge": res.bridge,
+            **({"parent": res.parent, "mode": res.mode} if res.parent else {}),
+        }
+    )
+    if res.parent:
+        # A macvlan network has no host object of its own (unless host_access): its members show it.
+        net = networks.setdefault(res.network, {})
+        net.update(driver="macvlan", parent=res.parent, mode=res.mode)
+        if res.address and "subnet" not in net:
+            net["subnet"] = str(ipaddress.IPv4Interface(res.address.split(",")[0]).network)
 
 
 def text(result: dict[str, Any]) -> str:
-    lines = [f"scope {result['scope']}"]
+    if "scopes" not in result:
+        return "\n".join(_scope_lines(result["scope"], result))
+    if not result["scopes"]:
+        return "no managed state on this host"
+    return "\n\n".join("\n".join(_scope_lines(s, v)) for s, v in sorted(result["scopes"].items()))
+
+
+def _scope_lines(scope: str, result: dict[str, Any]) -> list[str]:
+    lines = [f"scope {scope}"]
     for name, net in sorted(result["networks"].items()):
-        if "host_shim" in net:
-            lines.append(f"network {name}: host shim {net['host_shim']} {net['address']} on {net['parent']}")
-            continue
-        lines.append(
-            f"network {name}: bridge {net.get('bridge', '(missing)')} {net.get('subnet', '')} "
-            f"gateway {net.get('gateway', '-')}"
-        )
-        if "vxlan" in net:
-            lines.append(f"  vxlan {net['vxlan']} vni {net['vni']} local {net['vtep'] or '(any)'}")
-        for mac, entry in sorted(net.get("remote", {}).items()):
-            lines.append(f"  remote {entry.get('ip', '?')} {mac} via {entry.get('vtep', '(no FDB entry)')}")
+        lines.extend(_network_lines(name, net))
     for name, ctr in sorted(result["containers"].items()):
         lines.append(f"container {name}: {ctr.get('netns', '(namespace missing)')}")
         for i in ctr["interfaces"]:
@@ -86,4 +106,22 @@ def text(result: dict[str, Any]) -> str:
             lines.append(f"  default via {ctr['default_route']}")
     for set_name, values in sorted(result["nftables"].items()):
         lines.append(f"nft {set_name}: {', '.join(sorted(values))}")
-    return "\n".join(lines)
+    return lines
+
+
+def _network_lines(name: str, net: dict[str, Any]) -> list[str]:
+    if net.get("driver") == "macvlan":
+        head = f"network {name}: macvlan {net.get('mode') or ''} on {net['parent']} {net.get('subnet', '')}"
+        lines = [" ".join(head.split())]
+        if "host_shim" in net:
+            lines.append(f"  host shim {net['host_shim']} {net['address']}")
+        return lines
+    lines = [
+        f"network {name}: bridge {net.get('bridge', '(missing)')} {net.get('subnet', '')} "
+        f"gateway {net.get('gateway', '-')}"
+    ]
+    if "vxlan" in net:
+        lines.append(f"  vxlan {net['vxlan']} vni {net['vni']} local {net['vtep'] or '(any)'}")
+    for mac, entry in sorted(net.get("remote", {}).items()):
+        lines.append(f"  remote {entry.get('ip', '?')} {mac} via {entry.get('vtep', '(no FDB entry)')}")
+    return lines

@@ -11,7 +11,17 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from .errors import Problem
 
@@ -30,12 +40,16 @@ IP = ipaddress.IPv4Address
 
 
 def _check_name(value: str, what: str) -> str:
-    if not NAME_RE.match(value) or ".." in value:
+    if not valid_name(value):
         raise ValueError(
             f"invalid {what} name {value!r}: use 1-63 letters, digits, '_', '.', '-', "
             "starting with a letter or digit, without '..'"
         )
     return value
+
+
+def valid_name(value: object) -> bool:
+    return isinstance(value, str) and bool(NAME_RE.match(value)) and ".." not in value
 
 
 def _dotted_only(value: object) -> object:
@@ -156,30 +170,34 @@ def parse_port(text: str) -> list[PortMapping]:
 _NO_OPTIONS = Attachment()
 
 
+def _port_is_text(value: object) -> object:
+    if isinstance(value, int):
+        raise ValueError(
+            f"port mapping {value} is a number: quote it "
+            "(YAML 1.1 reads an unquoted '8000:50' as a base-60 number)"
+        )
+    return value
+
+
+def _port(text: str) -> str:
+    parse_port(text)
+    return text
+
+
+def _service_port(text: str) -> str:
+    parse_service_port(text)
+    return text
+
+
+# Checked one by one, so that a problem names the mapping's own line.
+PortText = Annotated[str, BeforeValidator(_port_is_text), AfterValidator(_port)]
+
+
 class Container(_Model):
     networks: list[str] | dict[str, Attachment | None] = []
-    ports: list[str] = []
+    ports: list[PortText] = []
     netns: str | None = None
     host: str | None = None  # the cluster host it runs on (a key of `hosts`)
-
-    @field_validator("ports", mode="before")
-    @classmethod
-    def _ports_are_strings(cls, v: object) -> object:
-        if isinstance(v, list):
-            for item in v:
-                if isinstance(item, int):
-                    raise ValueError(
-                        f"port mapping {item} is a number: quote it (YAML 1.1 reads an unquoted "
-                        "'8000:50' as a base-60 number)"
-                    )
-        return v
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v: list[str]) -> list[str]:
-        for text in v:
-            parse_port(text)
-        return v
 
     @field_validator("netns")
     @classmethod
@@ -233,14 +251,7 @@ def parse_service_port(text: str) -> ServicePort:
 class Service(_Model):
     network: str
     backends: list[str]
-    ports: list[str] = []
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v: list[str]) -> list[str]:
-        for text in v:
-            parse_service_port(text)
-        return v
+    ports: list[Annotated[str, AfterValidator(_service_port)]] = []
 
     def service_ports(self) -> list[ServicePort]:
         return [parse_service_port(text) for text in self.ports]
@@ -280,11 +291,35 @@ class Spec(_Model):
         return v
 
 
-def semantic_problems(spec: Spec) -> list[Problem]:
+@dataclass(frozen=True)
+class Broken:
+    """What failed the shape checks and was left out of the semantic ones: `(section, name)` entries,
+    or whole sections. A reference to one of them is not a second error, and a check that would need
+    it is skipped (its outcome would follow from the first error)."""
+
+    names: frozenset[tuple[str, str]] = frozenset()
+    sections: frozenset[str] = frozenset()
+
+    def hides(self, section: str, name: str) -> bool:
+        return section in self.sections or (section, name) in self.names
+
+    def named(self, section: str) -> set[str]:
+        return {n for s, n in self.names if s == section}
+
+
+NOTHING_BROKEN = Broken()
+
+
+def semantic_problems(spec: Spec, broken: Broken = NOTHING_BROKEN) -> list[Problem]:
     """Whole-spec checks, each reported at the field path that is wrong."""
     from .clusterspec import cluster_problems
 
-    return [*_network_problems(spec), *_container_problems(spec), *cluster_problems(spec)]
+    return [
+        *_network_problems(spec),
+        *_container_problems(spec, broken),
+        *_alias_problems(spec),
+        *cluster_problems(spec, broken),
+    ]
 
 
 def _network_problems(spec: Spec) -> list[Problem]:
@@ -382,7 +417,7 @@ def _usable(addr: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> bool:
     return addr in subnet and addr not in (subnet.network_address, subnet.broadcast_address)
 
 
-def _container_problems(spec: Spec) -> list[Problem]:
+def _container_problems(spec: Spec, broken: Broken) -> list[Problem]:
     out: list[Problem] = []
     # Per network: two macvlan networks on different parents may hand out the same address.
     taken: dict[tuple[str, ipaddress.IPv4Address], str] = {}
@@ -394,7 +429,8 @@ def _container_problems(spec: Spec) -> list[Problem]:
         for nname, att in attachments.items():
             net = spec.networks.get(nname)
             if net is None:
-                out.append(Problem((*at, "networks", nname), f"unknown network {nname!r}"))
+                if not broken.hides("networks", nname):
+                    out.append(Problem((*at, "networks", nname), f"unknown network {nname!r}"))
                 continue
             addr = att.ipv4_address
             if addr is None:
@@ -403,7 +439,10 @@ def _container_problems(spec: Spec) -> list[Problem]:
             if net.ipam == "none":
                 out.append(Problem(where, f"network {nname} has ipam: none: its addresses are set elsewhere"))
             elif net.subnet is None:
-                out.append(Problem(where, f"a static address needs network {nname} to declare its subnet"))
+                # Macvlan and overlay networks are refused without a subnet already: no second error.
+                if net.driver == "bridge":
+                    msg = f"a static address needs network {nname} to declare its subnet"
+                    out.append(Problem(where, msg))
             elif not _usable(addr, net.subnet):
                 out.append(Problem(where, f"{addr} is not a usable address of {net.subnet}"))
             elif addr == _gateway(net):
@@ -412,14 +451,10 @@ def _container_problems(spec: Spec) -> list[Problem]:
                 out.append(Problem(where, f"{addr} is already assigned to container {taken[nname, addr]}"))
             else:
                 taken[nname, addr] = cname
-        if ctr.ports:
-            nets = [spec.networks[n] for n in attachments if n in spec.networks]
-            if not any(not n.internal and n.driver != "macvlan" for n in nets):
-                why = "at least one non-internal network"
-                if any(n.driver == "macvlan" for n in nets):
-                    why += " (macvlan networks publish no ports: the container is reached at its own address)"
-                out.append(Problem((*at, "ports"), f"ports need {why}"))
-            out.extend(_port_clashes(cname, ctr, published))
+        # With an unknown network among them, whether one would do is not known: that error says enough.
+        if ctr.ports and all(n in spec.networks for n in attachments):
+            out.extend(_ports_need_a_way_out(cname, [spec.networks[n] for n in attachments]))
+        out.extend(_port_clashes(cname, ctr, published))
         if ctr.netns is not None:
             if ctr.netns in netns_paths:
                 out.append(
@@ -429,6 +464,51 @@ def _container_problems(spec: Spec) -> list[Problem]:
                 )
             netns_paths[ctr.netns] = cname
     return out
+
+
+def _ports_need_a_way_out(cname: str, nets: list[Network]) -> list[Problem]:
+    if any(not n.internal and n.driver != "macvlan" for n in nets):
+        return []
+    why = "at least one non-internal network"
+    if any(n.driver == "macvlan" for n in nets):
+        why += " (macvlan networks publish no ports: the container is reached at its own address)"
+    return [Problem(("containers", cname, "ports"), f"ports need {why}")]
+
+
+def _alias_problems(spec: Spec) -> list[Problem]:
+    """An alias is one more name for its container in the hosts files of its network's members. It must
+    not be the name of another container or service those members resolve too: hosts files answer the
+    first line, and the alias would shadow the name. Several containers sharing an alias is fine (round
+    robin, as in Docker); one attachment listing an alias twice is a slip."""
+    nets_of = {c: set(ctr.attachments()) for c, ctr in spec.containers.items()}
+    nets_of.update({s: {svc.network} for s, svc in spec.services.items() if s not in nets_of})
+    # Per network, every network a member of it resolves names on.
+    seen_from: dict[str, set[str]] = {}
+    for nets in nets_of.values():
+        for n in nets:
+            seen_from.setdefault(n, set()).update(nets)
+    out: list[Problem] = []
+    for cname, ctr in spec.containers.items():
+        for nname, att in ctr.attachments().items():
+            listed: dict[str, int] = {}
+            for index, alias in enumerate(att.aliases):
+                at = ("containers", cname, "networks", nname, "aliases", index)
+                if alias in listed:
+                    msg = f"alias {alias!r} is listed twice (first as aliases.{listed[alias]})"
+                    out.append(Problem(at, msg))
+                    continue
+                listed[alias] = index
+                if alias != cname and nets_of.get(alias, set()) & seen_from.get(nname, set()):
+                    out.append(Problem(at, _shadowing(spec, alias, nname)))
+    return out
+
+
+def _shadowing(spec: Spec, alias: str, network: str) -> str:
+    what = "container" if alias in spec.containers else "service"
+    return (
+        f"alias {alias!r} is the name of {what} {alias}, which members of network {network} resolve: "
+        "the alias would shadow it (use another alias)"
+    )
 
 
 def _port_clashes(

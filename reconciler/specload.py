@@ -19,6 +19,7 @@ from yaml.constructor import SafeConstructor
 
 from .errors import Problem, SpecError
 from .spec import Spec, semantic_problems
+from .specrest import Rest
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -29,7 +30,7 @@ MAX_BYTES = 1 << 20
 # The deepest real spec path is containers.NAME.networks.NAME.aliases.N: 6 levels.
 MAX_DEPTH = 32
 # Past this many, more problems only bury the first ones (a pasted file can have thousands).
-MAX_PROBLEMS = 100
+MAX_PROBLEMS = 20
 
 FieldPath = tuple[str | int, ...]
 # Where a field path is written: (file, line).
@@ -105,19 +106,17 @@ def parse_spec_data(text: str, filename: str) -> tuple[dict[str, Any], Locate]:
 
 
 def validate_spec_data(data: dict[str, Any], locate: Locate) -> Spec:
-    """Plain data -> Spec, every problem placed by `locate` (which may span several files)."""
+    """Plain data -> Spec, every problem placed by `locate` (which may span several files).
 
-    def error(found: list[tuple[FieldPath, str]]) -> SpecError:
-        return _spec_error([Problem(path, message, *locate(path)) for path, message in found])
-
-    try:
-        spec = Spec.model_validate(data)
-    except ValidationError as e:
-        raise error(_pydantic_problems(e, data)) from e
-    problems = semantic_problems(spec)
-    if problems:
-        raise error([(p.path, p.message) for p in problems])
-    return spec
+    Every problem is reported, once: what fails the shape checks (pydantic) is left out of the
+    whole-spec checks, which then run on the rest and do not report again what follows from it."""
+    rest = Rest(data)
+    found = rest.shape_problems(_pydantic_problems)
+    if rest.spec is not None:
+        found += [(rest.original(p.path), p.message) for p in semantic_problems(rest.spec, rest.broken)]
+    if found or rest.spec is None:
+        raise _spec_error([Problem(path, message, *locate(path)) for path, message in found])
+    return rest.spec
 
 
 def _too_large(filename: str) -> SpecError:
@@ -262,7 +261,7 @@ class _Tree:
 def _spec_error(problems: list[Problem]) -> SpecError:
     ordered = sorted(dict.fromkeys(problems), key=lambda p: p.line or 0)
     if len(ordered) > MAX_PROBLEMS:
-        hidden = Problem((), f"{len(ordered) - MAX_PROBLEMS} more problems not shown", ordered[0].file)
+        hidden = Problem((), f"... and {len(ordered) - MAX_PROBLEMS} more problems", ordered[0].file)
         ordered = [*ordered[:MAX_PROBLEMS], hidden]
     return SpecError(ordered)
 

@@ -109,6 +109,10 @@ class StateDir:
             return {}
         return {p.stem: self.load(p.stem) for p in sorted(self.path.glob("*.json")) if p.stem != scope}
 
+    def scopes(self) -> list[str]:
+        """The scopes that have a record here."""
+        return sorted(p.stem for p in self.path.glob("*.json")) if self.path.is_dir() else []
+
     def save(self, scope: str, record: ScopeRecord) -> None:
         write_json(self._file(scope), record.to_json())
 

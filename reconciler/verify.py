@@ -34,9 +34,11 @@ def mismatches(desired: State, observed: State) -> list[str]:
         elif action.op == "delete":
             out.append(f"{where}: desired absent, observed present")
         else:
-            before = action.before.attrs() if action.before else {}
-            for name in action.fields:
-                out.append(f"{where}: {name}: desired {getattr(res, name)!r}, observed {before.get(name)!r}")
+            changes = action.changes()
+            for name, (observed_value, desired_value) in changes.items():
+                out.append(f"{where}: {name}: desired {desired_value!r}, observed {observed_value!r}")
+            if not changes:
+                out.append(f"{where}: to be redone, {action.cause}")
     return out
 
 

@@ -325,8 +325,18 @@ class Host:
         return path
 
     def show(self, spec: Path | None = None) -> dict[str, Any]:
-        """`reconciler show [SPEC] -o json`: the spec's scope (its `name`), or the default scope."""
-        proc = self.reconciler("show", *([str(spec)] if spec else []), "-o", "json", check=True)
+        """`reconciler show [SPEC] -o json`: the spec's scope (its `name`), or the default scope
+        (from `show_all`; empty when the default scope has nothing here)."""
+        if spec is None:
+            empty: dict[str, Any] = {"networks": {}, "containers": {}, "nftables": {}}
+            return {"scope": "default", **self.show_all()["scopes"].get("default", empty)}
+        proc = self.reconciler("show", str(spec), "-o", "json", check=True)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    def show_all(self) -> dict[str, Any]:
+        """`reconciler show -o json`: every scope on the host, `{"scopes": {NAME: ...}}`."""
+        proc = self.reconciler("show", "-o", "json", check=True)
         result: dict[str, Any] = json.loads(proc.stdout)
         return result
 

@@ -90,6 +90,13 @@ def test_ip_range_bounds_allocation_and_exhaustion_is_an_error() -> None:
         )
 
 
+def test_an_ip_range_added_later_moves_locked_addresses_into_it() -> None:
+    lock = clusteripam.allocate(make({"db": "host-b", "web": "host-a"}), None)
+    lock["pets"].containers["web"] = "10.200.0.10"  # outside the range below
+    ranged = make({"db": "host-b", "web": "host-a"}, ip_range="10.200.0.128/25")
+    assert addresses(clusteripam.allocate(ranged, lock)) == addresses(clusteripam.allocate(ranged, None))
+
+
 def test_staleness_names_what_changed(tmp_path: Path) -> None:
     spec = make({"db": "host-b"})
     assert clusteripam.staleness(spec, None) == ["the lock file is missing"]

@@ -106,6 +106,14 @@ def test_interface_carries_its_address_mac_bridge_and_mtu() -> None:
     assert get(state, "netns", "web") == Netns("web", "/run/netns/web")
 
 
+def test_an_omitted_mtu_is_the_bridge_default_not_dont_care() -> None:
+    """Without `mtu` the bridge and the veths are 1500, so removing `mtu: 1400` from a spec takes
+    them back (a fresh apply gives 1500 too)."""
+    state, _ = build(make_spec({"front": {"subnet": "10.1.0.0/24"}}, {"web": {"networks": ["front"]}}))
+    assert get(state, "bridge", "front") == Bridge("front", "nr-front", "10.1.0.1/24", 1500)
+    assert iface(state, "web/front").mtu == 1500
+
+
 def test_adopted_namespace_is_used_as_is() -> None:
     spec = make_spec({"front": {}}, {"app": {"networks": ["front"], "netns": "/proc/4242/ns/net"}})
     state, _ = build(spec)
@@ -140,7 +148,7 @@ def test_host_names_depend_on_the_scope() -> None:
     default, _ = build(make_spec({"front": {}}, containers))
     other, _ = build(make_spec({"front": {}}, containers, name="other"))
     assert iface(default, "web/front").host_ifname != iface(other, "web/front").host_ifname
-    assert get(default, "bridge", "front") == Bridge("front", "nr-front", "172.17.0.1/16")
+    assert get(default, "bridge", "front") == Bridge("front", "nr-front", "172.17.0.1/16", 1500)
     other_bridge = get(other, "bridge", "front")
     assert isinstance(other_bridge, Bridge) and other_bridge.ifname != "nr-front"
 

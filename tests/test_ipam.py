@@ -273,3 +273,26 @@ def test_host_shim_takes_an_address_after_the_containers_and_keeps_it() -> None:
 def test_network_without_ipam_gets_no_record() -> None:
     spec = make_spec({"l2": {"driver": "macvlan", "parent": "eth0", "ipam": "none"}}, {"a": on("l2")})
     assert ipam.allocate(spec, ScopeRecord(), []).networks == {}
+
+
+def test_a_subnet_the_spec_no_longer_sets_does_not_linger() -> None:
+    """Dropping `subnet:` gives what a first apply gives (the first free pool), not the old subnet;
+    a subnet the pools gave stays (test_auto_subnet_stays_stable_via_the_record)."""
+    containers = {"a": on("front")}
+    first = ipam.allocate(make_spec(FRONT, containers), ScopeRecord(), [])
+    dropped = ipam.allocate(make_spec({"front": {}}, containers), first, [])
+    assert dropped == ipam.allocate(make_spec({"front": {}}, containers), ScopeRecord(), [])
+    assert dropped.networks["front"].subnet == "172.17.0.0/16"
+
+
+def test_an_ip_range_added_later_moves_the_addresses_outside_it() -> None:
+    containers = {"a": on("front"), "b": on("front"), "c": static("front", "10.1.0.9")}
+    first = ipam.allocate(make_spec(FRONT, containers), ScopeRecord(), [])
+    assert addresses(first, "front") == {"a": "10.1.0.2", "b": "10.1.0.3", "c": "10.1.0.9"}
+    ranged = {"front": {"subnet": "10.1.0.0/24", "ip_range": "10.1.0.128/25"}}
+    later = ipam.allocate(make_spec(ranged, containers), first, [])
+    assert later == ipam.allocate(make_spec(ranged, containers), ScopeRecord(), [])
+    assert addresses(later, "front") == {"a": "10.1.0.128", "b": "10.1.0.129", "c": "10.1.0.9"}
+    # Removing the range again keeps them: an address inside the range is one of the subnet's.
+    again = ipam.allocate(make_spec(FRONT, containers), later, [])
+    assert addresses(again, "front") == addresses(later, "front")

@@ -68,3 +68,20 @@ def test_invalid_spec_and_malformed_lock_are_clear_errors(
     write(spec, {**SPEC, "containers": {"db": {"host": "host-z", "networks": ["pets"]}}})
     assert main(["lock", str(spec)]) == 1
     assert "containers.db.host: unknown host 'host-z'" in capsys.readouterr().err
+
+
+def test_lock_of_a_yml_spec_and_of_a_directory_holding_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "pets.yml"
+    write(spec, SPEC)
+    assert main(["lock", str(spec)]) == 0
+    assert (tmp_path / "pets.yml.lock").is_file()
+    assert main(["lock", str(spec), "--check"]) == 0
+    # The directory reads pets.yml and, as the spec's lock, every *.lock beside it.
+    assert main(["lock", str(tmp_path), "--check"]) == 1
+    assert main(["lock", str(tmp_path)]) == 0
+    assert main(["lock", str(tmp_path), "--check"]) == 0
+    locked = json.loads((tmp_path / "spec.lock").read_text())["networks"]["pets"]["containers"]
+    assert locked == json.loads((tmp_path / "pets.yml.lock").read_text())["networks"]["pets"]["containers"]
+    capsys.readouterr()

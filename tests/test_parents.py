@@ -11,7 +11,7 @@ from typing import Any
 from reconciler import ipam
 from reconciler.desired import desired_state
 from reconciler.model import State, Vlan
-from reconciler.parents import parent_problems
+from reconciler.parents import parent_mtus, parent_problems
 from reconciler.spec import Spec
 from reconciler.statedir import ScopeRecord
 
@@ -72,3 +72,20 @@ def test_our_existing_vlan_needs_no_probe() -> None:
     observed.add(Vlan("eth0.10", "eth0", 10))
     assert problems({"a": "eth0.10"}, {"eth0"}, probe, observed) == []
     assert probe.calls == 0
+
+
+def test_an_omitted_macvlan_mtu_is_the_parents() -> None:
+    nets = {
+        "plain": {"driver": "macvlan", "parent": "eth0", "ipam": "none"},
+        "tagged": {"driver": "macvlan", "parent": "eth1.10", "ipam": "none"},  # to be created on eth1
+        "set": {"driver": "macvlan", "parent": "eth0", "ipam": "none", "mtu": 1400},
+        "front": {},
+    }
+    spec = Spec.model_validate({"version": 1, "networks": nets})
+    fitted = parent_mtus(spec, {"eth0": 9000, "eth1": 1480, "lo": 65536})
+    assert {n: net.mtu for n, net in fitted.networks.items()} == {
+        "plain": 9000,
+        "tagged": 1480,
+        "set": 1400,
+        "front": None,  # a bridge network's default is desired.BRIDGE_MTU
+    }

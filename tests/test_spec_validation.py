@@ -2,7 +2,8 @@
 refused quickly.
 
 Each `specs_invalid/NAME.yaml` carries its expectations as `# expect: LINE: field.path: message`
-comments (the comments count as lines); every one must appear in the error as `NAME.yaml:LINE: ...`.
+comments (the comments count as lines); every one must appear in the error as `NAME.yaml:LINE: ...`,
+and nothing else: each problem is reported once, and none that only follows from another.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def test_invalid_spec(path: Path) -> None:
     report = str(caught.value)
     for line in expected:
         assert f"{path.name}:{line}" in report
+    assert len(caught.value.problems) == len(expected), report
     assert all(p.line is not None and p.file == str(path) for p in caught.value.problems), report
 
 
@@ -128,8 +130,8 @@ def test_problems_are_in_file_order() -> None:
 
 def test_flood_of_problems_is_capped() -> None:
     err = _problems("version: 1\n" + "".join(f"k{i}: 1\n" for i in range(500)))
-    assert len(err.problems) == 101
-    assert err.problems[-1].message == "400 more problems not shown"
+    assert len(err.problems) == 21
+    assert err.problems[-1].message == "... and 480 more problems"
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -237,3 +239,29 @@ def test_overlay_needs_a_subnet_every_host_agrees_on() -> None:
     assert [p.message for p in err.problems] == [
         "an overlay network needs a subnet: every host must agree on it"
     ]
+
+
+def test_aliases_docker_allows_are_valid() -> None:
+    """Several containers sharing an alias (round robin), a container's own name as its alias (compose
+    adds it), and another container's name where no member of the network resolves that container."""
+    text = """\
+version: 1
+networks: {front: {}, back: {}}
+containers:
+  web1: {networks: {front: {aliases: [web, web1]}}}
+  web2: {networks: {front: {aliases: [web]}}}
+  db: {networks: [back]}
+  other: {networks: {back: {aliases: [web1]}}}
+"""
+    spec = parse_spec_text(text, "aliases.yaml")
+    assert spec.containers["web2"].attachments()["front"].aliases == ["web"]
+
+
+def test_alias_shadowing_is_refused_from_either_side() -> None:
+    """The alias is refused whichever is written first, the alias or the container it would shadow."""
+    for order in (("a", "b"), ("b", "a")):
+        bodies = {"a": "{networks: {n: {aliases: [b]}}}", "b": "{networks: [n]}"}
+        containers = "".join(f"  {c}: {bodies[c]}\n" for c in order)
+        text = "version: 1\nnetworks: {n: {}}\ncontainers:\n" + containers
+        err = _problems(text)
+        assert [p.path for p in err.problems] == [("containers", "a", "networks", "n", "aliases", 0)]

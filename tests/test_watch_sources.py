@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from reconciler.errors import SpecError
-from reconciler.watch.sources import Parses, load_specs
+from reconciler.watch.sources import Parses, load_specs, spec_files
 
 NETWORKS = "version: 1\nnetworks:\n  front:\n    subnet: 10.1.0.0/24\n"
 APP = "version: 1\ncontainers:\n  web:\n    networks: [front]\n"
@@ -77,6 +79,15 @@ def test_conflicting_definitions_name_both_files(tmp_path: Path) -> None:
     ]
 
 
+def test_a_conflict_does_not_hide_the_other_problems(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(NETWORKS + "containers:\n  web: {networks: [front]}\n")
+    (tmp_path / "b.yml").write_text(APP + "  db:\n    networks: [nowhere]\n")
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'b.yml'}:3: containers.web: is defined twice: also in {tmp_path / 'a.yaml'}:6",
+        f"{tmp_path / 'b.yml'}:6: containers.db.networks.nowhere: unknown network 'nowhere'",
+    ]
+
+
 def test_files_must_name_the_same_spec(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("name: pets\n" + NETWORKS)
     (tmp_path / "b.yaml").write_text(APP)
@@ -90,7 +101,7 @@ def test_files_must_name_the_same_spec(tmp_path: Path) -> None:
 
 def test_an_empty_directory_is_an_error_not_an_empty_spec(tmp_path: Path) -> None:
     # An empty spec would mean "remove everything": a checkout in progress must not do that.
-    assert problems(tmp_path) == [f"{tmp_path}: no *.yaml spec files in this directory"]
+    assert problems(tmp_path) == [f"{tmp_path}: no *.yaml or *.yml spec files in this directory"]
 
 
 def test_kept_parses_follow_the_files(tmp_path: Path) -> None:
@@ -107,3 +118,38 @@ def test_kept_parses_follow_the_files(tmp_path: Path) -> None:
     assert parses.parse(networks) is kept  # the unchanged file was not parsed again
     app.unlink()
     assert load_specs(tmp_path, parses).containers == {}
+
+
+def test_yml_files_are_read_too(tmp_path: Path) -> None:
+    (tmp_path / "networks.yaml").write_text(NETWORKS)
+    (tmp_path / "apps.yml").write_text(APP)
+    (tmp_path / ".apps.yml.swp").write_text("not yaml: [")
+    (tmp_path / "apps.yml.lock").write_text("{}")  # a lock is read as a lock, not as a spec
+    assert [f.name for f in spec_files(tmp_path)] == ["apps.yml", "networks.yaml"]
+    assert list(load_specs(tmp_path).containers) == ["web"]
+
+
+def test_a_name_in_a_yaml_and_a_yml_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "apps.yaml").write_text(NETWORKS + "containers:\n  web: {networks: [front]}\n")
+    (tmp_path / "apps.yml").write_text(APP)
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'apps.yml'}:3: containers.web: is defined twice: also in {tmp_path / 'apps.yaml'}:6"
+    ]
+
+
+def test_cli_validate_reads_a_directory_of_yaml_and_yml(tmp_path: Path) -> None:
+    def validate() -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "reconciler", "validate", str(tmp_path)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+    (tmp_path / "networks.yaml").write_text(NETWORKS)
+    (tmp_path / "apps.yml").write_text(APP)
+    done = validate()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{tmp_path}: valid (1 networks, 1 containers)\n"
+    (tmp_path / "more.yml").write_text(APP)
+    done = validate()
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"{tmp_path / 'more.yml'}:3: containers.web: is defined twice: also in {tmp_path / 'apps.yml'}:3\n"
+    )

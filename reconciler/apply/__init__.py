@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .. import nsusers, progress
+from .. import interrupt, nsusers, progress
 from ..diff import Action
 from ..model import KIND_RANK, Iface, Netns, Route
 from ..overlay.apply import execute_fdb, execute_neigh, execute_vxlan
@@ -66,6 +66,7 @@ def execute(ctx: Context, actions: list[Action]) -> None:
         if action.op != "delete":
             _run(ctx, action if action.op == "change" else Action("create", action.resource))
     if nft_actions:
+        interrupt.check()
         progress.phase(f"nftables: {len(nft_actions)} changes in one transaction")
     firewall.execute(ctx, nft_actions)
 
@@ -92,6 +93,7 @@ def _goes_with(action: Action, gone: set[str]) -> bool:
 
 
 def _run(ctx: Context, action: Action) -> None:
+    interrupt.check()  # a signal received during the action before stops the apply here
     progress.advance(f"{action.op} {action.resource.kind} {action.resource.id}")
     run = EXECUTORS.get(action.resource.kind)
     if run is not None:

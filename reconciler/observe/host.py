@@ -29,6 +29,8 @@ class Observed:
     missing_netns: set[str] = field(default_factory=set)
     # Prefixes on host interfaces we do not own: default pools must avoid them.
     host_prefixes: list[ipaddress.IPv4Network] = field(default_factory=list)
+    # Every host link's MTU by name: a macvlan network's default is its parent's.
+    link_mtus: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +52,7 @@ def observe(
         ours = _host_links(scope, links, obs)
         our_indexes = {link.index for link in ours}
         obs.host_prefixes = route_prefixes(sock, skip=our_indexes)
+        obs.link_mtus = {link.ifname: link.mtu for link in links.values()}
         for resource in macvlan_host(ours, links, sock):
             obs.state.add(resource)
     for link in links.values():

@@ -89,4 +89,5 @@ def merge(cache: Observed, fresh: Observed, containers: set[str], adopted: dict[
         foreign_hosts=fresh.foreign_hosts,
         missing_netns=(cache.missing_netns - paths) | fresh.missing_netns,
         host_prefixes=fresh.host_prefixes,
+        link_mtus=fresh.link_mtus,
     )

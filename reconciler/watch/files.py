@@ -13,6 +13,8 @@ from pathlib import Path
 
 import watchfiles
 
+from .sources import is_spec_file
+
 
 def watch_specs(path: Path, settle_ms: int, notify: Callable[[], None]) -> threading.Thread:
     """Start a thread calling `notify` after each settled burst of changes to PATH's spec files."""
@@ -24,7 +26,9 @@ def watch_specs(path: Path, settle_ms: int, notify: Callable[[], None]) -> threa
         if p.parent != directory or p.name.startswith("."):
             return False
         # The lock files pin overlay addresses: editing one is editing the spec.
-        return p.name in (target, f"{target}.lock") if target else p.suffix in (".yaml", ".lock")
+        if target:
+            return p.name in (target, f"{target}.lock")
+        return is_spec_file(p) or p.suffix == ".lock"
 
     def run() -> None:
         # rust_timeout=0: block in inotify without waking up; the thread dies with the process.

@@ -1,4 +1,4 @@
-"""The daemon's desired state: one spec file, or every `*.yaml` of a directory merged into one spec.
+"""The daemon's desired state: one spec file, or every `*.yaml` and `*.yml` of a directory merged into one.
 
 A directory is typically a git checkout, so each file may hold a part of the spec: networks in one,
 containers in another. Every file is parsed on its own (so each problem names its file and line),
@@ -16,6 +16,8 @@ from ..spec import Spec
 from ..specload import FieldPath, Locate, load_spec, parse_spec_data, read_spec_text, validate_spec_data
 
 SECTIONS = ("networks", "containers", "hosts", "services")
+# Both spellings: compose users name their files `.yml`, and a file left unread is a silent deletion.
+SUFFIXES = (".yaml", ".yml")
 Parsed = tuple[dict[str, Any], Locate]
 
 
@@ -45,10 +47,16 @@ class Parses:
 
 
 def spec_files(path: Path) -> list[Path]:
-    """The files PATH stands for: itself, or its `*.yaml` files (not hidden ones: editors' temporaries)."""
+    """The files PATH stands for: itself, or its `*.yaml` and `*.yml` files (not hidden ones: editors'
+    temporaries)."""
     if not path.is_dir():
         return [path]
-    return sorted(f for f in path.glob("*.yaml") if not f.name.startswith(".") and f.is_file())
+    return sorted(f for f in path.iterdir() if is_spec_file(f) and f.is_file())
+
+
+def is_spec_file(path: Path) -> bool:
+    """A directory's spec file by its name (what the watcher follows too)."""
+    return path.suffix in SUFFIXES and not path.name.startswith(".")
 
 
 def load_specs(path: Path, parses: Parses | None = None) -> Spec:
@@ -58,7 +66,7 @@ def load_specs(path: Path, parses: Parses | None = None) -> Spec:
         return load_spec(path)
     files = spec_files(path)
     if not files:
-        raise SpecError([Problem((), "no *.yaml spec files in this directory", str(path))])
+        raise SpecError([Problem((), "no *.yaml or *.yml spec files in this directory", str(path))])
     parses = parses or Parses()
     parses.forget_except(files)
     parts: list[Parsed] = []
@@ -70,43 +78,50 @@ def load_specs(path: Path, parses: Parses | None = None) -> Spec:
             problems.extend(e.problems)
     if problems:
         raise SpecError(problems)
-    merged, locate = merge(parts)
-    return validate_spec_data(merged, locate)
+    merged, locate, conflicts = merge(parts)
+    try:
+        spec = validate_spec_data(merged, locate)
+    except SpecError as e:
+        raise SpecError(conflicts + e.problems) from e
+    if conflicts:
+        raise SpecError(conflicts)
+    return spec
 
 
-def merge(parts: list[tuple[dict[str, Any], Locate]]) -> tuple[dict[str, Any], Locate]:
-    """One spec's data from several files', and a `Locate` that finds each field in its own file."""
+def merge(parts: list[tuple[dict[str, Any], Locate]]) -> tuple[dict[str, Any], Locate, list[Problem]]:
+    """One spec's data from several files', a `Locate` that finds each field in its own file, and the
+    conflicts between the files. The merged data keeps each conflict's first side, so the rest of the
+    spec is still checked; a section that is not a mapping is raised at once (what it held is unknown)."""
     merged: dict[str, Any] = {section: {} for section in SECTIONS}
     owners: dict[FieldPath, Locate] = {}
     problems: list[Problem] = []
+    shapes: list[Problem] = []
     for data, locate in parts:
         for key, value in data.items():
-            if key in SECTIONS:
-                problems.extend(_merge_section(merged, owners, key, value, locate))
+            if key in SECTIONS and value is not None and not isinstance(value, dict):
+                shapes.append(Problem((key,), "must be a mapping", *locate((key,))))
+            elif key in SECTIONS:
+                problems.extend(_merge_section(merged, owners, key, value or {}, locate))
             elif key == "name":
                 continue
             elif key not in merged:
                 merged[key], owners[(key,)] = value, locate
             elif merged[key] != value:
                 problems.append(_conflict((key,), f"{value!r} differs", locate, owners))
+    if shapes:
+        raise SpecError(shapes)
     problems.extend(_name_conflicts(parts, merged, owners))
-    if problems:
-        raise SpecError(problems)
     first = parts[0][1]
 
     def located(path: FieldPath) -> tuple[str, int | None]:
         return owners.get(path[:2], owners.get(path[:1], first))(path)
 
-    return merged, located
+    return merged, located, problems
 
 
 def _merge_section(
     merged: dict[str, Any], owners: dict[FieldPath, Locate], section: str, value: Any, locate: Locate
 ) -> list[Problem]:
-    if value is None:
-        return []
-    if not isinstance(value, dict):
-        return [Problem((section,), "must be a mapping", *locate((section,)))]
     problems = []
     for name, body in value.items():
         path: FieldPath = (section, name)

@@ -252,7 +252,14 @@ def test_host_access_shim(host: Host) -> None:
     ][0]
     assert shim_ip["prefixlen"] == 32
     shown = host.show()["networks"]["lan"]
-    assert shown == {"host_shim": shims[0], "parent": "lan0", "address": f"{shim_ip['local']}/32"}
+    assert shown == {
+        "driver": "macvlan",
+        "host_shim": shims[0],
+        "parent": "lan0",
+        "mode": "bridge",
+        "subnet": "192.168.10.0/24",
+        "address": f"{shim_ip['local']}/32",
+    }
     assert f"host shim {shims[0]}" in host.reconciler("show", check=True).stdout
     # The container sees the shim's own address: the host reaches it through the shim, not via NAT.
     reached(host, None, target, 8000, shim_ip["local"])

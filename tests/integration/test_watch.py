@@ -234,6 +234,27 @@ def test_invalid_edit_keeps_state_until_fixed(host: Host, specs: Path, daemon: B
     assert reconciles(daemon)[-1]["result"] == "applied"
 
 
+def test_follows_yml_files(host: Host, specs: Path, daemon: Background) -> None:
+    """A `.yml` file is a spec file too: its containers are created, its edits and its removal
+    followed, and a name it shares with a `.yaml` file is a conflict, not a silent winner."""
+    extra = specs / "db.yml"
+    replace(extra, containers(db()))
+    wait_for("db from the .yml file", lambda: host.netns_list() == ["db", "web"], daemon)
+    replace(extra, containers(db("10.20.0.70")))
+    wait_for("db's address from the .yml edit", lambda: address_in(host, "db") == ["10.20.0.70"], daemon)
+
+    replace(specs / "web.yml", containers(WEB))
+    wait_for("the conflict to be reported", lambda: reconciles(daemon)[-1]["result"] == "invalid", daemon)
+    conflict = [e for e in log_lines(daemon) if e["event"] == "invalid_spec"][-1]["problems"]
+    app = specs / "containers.yaml"
+    assert conflict == [f"{specs / 'web.yml'}:3: containers.web: is defined twice: also in {app}:3"], conflict
+    assert host.netns_list() == ["db", "web"]
+
+    (specs / "web.yml").unlink()
+    extra.unlink()
+    wait_for("db to go with its file", lambda: host.netns_list() == ["web"], daemon)
+
+
 def test_repairs_drift_from_events(host: Host, daemon: Background) -> None:
     host.serve("web", 5000, "web")
     veth = host.show()["containers"]["web"]["interfaces"][0]["host_ifname"]
