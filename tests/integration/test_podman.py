@@ -29,8 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.private_dirs("/var/lib/contai
 BUSYBOX = "/bin/busybox"
 IMAGE = "localhost/busybox-static:test"
 # This machine's podman needs runc and explicit ulimits (its defaults exceed the allowed hard limits);
-# cgroupfs and a file event log because there is no systemd inside the sandbox; vfs storage because
-# podman refuses its overlay driver where the sandbox's private directories sit on an overlayfs.
+# cgroupfs and a file event log because there is no systemd inside the sandbox.
 PODMAN = (
     "podman",
     "--runtime",
@@ -39,8 +38,6 @@ PODMAN = (
     "cgroupfs",
     "--events-backend",
     "file",
-    "--storage-driver",
-    "vfs",
     "--tmpdir",
     "/run/containers/libpod",
 )
