@@ -34,6 +34,14 @@ class Nft:
         )
         return objects
 
+    def list_tables(self) -> list[tuple[str, str]]:
+        """(family, name) of every table on the host."""
+        rc, out, err = self._nft.json_cmd({"nftables": [{"list": {"tables": {}}}]})
+        if rc != 0:
+            raise ApplyFailed(f"nft list tables: {err.strip()}")
+        objects = json.loads(out)["nftables"] if isinstance(out, str) else out["nftables"]
+        return [(o["table"]["family"], o["table"]["name"]) for o in objects if "table" in o]
+
     def transaction(self, commands: list[dict[str, Any]]) -> None:
         if not commands:
             return

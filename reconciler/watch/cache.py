@@ -89,4 +89,6 @@ def merge(cache: Observed, fresh: Observed, containers: set[str], adopted: dict[
         foreign_hosts=fresh.foreign_hosts,
         missing_netns=(cache.missing_netns - paths) | fresh.missing_netns,
         host_prefixes=fresh.host_prefixes,
+        interface_prefixes=fresh.interface_prefixes,
+        other_ports=fresh.other_ports,
     )
