@@ -17,7 +17,8 @@ inet table (per scope):
   127.0.0.1, needs the bridge's route_localnet), and hairpin connections container -> host port -> container.
 - forward: replies pass; published ports pass; traffic within one bridge passes unless icc is off
   (with br_netfilter loaded, bridged frames traverse this hook as bridge -> same bridge); internal
-  networks go nowhere; nothing else enters a bridge of ours, which isolates networks from each other.
+  networks go nowhere; nothing else enters a bridge of this scope, which isolates networks from each
+  other (another scope's table guards its own bridges the same way).
 bridge table (only when some network sets icc: false): frames between two ports of such a network drop.
 """
 
@@ -172,7 +173,9 @@ INET_CHAINS = (
             (_match({"concat": [_meta("iifname"), _meta("oifname")]}, "@intra"), {"accept": None}),
             (_match(_meta("iifname"), "@internal"), {"drop": None}),
             (_match(_meta("oifname"), "@internal"), {"drop": None}),
-            (_match(_meta("oifname"), BRIDGE_GLOB), {"drop": None}),
+            # Our own bridges only: with br_netfilter, another scope's bridged traffic passes this
+            # hook too (bridge -> same bridge), and its intra set is not ours to see.
+            (_TO_OUR_BRIDGE, {"drop": None}),
         ),
     ),
 )
