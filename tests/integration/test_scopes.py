@@ -40,6 +40,12 @@ threading.Thread(target=answer_udp, daemon=True).start()
 while True:
     conn, _ = tcp.accept()
     with conn:
+        # Read first: closing with unread data would send a reset that may overtake the answer.
+        conn.settimeout(2)
+        try:
+            conn.recv(2048)
+        except OSError:
+            pass
         conn.sendall(b"secret over tcp\n")
 """
 
@@ -50,6 +56,7 @@ proto, host, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(s
 try:
     if proto == "tcp":
         with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"hello\n")  # the sandbox's server answers once it has read
             data = s.recv(2048)
     else:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
