@@ -263,3 +263,37 @@ def test_macvlan_scopes_share_a_subnet_only_on_different_parents(host: Host) -> 
     before = fingerprint(host)
     refused(host, lan("seg2", "lan0"), "network n of scope seg0")
     assert fingerprint(host) == before
+
+
+def localnet_unguarded(host: Host) -> list[str]:
+    """Our bridges that accept 127.0.0.0/8 from containers (route_localnet) while no localnet chain
+    of ours drops it."""
+    chains = host.run("nft -j list chains inet", check=False).stdout
+    guarded = '"name": "localnet"' in chains and PETS_SCOPE in chains
+    bridges = [
+        link["ifname"]
+        for link in json.loads(host.run("ip -j link show type bridge").stdout)
+        if link.get("ifalias", "").startswith("netreconciler:pets:network:")
+    ]
+    on = [
+        b
+        for b in bridges
+        if host.run(f"cat /proc/sys/net/ipv4/conf/{b}/route_localnet").stdout.strip() == "1"
+    ]
+    return [] if guarded else on
+
+
+def test_no_crash_leaves_a_bridge_taking_localhost_unguarded(host: Host) -> None:
+    """A kill after every kernel operation of a first apply: route_localnet is set only once the
+    nft transaction that creates the localnet chain is done."""
+    for after in range(1, 200):
+        proc = host.reconciler("apply", str(PETS), env={"RECONCILER_FAULT_AFTER": str(after)})
+        assert localnet_unguarded(host) == [], f"killed after operation {after}"
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -9, f"operation {after}: {proc.returncode}\n{proc.stderr}"
+        destroy = host.reconciler("destroy", str(PETS))
+        assert destroy.returncode == 0, destroy.stderr
+    else:
+        pytest.fail("the apply never completed")
+    assert after > 3, "the sweep never killed the apply"
