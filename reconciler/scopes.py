@@ -137,15 +137,27 @@ def held_ports(live: list[LivePort], others: dict[str, ScopeRecord]) -> list[Hel
     return out
 
 
+SHOWN_PORTS = 3  # a range of a thousand colliding ports is one line, not a thousand
+
+
 def port_conflicts(mine: list[HeldPort], theirs: list[HeldPort]) -> list[str]:
+    """One line per publisher of this spec and holder it collides with."""
     by_port: dict[tuple[str, int], list[HeldPort]] = {}
     for q in theirs:
         by_port.setdefault((q.protocol, q.port), []).append(q)
-    out = []
+    clashes: dict[tuple[str, str], list[tuple[HeldPort, HeldPort]]] = {}
     for p in mine:
         for q in by_port.get((p.protocol, p.port), []):
             if p.host_ip is None or q.host_ip is None or p.host_ip == q.host_ip:
-                why = f"port is already allocated: {q.owner} publishes {q}"
-                out.append(f"{p.owner}: host port {p}: {why}")
+                clashes.setdefault((p.owner, q.owner), []).append((p, q))
                 break
+    out = []
+    for (publisher, holder), pairs in clashes.items():
+        if len(pairs) == 1:
+            (p, q), *_ = pairs
+            out.append(f"{publisher}: host port {p}: port is already allocated: {holder} publishes {q}")
+            continue
+        shown = ", ".join(str(p) for p, _ in pairs[:SHOWN_PORTS])
+        more = f" and {len(pairs) - SHOWN_PORTS} more" if len(pairs) > SHOWN_PORTS else ""
+        out.append(f"{publisher}: host ports {shown}{more}: ports are already allocated by {holder}")
     return out

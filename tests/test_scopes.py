@@ -135,9 +135,14 @@ def test_two_host_addresses_do_not_collide() -> None:
     assert len(port_conflicts(mine("127.0.0.1:8000:80"), [held("tcp", 8000, "127.0.0.1")])) == 1
 
 
-def test_a_range_reports_each_port_taken() -> None:
+def test_a_range_reports_the_ports_taken_in_one_line() -> None:
     problems = port_conflicts(mine("9000-9002:9000-9002"), [held("tcp", 9001), held("tcp", 9005)])
     assert [p.split(": ")[1] for p in problems] == ["host port 0.0.0.0:9001/tcp"]
+    problems = port_conflicts(mine("9000-9099:9000-9099"), [held("tcp", p) for p in range(9000, 9100)])
+    assert problems == [
+        "container c: host ports 0.0.0.0:9000/tcp, 0.0.0.0:9001/tcp, 0.0.0.0:9002/tcp and 97 more: "
+        "ports are already allocated by container web of scope pets"
+    ]
 
 
 def test_live_ports_are_named_by_the_other_scopes_record() -> None:
