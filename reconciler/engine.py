@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import interrupt, ipam, names, progress
+from . import interrupt, ipam, names, progress, scopes
 from .clusteripam import Allocation
 from .desired import desired_state
 from .diff import Action, conflicts, plan
@@ -139,7 +139,8 @@ def prepare(
         observed.state.add(resource)
     cluster = overlay.prepare(spec, scope, host, lock, overlay_observed)
     local = parent_mtus(overlay.local_spec(cluster), observed.link_mtus)
-    record = ipam.allocate(local, previous, _in_use(observed, state_dir, scope))
+    others = state_dir.others(scope)
+    record = ipam.allocate(local, previous, _in_use(observed, others))
     if keep is not None:
         record.networks.update(keep.networks)
         record.adopted.update(keep.adopted)
@@ -147,7 +148,8 @@ def prepare(
     desired = desired_state(local, record, scope, frozenset(observed.foreign_links))
     overlay.extend_desired(cluster, local, record, desired)
     problems = (
-        overlay.conflicts(desired, overlay_observed, observed.foreign_links)
+        scope_conflicts(local, record, observed, others)
+        + overlay.conflicts(desired, overlay_observed, observed.foreign_links)
         + conflicts(
             desired,
             observed.state,
@@ -243,9 +245,20 @@ def observe_all(
     return observed
 
 
-def _in_use(observed: Observed, state_dir: StateDir, scope: str) -> list[ipaddress.IPv4Network]:
+def scope_conflicts(
+    spec: Spec, record: ScopeRecord, observed: Observed, others: dict[str, ScopeRecord]
+) -> list[str]:
+    """What other scopes and foreign interfaces hold that this spec would take (scopes.py)."""
+    holders = scopes.record_holders(others) + observed.interface_prefixes
+    theirs = scopes.held_ports(observed.other_ports, others)
+    return scopes.subnet_conflicts(spec, record, holders) + scopes.port_conflicts(
+        scopes.published(spec), theirs
+    )
+
+
+def _in_use(observed: Observed, others: dict[str, ScopeRecord]) -> list[ipaddress.IPv4Network]:
     taken = list(observed.host_prefixes)
-    for record in state_dir.others(scope).values():
+    for record in others.values():
         taken.extend(ipaddress.IPv4Network(n.subnet) for n in record.networks.values())
     return taken
 

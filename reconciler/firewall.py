@@ -5,12 +5,20 @@ declarations) changes only when this file does. Every rule carries a comment der
 text, so observe can fingerprint a table without parsing rules back.
 
 inet table (per scope):
+- localnet: before conntrack and NAT, drop what arrives on any interface but `lo` addressed to
+  127.0.0.0/8. Our bridges need route_localnet (below), which also makes the kernel accept such
+  packets from containers: without this drop, a container that routes 127.0.0.1 via its gateway
+  reaches services the host bound to 127.0.0.1 (kube-proxy's CVE-2020-8558). Nothing legitimate
+  arrives so: replies to the host's connections to a published port on 127.0.0.1 arrive addressed
+  to the bridge's address and become 127.0.0.1 only when NAT reverses the masquerade, after this hook.
 - prerouting/output: DNAT published ports (`ports_*`: on every host address; `hostports_*`: on one).
 - postrouting: masquerade outbound traffic of non-internal networks, traffic to a published port from
-  127.0.0.1 (the bridge has route_localnet set), and hairpin connections container -> host port -> container.
+  127.0.0.1 (routing it out of a bridge with a loopback source, and its replies addressed back to
+  127.0.0.1, needs the bridge's route_localnet), and hairpin connections container -> host port -> container.
 - forward: replies pass; published ports pass; traffic within one bridge passes unless icc is off
   (with br_netfilter loaded, bridged frames traverse this hook as bridge -> same bridge); internal
-  networks go nowhere; nothing else enters a bridge of ours, which isolates networks from each other.
+  networks go nowhere; nothing else enters a bridge of this scope, which isolates networks from each
+  other (another scope's table guards its own bridges the same way).
 bridge table (only when some network sets icc: false): frames between two ports of such a network drop.
 """
 
@@ -128,7 +136,15 @@ INET_SETS = (
     SetDecl("hostports_addr", ["ipv4_addr", "inet_proto", "inet_service"], map="ipv4_addr"),
     SetDecl("hostports_port", ["ipv4_addr", "inet_proto", "inet_service"], map="inet_service"),
 )
+_LOOPBACK = {"prefix": {"addr": "127.0.0.0", "len": 8}}
+# Raw priority: before conntrack (no entry for a dropped probe) and before our DNAT.
+_LOCALNET_DROP = (
+    _match(_meta("iifname"), "lo", "!="),
+    _match(_payload("ip", "daddr"), _LOOPBACK),
+    {"drop": None},
+)
 INET_CHAINS = (
+    ChainDecl("localnet", "filter", "prerouting", -300, (_LOCALNET_DROP,)),
     ChainDecl("prerouting", "nat", "prerouting", -100, (_DNAT_ANY, _DNAT_HOST)),
     ChainDecl("output", "nat", "output", -100, (_DNAT_ANY, _DNAT_HOST)),
     ChainDecl(
@@ -139,7 +155,7 @@ INET_CHAINS = (
         (
             (_SADDR_MASQ, _match(_meta("oifname"), BRIDGE_GLOB, "!="), _MASQ),
             (
-                _match(_payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                _match(_payload("ip", "saddr"), _LOOPBACK),
                 _TO_OUR_BRIDGE,
                 _MASQ,
             ),
@@ -157,7 +173,9 @@ INET_CHAINS = (
             (_match({"concat": [_meta("iifname"), _meta("oifname")]}, "@intra"), {"accept": None}),
             (_match(_meta("iifname"), "@internal"), {"drop": None}),
             (_match(_meta("oifname"), "@internal"), {"drop": None}),
-            (_match(_meta("oifname"), BRIDGE_GLOB), {"drop": None}),
+            # Our own bridges only: with br_netfilter, another scope's bridged traffic passes this
+            # hook too (bridge -> same bridge), and its intra set is not ours to see.
+            (_TO_OUR_BRIDGE, {"drop": None}),
         ),
     ),
 )

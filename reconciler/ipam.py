@@ -62,7 +62,9 @@ def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeR
         taken.append(subnet)
         old = previous.networks.get(name)
         old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
-        record.networks[name] = NetworkRecord(str(subnet), _addresses(spec, name, net, subnet, old_addresses))
+        addresses = _addresses(spec, name, net, subnet, old_addresses)
+        parent = net.parent if net.driver == "macvlan" and net.parent else ""
+        record.networks[name] = NetworkRecord(str(subnet), addresses, parent)
     return record
 
 

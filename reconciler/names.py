@@ -71,6 +71,14 @@ def nft_table(scope: str) -> str:
     return MARK_PREFIX if scope == DEFAULT_SCOPE else f"{MARK_PREFIX}_{scope}"
 
 
+def scope_of_table(name: str) -> str | None:
+    """The scope whose nft table this is (`nft_table`'s inverse), or None for a table not ours."""
+    if name == MARK_PREFIX:
+        return DEFAULT_SCOPE
+    scope = name.removeprefix(f"{MARK_PREFIX}_")
+    return scope if scope != name else None
+
+
 def netns_path(container: str) -> str:
     return f"{NETNS_DIR}/{container}"
 

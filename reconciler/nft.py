@@ -34,13 +34,13 @@ class Nft:
         )
         return objects
 
-    def table_names(self) -> set[str]:
-        """The names of every table on the host, of every family."""
-        rc, out, err = self._nft.json_cmd({"nftables": [{"list": {"tables": None}}]})
+    def list_tables(self) -> list[tuple[str, str]]:
+        """(family, name) of every table on the host."""
+        rc, out, err = self._nft.json_cmd({"nftables": [{"list": {"tables": {}}}]})
         if rc != 0:
             raise ApplyFailed(f"nft list tables: {err.strip()}")
         objects = json.loads(out)["nftables"] if isinstance(out, str) else out["nftables"]
-        return {obj["table"]["name"] for obj in objects if "table" in obj}
+        return [(o["table"]["family"], o["table"]["name"]) for o in objects if "table" in o]
 
     def transaction(self, commands: list[dict[str, Any]]) -> None:
         if not commands:

@@ -26,6 +26,14 @@ LOCK_WAIT = float(os.environ.get("RECONCILER_LOCK_WAIT", "60"))
 class NetworkRecord:
     subnet: str
     addresses: dict[str, str] = field(default_factory=dict)  # container -> address
+    # A macvlan network's parent (its L2 segment): other scopes may reuse the subnet on another one.
+    parent: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"subnet": self.subnet, "addresses": self.addresses}
+        if self.parent:
+            out["parent"] = self.parent
+        return out
 
 
 @dataclass
@@ -35,7 +43,7 @@ class ScopeRecord:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "networks": {n: {"subnet": r.subnet, "addresses": r.addresses} for n, r in self.networks.items()},
+            "networks": {n: r.to_json() for n, r in self.networks.items()},
             "adopted": self.adopted,
         }
 
@@ -45,7 +53,10 @@ class ScopeRecord:
         adopted = data.get("adopted", {})
         assert isinstance(nets, dict) and isinstance(adopted, dict)
         return cls(
-            networks={n: NetworkRecord(r["subnet"], dict(r.get("addresses", {}))) for n, r in nets.items()},
+            networks={
+                n: NetworkRecord(r["subnet"], dict(r.get("addresses", {})), r.get("parent", ""))
+                for n, r in nets.items()
+            },
             adopted=dict(adopted),
         )
 

@@ -27,7 +27,8 @@ EXECUTORS: dict[str, Callable[[Context, Action], None]] = {
 
 
 def execute(ctx: Context, actions: list[Action]) -> None:
-    """Netlink and file actions one by one, then all nftables actions in one transaction.
+    """Netlink and file actions one by one, then all nftables actions in one transaction, then the
+    bridges' route_localnet (safe only once the nft chain that guards it exists).
 
     A replacement runs in two halves: its removal with the deletions, before anything is created, so
     that a name it frees (eth0 moving to another network) is free when its new owner is created.
@@ -69,6 +70,7 @@ def execute(ctx: Context, actions: list[Action]) -> None:
         interrupt.check()
         progress.phase(f"nftables: {len(nft_actions)} changes in one transaction")
     firewall.execute(ctx, nft_actions)
+    bridge.set_route_localnet(actions)
 
 
 def _still_used(ctx: Context, leaving: dict[str, str], actions: list[Action]) -> set[str]:

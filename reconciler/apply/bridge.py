@@ -43,10 +43,22 @@ def _configure(
         sock.set_link(index, attr(IFLA_MTU, res.mtu))
     if wanted("address"):
         _set_addresses(ctx, index, res.address, before)
-    if wanted("route_localnet"):
-        write(f"net/ipv4/conf/{res.ifname}/route_localnet", "1" if res.route_localnet else "0")
     if wanted("up"):
         sock.set_link(index, up=res.up)
+
+
+def set_route_localnet(actions: list[Action]) -> None:
+    """route_localnet of the bridges `actions` create or change it on. It runs after the nftables
+    transaction: it lets the kernel take 127.0.0.0/8 from containers, which only our localnet chain
+    drops (firewall.py), so a bridge never has it before the chain exists."""
+    for action in actions:
+        res = action.resource
+        if isinstance(res, Bridge) and action.op != "delete" and _sets("route_localnet", action):
+            write(f"net/ipv4/conf/{res.ifname}/route_localnet", "1" if res.route_localnet else "0")
+
+
+def _sets(field: str, action: Action) -> bool:
+    return action.op != "change" or field in action.fields
 
 
 def execute(ctx: Context, action: Action) -> None:

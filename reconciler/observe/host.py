@@ -11,9 +11,10 @@ from .. import names, netns
 from ..model import Bridge, HostsFile, Iface, Netns, Route, State, Sysctl
 from ..nft import Nft
 from ..rtnl import Rtnl
+from ..scopes import LivePort, SubnetHolder, network_owner
 from .links import Link, default_routes, read_addresses, read_links, route_prefixes
 from .macvlan import macvlan_host
-from .nft import observe_firewall
+from .nft import observe_firewall, other_ports
 
 
 @dataclass
@@ -31,6 +32,10 @@ class Observed:
     host_prefixes: list[ipaddress.IPv4Network] = field(default_factory=list)
     # Every host link's MTU by name: a macvlan network's default is its parent's.
     link_mtus: dict[str, int] = field(default_factory=dict)
+    # Addresses on host interfaces we do not own, by holder: explicit subnets must avoid them too.
+    interface_prefixes: list[SubnetHolder] = field(default_factory=list)
+    # Ports other scopes' nft tables publish.
+    other_ports: list[LivePort] = field(default_factory=list)
 
 
 @dataclass
@@ -57,7 +62,10 @@ def observe(
             obs.state.add(resource)
     for link in links.values():
         if link.index not in our_indexes:
-            obs.host_prefixes.extend(ipaddress.IPv4Network(a, strict=False) for a in link.addresses)
+            prefixes = [ipaddress.IPv4Network(a, strict=False) for a in link.addresses]
+            obs.host_prefixes.extend(prefixes)
+            owner = _owner(link)
+            obs.interface_prefixes.extend(SubnetHolder(p, owner, interface=True) for p in prefixes)
     veths = {m[2]: link for link in ours if (m := link.mark) and m[1] == "veth"}
     ns_ifaces = _observe_namespaces(scope, adopted, obs, containers)
     for key, ns_iface in ns_ifaces.items():
@@ -70,7 +78,16 @@ def observe(
     _observe_files(scope, obs)
     for resource in observe_firewall(nft, scope):
         obs.state.add(resource)
+    obs.other_ports = other_ports(nft, scope)
     return obs
+
+
+def _owner(link: Link) -> str:
+    """Another scope's bridge or shim is named as its network, as that scope's record names it."""
+    m = link.mark
+    if m is not None and m[1] in ("network", "shim"):
+        return network_owner(m[0], m[2])
+    return f"interface {link.ifname}"
 
 
 def _host_links(scope: str, links: dict[int, Link], obs: Observed) -> list[Link]:

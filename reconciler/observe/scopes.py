@@ -28,7 +28,7 @@ def marked_scopes(nft: Nft) -> set[str]:
             continue
         if m := _HOSTS_SCOPE.match(header):
             found.add(m.group(1))
-    for name in nft.table_names():
+    for _, name in nft.list_tables():
         if name == names.nft_table(names.DEFAULT_SCOPE):
             found.add(names.DEFAULT_SCOPE)
         elif name.startswith(names.MARK_PREFIX + "_"):

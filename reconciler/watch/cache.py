@@ -90,4 +90,6 @@ def merge(cache: Observed, fresh: Observed, containers: set[str], adopted: dict[
         missing_netns=(cache.missing_netns - paths) | fresh.missing_netns,
         host_prefixes=fresh.host_prefixes,
         link_mtus=fresh.link_mtus,
+        interface_prefixes=fresh.interface_prefixes,
+        other_ports=fresh.other_ports,
     )
