@@ -18,7 +18,8 @@ from . import __version__
 from .errors import ReconcilerError, SpecError
 
 if TYPE_CHECKING:
-    from . import clusteripam, engine
+    from . import engine
+    from .drivers.overlay import clusteripam
     from .spec import Spec
 
 EXIT_PENDING = 2
@@ -330,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _read_lock(path: str, spec: Spec) -> clusteripam.Allocation | None:
-    from . import clusteripam
+    from .drivers.overlay import clusteripam
 
     lock, warning = clusteripam.pinned(path, spec)
     if warning:
@@ -339,8 +340,8 @@ def _read_lock(path: str, spec: Spec) -> clusteripam.Allocation | None:
 
 
 def _lock(path: str, *, check: bool) -> int:
-    from . import clusteripam
-    from .clusterspec import overlay_networks
+    from .drivers.overlay import clusteripam
+    from .drivers.overlay.clusterspec import overlay_networks
 
     spec = _load(path)
     if not overlay_networks(spec):

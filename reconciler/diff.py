@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from .drivers.overlay.model import Fdb, Neigh, Vxlan
 from .model import (
     KIND_RANK,
     Bridge,
@@ -28,7 +29,6 @@ from .model import (
     Route,
     State,
 )
-from .overlay.model import Fdb, Neigh, Vxlan
 
 Op = Literal["create", "change", "replace", "delete"]
 # Objects we may adjust but never remove: the sysctl is the host's, shared with everyone.

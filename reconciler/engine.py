@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import ipam, names, progress
-from .clusteripam import Allocation
 from .desired import desired_state
 from .diff import Action, conflicts, plan
+from .drivers.overlay.clusteripam import Allocation
 from .errors import HostConflict, PermissionProblem, RolledBack
 from .observe import Observed, observe
 from .spec import Spec
@@ -125,8 +125,8 @@ def prepare(
     A cluster spec is narrowed to this host's part first (`host`, or the host whose address is
     configured here); `observed` gains the overlay objects (VXLAN devices, FDB and neighbour entries).
     `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`)."""
-    from .overlay import cluster as overlay
-    from .overlay.observe import observe_overlay
+    from .drivers.overlay import cluster as overlay
+    from .drivers.overlay.observe import observe_overlay
     from .parents import parent_problems, vlan_supported
 
     overlay_observed = observe_overlay(scope)
@@ -222,7 +222,7 @@ def observe_all(
 ) -> Observed:
     """The scope's observed state with its overlay objects: what verification compares. `containers`:
     read only their namespaces (as `observe`)."""
-    from .overlay.observe import observe_overlay
+    from .drivers.overlay.observe import observe_overlay
 
     observed = observe(scope, adopted, nft, containers)
     for resource in observe_overlay(scope).resources:

@@ -171,7 +171,7 @@ BRIDGE_CHAINS = (
 
 def tables(scope: str) -> dict[str, TableDecl]:
     """Our tables for a scope, by family."""
-    from .overlay.services import table as services_table  # it builds on this module's declarations
+    from .drivers.overlay.services import table as services_table  # it builds on this module's declarations
 
     name = names.nft_table(scope)
     return {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .clusterspec import vni_of
+from .drivers.overlay.clusterspec import vni_of
 from .spec import Network, Spec
 
 FORMATS = ("mermaid", "dot")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .diff import Action, summary
+from .drivers.overlay.model import Fdb, Neigh, Vxlan
 from .model import (
     Bridge,
     HostsFile,
@@ -18,7 +19,6 @@ from .model import (
     Sysctl,
     Vlan,
 )
-from .overlay.model import Fdb, Neigh, Vxlan
 
 SIGNS = {"create": "  +", "change": "  ~", "replace": "-/+", "delete": "  -"}
 

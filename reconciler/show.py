@@ -6,8 +6,8 @@ import ipaddress
 from typing import Any
 
 from . import engine
+from .drivers.overlay.model import Fdb, Neigh, Vxlan
 from .model import Bridge, Iface, MacvlanShim, Netns, NftElement, Route
-from .overlay.model import Fdb, Neigh, Vxlan
 from .render import nft_value
 from .spec import Spec
 from .statedir import StateDir

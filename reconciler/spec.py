@@ -282,7 +282,7 @@ class Spec(_Model):
 
 def semantic_problems(spec: Spec) -> list[Problem]:
     """Whole-spec checks, each reported at the field path that is wrong."""
-    from .clusterspec import cluster_problems
+    from .drivers.overlay.clusterspec import cluster_problems
 
     return [*_network_problems(spec), *_container_problems(spec), *cluster_problems(spec)]
 

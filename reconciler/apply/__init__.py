@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from .. import progress
 from ..diff import Action
+from ..drivers.overlay.apply import execute_fdb, execute_neigh, execute_vxlan
 from ..model import KIND_RANK, Iface, Netns, Route
-from ..overlay.apply import execute_fdb, execute_neigh, execute_vxlan
 from . import bridge, container, firewall, hosts, macvlan, sysctl
 from .context import Context
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import Resource
+from ...model import Resource
 
 
 @dataclass(frozen=True)
