@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from . import names
-from .firewall import desired_firewall
+from .firewall.layout import desired_firewall
 from .ipam import HOST_SHIM, gateway
 from .model import Bridge, HostsFile, Iface, MacvlanShim, Netns, Route, State, Sysctl, Vlan
 from .spec import Network, Spec

@@ -8,7 +8,8 @@ import pytest
 
 from reconciler import ipam
 from reconciler.desired import desired_state
-from reconciler.firewall import element_json, tables
+from reconciler.firewall.decl import element_json
+from reconciler.firewall.layout import tables
 from reconciler.model import (
     Bridge,
     HostsFile,

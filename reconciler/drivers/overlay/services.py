@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import names
-from ...firewall import ChainDecl, SetDecl, TableDecl, element_json
+from ...firewall.decl import ChainDecl, SetDecl, TableDecl, element_json
 from ...model import NftElement, NftTable, Resource
 from ...spec import Spec
 
