@@ -4,39 +4,14 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass
 
 from . import names
+from .endpoints import Endpoint, endpoints, hosts_file, hosts_line, recorded_address
 from .firewall.layout import desired_firewall
 from .ipam import HOST_SHIM, gateway
 from .model import Bridge, HostsFile, Iface, MacvlanShim, Netns, Route, State, Sysctl, Vlan
 from .spec import Network, Spec
 from .statedir import ScopeRecord
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A container's attachment to one network, resolved: what hosts files and nft rules need."""
-
-    container: str
-    network: str
-    address: ipaddress.IPv4Address | None  # None on a network without IPAM
-    aliases: tuple[str, ...]
-
-
-def endpoints(spec: Spec, record: ScopeRecord) -> dict[str, list[Endpoint]]:
-    """Per container, its attachments in declaration order."""
-    out: dict[str, list[Endpoint]] = {}
-    for c, ctr in spec.containers.items():
-        out[c] = [
-            Endpoint(c, n, _address(record, n, c), tuple(att.aliases)) for n, att in ctr.attachments().items()
-        ]
-    return out
-
-
-def _address(record: ScopeRecord, network: str, key: str) -> ipaddress.IPv4Address | None:
-    rec = record.networks.get(network)
-    return ipaddress.IPv4Address(rec.addresses[key]) if rec else None
 
 
 def desired_state(
@@ -129,7 +104,7 @@ def _macvlan_host(
     vlan = net.vlan()
     if vlan is not None and net.parent not in existing:
         out.append(Vlan(net.parent, vlan[0], vlan[1]))
-    shim = _address(record, name, HOST_SHIM) if net.host_access else None
+    shim = recorded_address(record, name, HOST_SHIM) if net.host_access else None
     if shim is not None:
         routes = sorted(f"{ep.address}/32" for ep in members if ep.address is not None)
         out.append(
@@ -157,18 +132,3 @@ def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str) -
         if gw is not None:
             return Route(container, path, str(gw), names.container_ifname(index), onlink=gw not in subnet)
     return None
-
-
-def hosts_file(scope: str, mine: list[Endpoint], blocks: dict[str, str]) -> str:
-    """Docker's scope: a container resolves the names and aliases of containers on networks it shares.
-    `blocks`: per network, the lines of its members."""
-    header = (
-        f"{names.HOSTS_HEADER} (scope {scope}); edits are overwritten\n"
-        "127.0.0.1\tlocalhost\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-    )
-    return header + "".join(blocks[own.network] for own in mine)
-
-
-def hosts_line(ep: Endpoint) -> str:
-    return "\t".join([str(ep.address), ep.container, *ep.aliases]) + "\n"

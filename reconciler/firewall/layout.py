@@ -26,7 +26,7 @@ from ..statedir import ScopeRecord
 from .decl import ChainDecl, SetDecl, TableDecl, element_json
 
 if TYPE_CHECKING:
-    from ..desired import Endpoint
+    from ..endpoints import Endpoint
 
 BRIDGE_GLOB = "nr-*"
 

@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from ... import names
-from ...desired import Endpoint, endpoints, hosts_file, hosts_line
+from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
 from ...errors import HostConflict
 from ...ipam import gateway
 from ...model import Bridge, HostsFile, Resource, State
