@@ -125,9 +125,9 @@ def prepare(
     A cluster spec is narrowed to this host's part first (`host`, or the host whose address is
     configured here); `observed` gains the overlay objects (VXLAN devices, FDB and neighbour entries).
     `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`)."""
+    from .drivers.macvlan.parents import parent_problems, vlan_supported
     from .drivers.overlay import cluster as overlay
     from .drivers.overlay.observe import observe_overlay
-    from .parents import parent_problems, vlan_supported
 
     overlay_observed = observe_overlay(scope)
     for resource in overlay_observed.resources:

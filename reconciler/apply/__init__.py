@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 from .. import progress
 from ..diff import Action
+from ..drivers.bridge import apply as bridge
+from ..drivers.macvlan import apply as macvlan
 from ..drivers.overlay.apply import execute_fdb, execute_neigh, execute_vxlan
 from ..model import KIND_RANK, Iface, Netns, Route
-from . import bridge, container, firewall, hosts, macvlan, sysctl
+from . import container, firewall, hosts, sysctl
 from .context import Context
 
 EXECUTORS: dict[str, Callable[[Context, Action], None]] = {

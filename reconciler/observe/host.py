@@ -8,11 +8,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .. import names, netns
+from ..drivers.macvlan.observe import macvlan_host
 from ..model import Bridge, HostsFile, Iface, Netns, Route, State, Sysctl
 from ..nft import Nft
 from ..rtnl import Rtnl
 from .links import Link, default_routes, read_addresses, read_links, route_prefixes
-from .macvlan import macvlan_host
 from .nft import observe_firewall
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from reconciler import ipam
 from reconciler.desired import desired_state
+from reconciler.drivers.macvlan.parents import parent_problems
 from reconciler.model import State, Vlan
-from reconciler.parents import parent_problems
 from reconciler.spec import Spec
 from reconciler.statedir import ScopeRecord
 

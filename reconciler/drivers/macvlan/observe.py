@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..model import MacvlanShim, Resource, Vlan
-from ..rtnl import Rtnl
-from .links import Link, marked_routes
+from ...model import MacvlanShim, Resource, Vlan
+from ...observe.links import Link, marked_routes
+from ...rtnl import Rtnl
 
 
 def macvlan_host(ours: list[Link], links: dict[int, Link], sock: Rtnl) -> list[Resource]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import struct
 
-from .. import names
-from ..diff import Action
-from ..model import MacvlanShim, Vlan
-from ..rtnl import (
+from ... import names
+from ...apply.context import Context, missing_ok
+from ...diff import Action
+from ...model import MacvlanShim, Vlan
+from ...rtnl import (
     IFLA_ADDRESS,
     IFLA_IFALIAS,
     IFLA_LINK,
@@ -20,7 +21,6 @@ from ..rtnl import (
     MACVLAN_MODES,
     attr,
 )
-from .context import Context, missing_ok
 
 
 def _delete_link(ctx: Context, ifname: str) -> None:
