@@ -6,10 +6,12 @@ import functools
 import ipaddress
 
 from . import names
-from .endpoints import Endpoint, endpoints, hosts_file, hosts_line, recorded_address
+from .drivers.driver import Attachment, NetworkPart
+from .drivers.registry import driver_of
+from .endpoints import Endpoint, endpoints, hosts_file, hosts_line
 from .firewall.layout import desired_firewall
-from .ipam import HOST_SHIM, gateway
-from .model import Bridge, HostsFile, Iface, MacvlanShim, Netns, Route, State, Sysctl, Vlan
+from .ipam import gateway
+from .model import HostsFile, Iface, Netns, Route, State, Sysctl
 from .spec import Network, Spec
 from .statedir import ScopeRecord
 
@@ -26,17 +28,13 @@ def desired_state(
             members[ep.network].append(ep)
     # Each network's lines once: every member's hosts file repeats them (N²/networks lines in all).
     blocks = {n: "".join(hosts_line(ep) for ep in eps if ep.address) for n, eps in members.items()}
-    # Bridge and overlay networks route through the host; macvlan ones bypass its IP stack.
-    if any(n.driver != "macvlan" and not n.internal for n in spec.networks.values()):
+    # Some drivers' networks route through the host; others (macvlan) bypass its IP stack.
+    if any(driver_of(n).routed and not n.internal for n in spec.networks.values()):
         state.add(Sysctl("net.ipv4.ip_forward", "1"))
     for name, net in spec.networks.items():
-        if net.driver == "macvlan":
-            for res in _macvlan_host(scope, name, net, record, members[name], existing_links):
-                state.add(res)
-            continue
-        subnet = ipaddress.IPv4Network(record.networks[name].subnet)
-        gw = gateway(net, subnet)
-        state.add(Bridge(name, names.bridge_ifname(scope, name), f"{gw}/{subnet.prefixlen}", net.mtu))
+        part = NetworkPart(scope, name, net, record, members[name], existing_links)
+        for res in driver_of(net).network(part):
+            state.add(res)
     for c, ctr in spec.containers.items():
         path = ctr.netns or names.netns_path(c)
         state.add(Netns(c, path, adopted=ctr.netns is not None))
@@ -63,62 +61,7 @@ def _iface(scope: str, net: Network, record: ScopeRecord, ep: Endpoint, path: st
     subnet = record.networks[ep.network].subnet if ep.network in record.networks else None
     address = f"{ep.address}/{_subnet(subnet).prefixlen}" if ep.address and subnet else None
     mac = names.container_mac(ep.address) if ep.address else names.stable_mac(scope, ep.container, ep.network)
-    if net.driver == "macvlan":
-        return Iface(
-            container=ep.container,
-            network=ep.network,
-            netns=path,
-            ifname=ifname,
-            host_ifname="",
-            bridge=None,
-            address=address,
-            mac=None if net.mode == "passthru" else mac,  # passthru takes the parent's MAC
-            mtu=net.mtu,
-            parent=net.parent,
-            mode=net.mode,
-        )
-    return Iface(
-        container=ep.container,
-        network=ep.network,
-        netns=path,
-        ifname=ifname,
-        host_ifname=names.host_veth_ifname(scope, ep.container, ep.network),
-        bridge=names.bridge_ifname(scope, ep.network),
-        address=address,
-        mac=mac,
-        mtu=net.mtu,
-    )
-
-
-def _macvlan_host(
-    scope: str,
-    name: str,
-    net: Network,
-    record: ScopeRecord,
-    members: list[Endpoint],
-    existing: frozenset[str],
-) -> list[Vlan | MacvlanShim]:
-    """What a macvlan network needs on the host: its VLAN parent (unless it exists) and the shim."""
-    assert net.parent is not None
-    out: list[Vlan | MacvlanShim] = []
-    vlan = net.vlan()
-    if vlan is not None and net.parent not in existing:
-        out.append(Vlan(net.parent, vlan[0], vlan[1]))
-    shim = recorded_address(record, name, HOST_SHIM) if net.host_access else None
-    if shim is not None:
-        routes = sorted(f"{ep.address}/32" for ep in members if ep.address is not None)
-        out.append(
-            MacvlanShim(
-                network=name,
-                ifname=names.shim_ifname(scope, name),
-                parent=net.parent,
-                address=f"{shim}/32",
-                mac=names.container_mac(shim),
-                mtu=net.mtu,
-                routes=",".join(routes),
-            )
-        )
-    return out
+    return driver_of(net).attachment(Attachment(scope, net, ep, path, ifname, address, mac))
 
 
 def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str) -> Route | None:

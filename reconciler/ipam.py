@@ -10,14 +10,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from .drivers.registry import driver_of
 from .errors import HostConflict
+from .names import HOST_SHIM
 from .spec import Attachment, Network, Spec
 from .statedir import NetworkRecord, ScopeRecord
 
 IPv4Net = ipaddress.IPv4Network
 IPv4 = ipaddress.IPv4Address
-# The record key of a network's host shim address (host_access); no container name starts with '@'.
-HOST_SHIM = "@host"
 
 
 def default_pools() -> Iterator[IPv4Net]:
@@ -28,10 +28,8 @@ def default_pools() -> Iterator[IPv4Net]:
 
 
 def gateway(net: Network, subnet: IPv4Net) -> IPv4 | None:
-    """A bridge network always has one (default: the first address); a macvlan one only when given."""
-    if net.gateway is not None or net.driver == "macvlan":
-        return net.gateway
-    return subnet.network_address + 1
+    """The network driver's choice (a bridge network always has one, a macvlan one only when given)."""
+    return driver_of(net).gateway(net, subnet)
 
 
 def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeRecord:

@@ -281,10 +281,9 @@ class Spec(_Model):
 
 
 def semantic_problems(spec: Spec) -> list[Problem]:
-    """Whole-spec checks, each reported at the field path that is wrong."""
-    from .drivers.overlay.clusterspec import cluster_problems
-
-    return [*_network_problems(spec), *_container_problems(spec), *cluster_problems(spec)]
+    """Whole-spec checks, each reported at the field path that is wrong (the drivers' own checks follow:
+    `drivers.registry.spec_problems`)."""
+    return [*_network_problems(spec), *_container_problems(spec)]
 
 
 def _network_problems(spec: Spec) -> list[Problem]:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from yaml.constructor import SafeConstructor
 
+from .drivers.registry import spec_problems
 from .errors import Problem, SpecError
 from .spec import Spec, semantic_problems
 
@@ -114,7 +115,7 @@ def validate_spec_data(data: dict[str, Any], locate: Locate) -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as e:
         raise error(_pydantic_problems(e, data)) from e
-    problems = semantic_problems(spec)
+    problems = [*semantic_problems(spec), *spec_problems(spec)]
     if problems:
         raise error([(p.path, p.message) for p in problems])
     return spec

@@ -6,25 +6,18 @@ from collections.abc import Callable
 
 from .. import progress
 from ..diff import Action
-from ..drivers.bridge import apply as bridge
-from ..drivers.macvlan import apply as macvlan
-from ..drivers.overlay.apply import execute_fdb, execute_neigh, execute_vxlan
+from ..drivers.registry import DRIVERS
 from ..model import KIND_RANK, Iface, Netns, Route
 from . import container, firewall, hosts, sysctl
 from .context import Context
 
 EXECUTORS: dict[str, Callable[[Context, Action], None]] = {
     "sysctl": sysctl.execute,
-    "bridge": bridge.execute,
-    "vlan": macvlan.execute_vlan,
-    "shim": macvlan.execute_shim,
-    "vxlan": execute_vxlan,
-    "fdb": execute_fdb,
-    "neigh": execute_neigh,
     "netns": container.execute_netns,
     "iface": container.execute_iface,
     "route": container.execute_route,
     "hosts": hosts.execute,
+    **{kind: run for driver in DRIVERS.values() for kind, run in driver.executors().items()},
 }
 
 

@@ -20,6 +20,7 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from .. import names
+from ..drivers.registry import DRIVERS, driver_of
 from ..model import NftElement, NftTable, Resource
 from ..spec import Spec
 from ..statedir import ScopeRecord
@@ -119,22 +120,22 @@ BRIDGE_CHAINS = (
 
 
 def tables(scope: str) -> dict[str, TableDecl]:
-    """Our tables for a scope, by family."""
-    from ..drivers.overlay.services import table as services_table  # it builds on this module's declarations
-
+    """Our tables for a scope, by family: this layout's and the drivers' (the overlay's services)."""
     name = names.nft_table(scope)
-    return {
+    out = {
         "inet": TableDecl("inet", name, INET_SETS, INET_CHAINS),
         "bridge": TableDecl("bridge", name, BRIDGE_SETS, BRIDGE_CHAINS),
-        "ip": services_table(scope),
     }
+    for driver in DRIVERS.values():
+        out.update(driver.tables(scope))
+    return out
 
 
 def desired_firewall(
     spec: Spec, record: ScopeRecord, scope: str, eps: dict[str, list[Endpoint]]
 ) -> list[Resource]:
-    # Macvlan networks bypass the host's IP stack: nothing to NAT, publish or isolate there.
-    bridged = {n: net for n, net in spec.networks.items() if net.driver != "macvlan"}
+    # Networks of drivers that bypass the host's IP stack (macvlan): nothing to NAT, publish or isolate.
+    bridged = {n: net for n, net in spec.networks.items() if driver_of(net).routed}
     if not bridged:
         return []
     decls = tables(scope)
