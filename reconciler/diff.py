@@ -3,7 +3,8 @@
 Resources are paired by key. A missing one is created, an extra one deleted, a differing one changed
 in place, or replaced when a field that cannot change in place differs. Replacing a container's
 namespace or interface also replaces what the kernel removes with it, and a replaced bridge or nft
-table takes its ports or elements along; `_cascade` adds those follow-ups.
+table takes its ports or elements along; `_cascade` adds those follow-ups, as each kind declares them
+(`model.Follows`), so the plan names no driver's kinds.
 
 Order: deletions first (dependents before what they depend on), then per kind, in dependency order,
 replacements, changes and creations.
@@ -15,20 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from .drivers.overlay.model import Fdb, Neigh, Vxlan
-from .model import (
-    KIND_RANK,
-    Bridge,
-    HostsFile,
-    Iface,
-    Key,
-    MacvlanShim,
-    Netns,
-    NftElement,
-    Resource,
-    Route,
-    State,
-)
+from .model import KIND_RANK, LINK, Follows, HostsFile, Iface, Key, Netns, NftElement, Resource, State
 
 Op = Literal["create", "change", "replace", "delete"]
 # Objects we may adjust but never remove: the sysctl is the host's, shared with everyone.
@@ -68,12 +56,14 @@ def _someone_elses(res: Resource) -> bool:
 
 
 def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict[Key, Action]) -> None:
+    """Follow-ups of replaced and deleted objects, as each kind declares them (`Resource.follows`)."""
     replaced = {k for k, a in actions.items() if a.op in ("replace", "delete")}
     created = {k for k, a in actions.items() if a.op == "create"} | replaced
     lost_devs = {
         (res.container, res.ifname)
         for k, res in {**have, **want}.items()
-        if isinstance(res, Iface) and (k in replaced or ("vlan", res.parent or "") in replaced)
+        if isinstance(res, Iface)
+        and (k in replaced or any(f.op == "replace" and f.target(res) in replaced for f in res.follows))
     }
     # A new address flushes the old one, and the kernel drops the routes through it with it.
     lost_routes = lost_devs | {
@@ -81,36 +71,33 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
         for a in actions.values()
         if isinstance(a.resource, Iface) and a.op == "change" and "address" in a.fields
     }
+    gone = replaced | {(LINK, f"{container} {ifname}") for container, ifname in lost_routes}
     for key, res in want.items():
         current = actions.get(key)
         if current is not None and current.op != "change":
             continue
-        old = have[key]
         fields = current.fields if current else ()
-        if isinstance(res, Iface) and ("netns", res.container) in replaced:
-            actions[key] = Action("replace", res, old, (*fields, "netns"))
-        elif isinstance(res, (Iface, MacvlanShim)) and ("vlan", res.parent or "") in replaced:
-            # The kernel deletes macvlan children with their parent.
-            actions[key] = Action("replace", res, old, (*fields, "parent"))
-        elif (
-            isinstance(res, Iface | Vxlan) and ("bridge", res.network) in replaced and "bridge" not in fields
-        ):
-            actions[key] = Action("change", res, old, (*fields, "bridge"))
-        elif isinstance(res, Fdb | Neigh) and ("vxlan", res.network) in replaced:
-            # A VXLAN device's FDB and neighbour entries go with it.
+        rule = next((f for f in res.follows if _applies(f, res, gone, created, fields)), None)
+        if rule is None:
+            continue
+        if rule.op == "create":
             actions[key] = Action("create", res)
-        elif isinstance(res, Route) and (
-            ("netns", res.container) in replaced or (res.container, res.dev) in lost_routes
-        ):
-            actions[key] = Action("replace", res, old, (*fields, "dev"))
-        elif isinstance(res, NftElement) and ("nft-table", f"{res.family} {res.table}") in created:
-            actions[key] = Action("create", res)
+        else:
+            actions[key] = Action(rule.op, res, have[key], (*fields, rule.field))
     # Elements of a table that is deleted or replaced go with it.
     for key, action in list(actions.items()):
         res = action.resource
         table = ("nft-table", f"{res.family} {res.table}") if isinstance(res, NftElement) else None
         if action.op == "delete" and table in replaced:
             del actions[key]
+
+
+def _applies(
+    rule: Follows, res: Resource, gone: set[Key], created: set[Key], fields: tuple[str, ...]
+) -> bool:
+    if rule.op == "change" and rule.field in fields:
+        return False  # the change already does it
+    return rule.target(res) in (created if rule.on_create else gone)
 
 
 def ordered(actions: Iterable[Action]) -> list[Action]:
@@ -146,8 +133,8 @@ def conflicts(
     for res in desired.resources.values():
         if isinstance(res, Iface) and res.host_ifname in foreign_links:
             out.append(f"container {res.container}: interface {res.host_ifname} {not_ours}")
-        elif isinstance(res, (Bridge, MacvlanShim)) and res.ifname in foreign_links:
-            out.append(f"network {res.network}: interface {res.ifname} {not_ours}")
+        elif (link := res.network_link()) is not None and link in foreign_links:
+            out.append(f"network {res.id}: interface {link} {not_ours}")
         elif isinstance(res, Netns) and res.path in missing_netns:
             out.append(f"container {res.container}: {res.path} is not a network namespace")
         elif (
