@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 from ... import names
 from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
 from ...errors import HostConflict
-from ...ipam import gateway
 from ...model import Bridge, HostsFile, Resource, State
 from ...spec import Spec
 from ...statedir import ScopeRecord
+from ..bridge.desired import gateway
 from .clusteripam import Allocation, allocate
 from .clusterspec import IMPLICIT_HOST, overlay_networks, vni_of
 from .model import Fdb, Neigh, Vxlan

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import HostConflict, ReconcilerError
-from ...ipam import gateway
 from ...spec import Spec
+from ..bridge.desired import gateway
 from .clusterspec import host_names, overlay_networks, scope_name
 
 IPv4 = ipaddress.IPv4Address
