@@ -1,21 +1,21 @@
-"""The macvlan driver's hooks."""
+"""The macvlan driver's hooks. Its modules are imported when a hook runs: `validate` loads the
+registry for the spec checks only."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, get_args
 
-from ...rtnl import MACVLAN_MODES
+from ...spec import Network
 from ..driver import Attachment, Base, Executor, NetworkPart, NoStage
-from . import desired
 
 if TYPE_CHECKING:
     from ...apply.context import Context
     from ...model import Iface, Resource, State
     from ...observe.links import Link
     from ...rtnl import Rtnl
-    from ...spec import Network, Spec
+    from ...spec import Spec
     from ..driver import Stage
 
 
@@ -24,17 +24,21 @@ class MacvlanDriver(Base):
     # Its containers are on the parent's LAN: the host's IP stack, NAT and published ports are bypassed.
     routed = False
     child_kind: ClassVar[str | None] = "macvlan"
-    child_modes = frozenset(MACVLAN_MODES)
+    child_modes = frozenset(get_args(Network.model_fields["mode"].annotation))  # the modes a spec gives
 
     def gateway(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
         """Only when given: the LAN's router is not ours to pick."""
         return net.gateway
 
     def network(self, part: NetworkPart) -> list[Resource]:
-        return desired.host_objects(part)
+        from .desired import host_objects
+
+        return host_objects(part)
 
     def attachment(self, att: Attachment) -> Iface:
-        return desired.child(att)
+        from .desired import child
+
+        return child(att)
 
     def executors(self) -> Mapping[str, Executor]:
         from . import apply
