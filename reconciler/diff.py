@@ -61,7 +61,7 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
     created = {k for k, a in actions.items() if a.op == "create"} | replaced
     lost_devs = {
         (res.container, res.ifname)
-        for k, res in {**have, **want}.items()
+        for k, res in ({**have, **want} if replaced else {}).items()
         if isinstance(res, Iface)
         and (k in replaced or any(f.op == "replace" and f.target(res) in replaced for f in res.follows))
     }
@@ -72,12 +72,16 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
         if isinstance(a.resource, Iface) and a.op == "change" and "address" in a.fields
     }
     gone = replaced | {(LINK, f"{container} {ifname}") for container, ifname in lost_routes}
-    for key, res in want.items():
+    # Only rules whose kind lost or gained an object can apply: a no-op plan checks none.
+    pools = {True: (created, {k for k, _ in created}), False: (gone, {k for k, _ in gone})}
+    for key, res in want.items() if gone or created else ():
+        if not res.follows:
+            continue
         current = actions.get(key)
         if current is not None and current.op != "change":
             continue
         fields = current.fields if current else ()
-        rule = next((f for f in res.follows if _applies(f, res, gone, created, fields)), None)
+        rule = next((f for f in res.follows if _applies(f, res, pools[f.on_create], fields)), None)
         if rule is None:
             continue
         if rule.op == "create":
@@ -92,12 +96,11 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
             del actions[key]
 
 
-def _applies(
-    rule: Follows, res: Resource, gone: set[Key], created: set[Key], fields: tuple[str, ...]
-) -> bool:
-    if rule.op == "change" and rule.field in fields:
-        return False  # the change already does it
-    return rule.target(res) in (created if rule.on_create else gone)
+def _applies(rule: Follows, res: Resource, pool: tuple[set[Key], set[str]], fields: tuple[str, ...]) -> bool:
+    keys, kinds = pool
+    if rule.kind not in kinds or (rule.op == "change" and rule.field in fields):
+        return False  # nothing of that kind went, or the change already does it
+    return rule.target(res) in keys
 
 
 def ordered(actions: Iterable[Action]) -> list[Action]:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from ..apply.context import Context
@@ -28,8 +27,7 @@ if TYPE_CHECKING:
 Executor = Callable[["Context", "Action"], None]
 
 
-@dataclass(frozen=True)
-class NetworkPart:
+class NetworkPart(NamedTuple):
     """One network of the spec as a driver builds its host side."""
 
     scope: str
@@ -40,9 +38,9 @@ class NetworkPart:
     existing_links: frozenset[str]  # host links that are not ours
 
 
-@dataclass(frozen=True)
-class Attachment:
-    """One container's attachment as a driver builds its interface; `address` and `mac` are chosen."""
+class Attachment(NamedTuple):
+    """One container's attachment as a driver builds its interface; `address` and `mac` are chosen.
+    (Tuples: one per container and network, built faster than frozen dataclasses.)"""
 
     scope: str
     net: Network
