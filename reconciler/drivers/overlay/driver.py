@@ -7,7 +7,6 @@ import ipaddress
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ..bridge import desired as bridge
 from ..driver import Attachment, Base, Executor, NetworkPart
 
 if TYPE_CHECKING:
@@ -27,13 +26,19 @@ class OverlayDriver(Base):
         return cluster_problems(spec)
 
     def gateway(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
-        return bridge.gateway(net, subnet)
+        from ..bridge.desired import gateway
+
+        return gateway(net, subnet)
 
     def network(self, part: NetworkPart) -> list[Resource]:
-        return bridge.bridge(part)  # `stage` adds the node address, the VIPs and the VXLAN device
+        from ..bridge.desired import bridge
+
+        return bridge(part)  # `stage` adds the node address, the VIPs and the VXLAN device
 
     def attachment(self, att: Attachment) -> Iface:
-        return bridge.veth(att)
+        from ..bridge.desired import veth
+
+        return veth(att)
 
     def executors(self) -> Mapping[str, Executor]:
         from .apply import execute_fdb, execute_neigh, execute_vxlan
