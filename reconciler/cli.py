@@ -21,7 +21,8 @@ from .errors import ReconcilerError, SpecError
 if TYPE_CHECKING:
     import signal
 
-    from . import clusteripam, engine
+    from . import engine
+    from .drivers.overlay import clusteripam
     from .spec import Spec
     from .statedir import StateDir
 
@@ -374,7 +375,7 @@ def _next_step(args: argparse.Namespace, *, finish: bool) -> str:
 
 
 def _read_lock(path: str, spec: Spec) -> clusteripam.Allocation | None:
-    from . import clusteripam
+    from .drivers.overlay import clusteripam
 
     lock, warning = clusteripam.pinned(path, spec)
     if warning:
@@ -383,8 +384,8 @@ def _read_lock(path: str, spec: Spec) -> clusteripam.Allocation | None:
 
 
 def _lock(path: str, *, check: bool) -> int:
-    from . import clusteripam
-    from .clusterspec import overlay_networks
+    from .drivers.overlay import clusteripam
+    from .drivers.overlay.clusterspec import overlay_networks
 
     spec = _load(path)
     if not overlay_networks(spec):

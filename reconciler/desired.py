@@ -4,44 +4,16 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass
 
 from . import names
-from .firewall import desired_firewall
-from .ipam import HOST_SHIM, gateway
-from .model import Bridge, HostsFile, Iface, MacvlanShim, Netns, Route, State, Sysctl, Vlan
+from .drivers.driver import Attachment, NetworkPart
+from .drivers.registry import driver_of
+from .endpoints import Endpoint, endpoints, hosts_file, hosts_line
+from .firewall.layout import desired_firewall
+from .ipam import gateway
+from .model import HostsFile, Iface, Netns, Route, State, Sysctl
 from .spec import Network, Spec
 from .statedir import ScopeRecord
-
-# An omitted `mtu` is the driver's default, whatever an earlier spec set: Docker's for a bridge
-# network (the kernel's for a new bridge or veth). Overlay networks get theirs from the underlay
-# (overlay.cluster.local_spec), macvlan ones from their parent (parents.parent_mtus).
-BRIDGE_MTU = 1500
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A container's attachment to one network, resolved: what hosts files and nft rules need."""
-
-    container: str
-    network: str
-    address: ipaddress.IPv4Address | None  # None on a network without IPAM
-    aliases: tuple[str, ...]
-
-
-def endpoints(spec: Spec, record: ScopeRecord) -> dict[str, list[Endpoint]]:
-    """Per container, its attachments in declaration order."""
-    out: dict[str, list[Endpoint]] = {}
-    for c, ctr in spec.containers.items():
-        out[c] = [
-            Endpoint(c, n, _address(record, n, c), tuple(att.aliases)) for n, att in ctr.attachments().items()
-        ]
-    return out
-
-
-def _address(record: ScopeRecord, network: str, key: str) -> ipaddress.IPv4Address | None:
-    rec = record.networks.get(network)
-    return ipaddress.IPv4Address(rec.addresses[key]) if rec else None
 
 
 def desired_state(
@@ -56,17 +28,13 @@ def desired_state(
             members[ep.network].append(ep)
     # Each network's lines once: every member's hosts file repeats them (N²/networks lines in all).
     blocks = {n: "".join(hosts_line(ep) for ep in eps if ep.address) for n, eps in members.items()}
-    # Bridge and overlay networks route through the host; macvlan ones bypass its IP stack.
-    if any(n.driver != "macvlan" and not n.internal for n in spec.networks.values()):
+    # Some drivers' networks route through the host; others (macvlan) bypass its IP stack.
+    if any(driver_of(n).routed and not n.internal for n in spec.networks.values()):
         state.add(Sysctl("net.ipv4.ip_forward", "1"))
     for name, net in spec.networks.items():
-        if net.driver == "macvlan":
-            for res in _macvlan_host(scope, name, net, record, members[name], existing_links):
-                state.add(res)
-            continue
-        subnet = ipaddress.IPv4Network(record.networks[name].subnet)
-        gw = gateway(net, subnet)
-        state.add(Bridge(name, names.bridge_ifname(scope, name), f"{gw}/{subnet.prefixlen}", _mtu(net)))
+        part = NetworkPart(scope, name, net, record, members[name], existing_links)
+        for res in driver_of(net).network(part):
+            state.add(res)
     for c, ctr in spec.containers.items():
         path = ctr.netns or names.netns_path(c)
         state.add(Netns(c, path, adopted=ctr.netns is not None))
@@ -93,66 +61,7 @@ def _iface(scope: str, net: Network, record: ScopeRecord, ep: Endpoint, path: st
     subnet = record.networks[ep.network].subnet if ep.network in record.networks else None
     address = f"{ep.address}/{_subnet(subnet).prefixlen}" if ep.address and subnet else None
     mac = names.container_mac(ep.address) if ep.address else names.stable_mac(scope, ep.container, ep.network)
-    if net.driver == "macvlan":
-        return Iface(
-            container=ep.container,
-            network=ep.network,
-            netns=path,
-            ifname=ifname,
-            host_ifname="",
-            bridge=None,
-            address=address,
-            mac=None if net.mode == "passthru" else mac,  # passthru takes the parent's MAC
-            mtu=net.mtu,
-            parent=net.parent,
-            mode=net.mode,
-        )
-    return Iface(
-        container=ep.container,
-        network=ep.network,
-        netns=path,
-        ifname=ifname,
-        host_ifname=names.host_veth_ifname(scope, ep.container, ep.network),
-        bridge=names.bridge_ifname(scope, ep.network),
-        address=address,
-        mac=mac,
-        mtu=_mtu(net),
-    )
-
-
-def _mtu(net: Network) -> int:
-    return BRIDGE_MTU if net.mtu is None else net.mtu
-
-
-def _macvlan_host(
-    scope: str,
-    name: str,
-    net: Network,
-    record: ScopeRecord,
-    members: list[Endpoint],
-    existing: frozenset[str],
-) -> list[Vlan | MacvlanShim]:
-    """What a macvlan network needs on the host: its VLAN parent (unless it exists) and the shim."""
-    assert net.parent is not None
-    out: list[Vlan | MacvlanShim] = []
-    vlan = net.vlan()
-    if vlan is not None and net.parent not in existing:
-        out.append(Vlan(net.parent, vlan[0], vlan[1]))
-    shim = _address(record, name, HOST_SHIM) if net.host_access else None
-    if shim is not None:
-        routes = sorted(f"{ep.address}/32" for ep in members if ep.address is not None)
-        out.append(
-            MacvlanShim(
-                network=name,
-                ifname=names.shim_ifname(scope, name),
-                parent=net.parent,
-                address=f"{shim}/32",
-                mac=names.container_mac(shim),
-                mtu=net.mtu,
-                routes=",".join(routes),
-            )
-        )
-    return out
+    return driver_of(net).attachment(Attachment(scope, net, ep, path, ifname, address, mac))
 
 
 def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str) -> Route | None:
@@ -166,18 +75,3 @@ def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str) -
         if gw is not None:
             return Route(container, path, str(gw), names.container_ifname(index), onlink=gw not in subnet)
     return None
-
-
-def hosts_file(scope: str, mine: list[Endpoint], blocks: dict[str, str]) -> str:
-    """Docker's scope: a container resolves the names and aliases of containers on networks it shares.
-    `blocks`: per network, the lines of its members."""
-    header = (
-        f"{names.HOSTS_HEADER} (scope {scope}); edits are overwritten\n"
-        "127.0.0.1\tlocalhost\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-    )
-    return header + "".join(blocks[own.network] for own in mine)
-
-
-def hosts_line(ep: Endpoint) -> str:
-    return "\t".join([str(ep.address), ep.container, *ep.aliases]) + "\n"

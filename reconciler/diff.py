@@ -3,7 +3,8 @@
 Resources are paired by key. A missing one is created, an extra one deleted, a differing one changed
 in place, or replaced when a field that cannot change in place differs. Replacing a container's
 namespace or interface also replaces what the kernel removes with it, and a replaced bridge or nft
-table takes its ports or elements along; `_cascade` adds those follow-ups.
+table takes its ports or elements along; `_cascade` adds those follow-ups, as each kind declares them
+(`model.Follows`), so the plan names no driver's kinds.
 
 Order: deletions first (dependents before what they depend on), then per kind, in dependency order,
 replacements, changes and creations.
@@ -15,20 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .model import (
-    KIND_RANK,
-    Bridge,
-    HostsFile,
-    Iface,
-    Key,
-    MacvlanShim,
-    Netns,
-    NftElement,
-    Resource,
-    Route,
-    State,
-)
-from .overlay.model import Fdb, Neigh, Vxlan
+from .model import KIND_RANK, LINK, Follows, HostsFile, Iface, Key, Netns, NftElement, Resource, State
 
 Op = Literal["create", "change", "replace", "delete"]
 # Objects we may adjust but never remove: the sysctl is the host's, shared with everyone.
@@ -78,48 +66,42 @@ def _someone_elses(res: Resource) -> bool:
 
 
 def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict[Key, Action]) -> None:
+    """Follow-ups of replaced and deleted objects, as each kind declares them (`Resource.follows`)."""
     replaced = {k for k, a in actions.items() if a.op in ("replace", "delete")}
     created = {k for k, a in actions.items() if a.op == "create"} | replaced
+    # A lost interface (and the routes through it), by (container, ifname): why it is lost.
     lost_devs: dict[tuple[str, str], str] = {}
-    for k, res in {**have, **want}.items():
-        if isinstance(res, Iface) and k in replaced:
+    for k, res in ({**have, **want} if replaced else {}).items():
+        if not isinstance(res, Iface):
+            continue
+        if k in replaced:
             lost_devs[res.container, res.ifname] = _because(actions[k])
-        elif isinstance(res, Iface) and ("vlan", res.parent or "") in replaced:
-            lost_devs[res.container, res.ifname] = _because(actions["vlan", res.parent or ""])
+        elif rule := next((f for f in res.follows if f.op == "replace" and f.target(res) in replaced), None):
+            lost_devs[res.container, res.ifname] = _because(actions[rule.target(res)])
     # A new address flushes the old one, and the kernel drops the routes through it with it.
     lost_routes = {
         (a.resource.container, a.resource.ifname): f"iface {a.resource.id} changes address"
         for a in actions.values()
         if isinstance(a.resource, Iface) and a.op == "change" and "address" in a.fields
     } | lost_devs
-    for key, res in want.items():
+    gone = replaced | {(LINK, f"{container} {ifname}") for container, ifname in lost_routes}
+    # Only rules whose kind lost or gained an object can apply: a no-op plan checks none.
+    pools = {True: (created, {k for k, _ in created}), False: (gone, {k for k, _ in gone})}
+    for key, res in want.items() if gone or created else ():
+        if not res.follows:
+            continue
         current = actions.get(key)
         if current is not None and current.op != "change":
             continue
-        old = have[key]
         fields = current.fields if current else ()
-        if isinstance(res, Iface) and ("netns", res.container) in replaced:
-            cause = _because(actions["netns", res.container])
-            actions[key] = Action("replace", res, old, (*fields, "netns"), cause)
-        elif isinstance(res, (Iface, MacvlanShim)) and ("vlan", res.parent or "") in replaced:
-            # The kernel deletes macvlan children with their parent.
-            cause = _because(actions["vlan", res.parent or ""])
-            actions[key] = Action("replace", res, old, (*fields, "parent"), cause)
-        elif (
-            isinstance(res, Iface | Vxlan) and ("bridge", res.network) in replaced and "bridge" not in fields
-        ):
-            cause = _because(actions["bridge", res.network])
-            actions[key] = Action("change", res, old, (*fields, "bridge"), cause)
-        elif isinstance(res, Fdb | Neigh) and ("vxlan", res.network) in replaced:
-            # A VXLAN device's FDB and neighbour entries go with it.
+        rule = next((f for f in res.follows if _applies(f, res, pools[f.on_create], fields)), None)
+        if rule is None:
+            continue
+        if rule.op == "create":
             actions[key] = Action("create", res)
-        elif isinstance(res, Route) and ("netns", res.container) in replaced:
-            cause = _because(actions["netns", res.container])
-            actions[key] = Action("replace", res, old, (*fields, "dev"), cause)
-        elif isinstance(res, Route) and (res.container, res.dev) in lost_routes:
-            actions[key] = Action("replace", res, old, (*fields, "dev"), lost_routes[res.container, res.dev])
-        elif isinstance(res, NftElement) and ("nft-table", f"{res.family} {res.table}") in created:
-            actions[key] = Action("create", res)
+        else:
+            cause = _cause(rule.target(res), actions, lost_routes)
+            actions[key] = Action(rule.op, res, have[key], (*fields, rule.field), cause)
     # Elements of a table that is deleted or replaced go with it.
     for key, action in list(actions.items()):
         res = action.resource
@@ -131,6 +113,20 @@ def _cascade(want: dict[Key, Resource], have: dict[Key, Resource], actions: dict
 def _because(action: Action) -> str:
     done = {"create": "created", "replace": "replaced", "delete": "deleted", "change": "changed"}[action.op]
     return f"{action.resource.kind} {action.resource.id} is {done}"
+
+
+def _cause(target: Key, actions: dict[Key, Action], lost_routes: dict[tuple[str, str], str]) -> str:
+    if target[0] == LINK:
+        container, ifname = target[1].split(" ", 1)
+        return lost_routes[container, ifname]
+    return _because(actions[target])
+
+
+def _applies(rule: Follows, res: Resource, pool: tuple[set[Key], set[str]], fields: tuple[str, ...]) -> bool:
+    keys, kinds = pool
+    if rule.kind not in kinds or (rule.op == "change" and rule.field in fields):
+        return False  # nothing of that kind went, or the change already does it
+    return rule.target(res) in keys
 
 
 def ordered(actions: Iterable[Action]) -> list[Action]:
@@ -166,8 +162,8 @@ def conflicts(
     for res in desired.resources.values():
         if isinstance(res, Iface) and res.host_ifname in foreign_links:
             out.append(f"container {res.container}: interface {res.host_ifname} {not_ours}")
-        elif isinstance(res, (Bridge, MacvlanShim)) and res.ifname in foreign_links:
-            out.append(f"network {res.network}: interface {res.ifname} {not_ours}")
+        elif (link := res.network_link()) is not None and link in foreign_links:
+            out.append(f"network {res.id}: interface {link} {not_ours}")
         elif isinstance(res, Netns) and res.path in missing_netns:
             out.append(f"container {res.container}: {res.path} is not a network namespace")
         elif (

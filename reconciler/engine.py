@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import interrupt, ipam, names, progress, scopes
-from .clusteripam import Allocation
 from .desired import desired_state
 from .diff import Action, conflicts, plan
+from .drivers.overlay.clusteripam import Allocation
+from .drivers.registry import DRIVERS
 from .errors import HostConflict, PermissionProblem, RolledBack
 from .observe import Observed, observe
 from .spec import Spec
@@ -128,38 +129,36 @@ def prepare(
     """Allocate addresses and build the desired state; refuse one that would touch what is not ours.
 
     A cluster spec is narrowed to this host's part first (`host`, or the host whose address is
-    configured here); `observed` gains the overlay objects (VXLAN devices, FDB and neighbour entries).
+    configured here); `observed` gains the objects drivers read themselves (the overlay's VXLAN devices,
+    FDB and neighbour entries). Each driver's stage takes part in every step (`drivers.driver.Stage`).
     `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`)."""
-    from .overlay import cluster as overlay
-    from .overlay.observe import observe_overlay
-    from .parents import parent_mtus, parent_problems, vlan_supported
-
-    overlay_observed = observe_overlay(scope)
-    for resource in overlay_observed.resources:
-        observed.state.add(resource)
-    cluster = overlay.prepare(spec, scope, host, lock, overlay_observed)
-    local = parent_mtus(overlay.local_spec(cluster), observed.link_mtus)
+    stages = [driver.stage(scope, observed) for driver in DRIVERS.values()]
+    for stage in stages:
+        for resource in stage.resources:
+            observed.state.add(resource)
+    local = spec
+    for stage in stages:
+        local = stage.narrow(local, host, lock)
     others = state_dir.others(scope)
     record = ipam.allocate(local, previous, _in_use(observed, others))
     if keep is not None:
         record.networks.update(keep.networks)
         record.adopted.update(keep.adopted)
-    overlay.merge_record(cluster, record)
+    for stage in stages:
+        stage.merge_record(record)
     desired = desired_state(local, record, scope, frozenset(observed.foreign_links))
-    overlay.extend_desired(cluster, local, record, desired)
-    problems = (
-        scope_conflicts(local, record, observed, others)
-        + overlay.conflicts(desired, overlay_observed, observed.foreign_links)
-        + conflicts(
-            desired,
-            observed.state,
-            observed.foreign_links,
-            observed.foreign_netns,
-            observed.foreign_hosts,
-            observed.missing_netns,
-        )
-        + parent_problems(local, desired, observed.state, observed.foreign_links, vlan_supported)
+    for stage in stages:
+        stage.extend_desired(local, record, desired)
+    problems = scope_conflicts(local, record, observed, others) + conflicts(
+        desired,
+        observed.state,
+        observed.foreign_links,
+        observed.foreign_netns,
+        observed.foreign_hosts,
+        observed.missing_netns,
     )
+    for stage in stages:
+        problems += stage.conflicts(local, desired, observed.state, observed.foreign_links)
     if problems:
         raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
     return record, desired
@@ -235,13 +234,12 @@ def snapshot(state_dir: StateDir, scope: str | None = None) -> dict[str, Observe
 def observe_all(
     scope: str, adopted: dict[str, str], nft: Nft, containers: set[str] | None = None
 ) -> Observed:
-    """The scope's observed state with its overlay objects: what verification compares. `containers`:
-    read only their namespaces (as `observe`)."""
-    from .overlay.observe import observe_overlay
-
+    """The scope's observed state with the objects drivers read themselves: what verification compares.
+    `containers`: read only their namespaces (as `observe`)."""
     observed = observe(scope, adopted, nft, containers)
-    for resource in observe_overlay(scope).resources:
-        observed.state.add(resource)
+    for driver in DRIVERS.values():
+        for resource in driver.observe(scope):
+            observed.state.add(resource)
     return observed
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .clusterspec import vni_of
+from .drivers.registry import driver_of
 from .spec import Network, Spec
 
 FORMATS = ("mermaid", "dot")
@@ -55,9 +55,7 @@ def topology(spec: Spec) -> Topology:
     top = Topology(spec.name or "default")
     net_ids = {name: f"n{i}" for i, name in enumerate(spec.networks)}
     for name, net in spec.networks.items():
-        facts = _network_lines(net)
-        if net.driver == "overlay":
-            facts = (f"{facts[0]}, vni {vni_of(spec, name)}",)
+        facts = _network_lines(spec, name, net)
         top.nodes.append(Node(net_ids[name], "network", (name, *facts)))
     host_ids = {name: f"h{i}" for i, name in enumerate(spec.hosts)}
     for name, host in spec.hosts.items():
@@ -94,10 +92,8 @@ def topology(spec: Spec) -> Topology:
     return top
 
 
-def _network_lines(net: Network) -> tuple[str, ...]:
-    facts: list[str] = [net.driver]
-    if net.driver == "macvlan":
-        facts.append(f"parent {net.parent}, {net.mode} mode")
+def _network_lines(spec: Spec, name: str, net: Network) -> tuple[str, ...]:
+    facts: list[str] = []
     facts.append("no IPAM" if net.ipam == "none" else f"subnet {net.subnet or 'auto'}")
     if net.host_access:
         facts.append("host access")
@@ -107,7 +103,7 @@ def _network_lines(net: Network) -> tuple[str, ...]:
         facts.append("icc off")
     if net.mtu is not None:
         facts.append(f"mtu {net.mtu}")
-    return (", ".join(facts),)
+    return (", ".join(driver_of(net).facts(spec, name, net, facts)),)
 
 
 _MERMAID_SHAPES = {

@@ -14,14 +14,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from .drivers.registry import driver_of
 from .errors import HostConflict
+from .names import HOST_SHIM
 from .spec import Attachment, Network, Spec
 from .statedir import NetworkRecord, ScopeRecord
 
 IPv4Net = ipaddress.IPv4Network
 IPv4 = ipaddress.IPv4Address
-# The record key of a network's host shim address (host_access); no container name starts with '@'.
-HOST_SHIM = "@host"
 
 
 def default_pools() -> Iterator[IPv4Net]:
@@ -35,10 +35,8 @@ _POOLS = frozenset(default_pools())
 
 
 def gateway(net: Network, subnet: IPv4Net) -> IPv4 | None:
-    """A bridge network always has one (default: the first address); a macvlan one only when given."""
-    if net.gateway is not None or net.driver == "macvlan":
-        return net.gateway
-    return subnet.network_address + 1
+    """The network driver's choice (a bridge network always has one, a macvlan one only when given)."""
+    return driver_of(net).gateway(net, subnet)
 
 
 def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeRecord:
@@ -63,7 +61,7 @@ def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeR
         old = previous.networks.get(name)
         old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
         addresses = _addresses(spec, name, net, subnet, old_addresses)
-        parent = net.parent if net.driver == "macvlan" and net.parent else ""
+        parent = net.parent or ""  # a network on a host link's LAN segment (macvlan)
         record.networks[name] = NetworkRecord(str(subnet), addresses, parent)
     return record
 

@@ -9,9 +9,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Follows:
+    """What goes with what: an object of the declaring kind goes along when the `kind` object named by
+    its `by` fields (joined by a space) is replaced or deleted, or with `on_create` also created.
+    `op` is what the plan then does to it ("replace", "change" or "create"), naming `field`."""
+
+    kind: str
+    by: tuple[str, ...]
+    op: Literal["create", "change", "replace"]
+    field: str = ""
+    on_create: bool = False
+
+    def target(self, res: Resource) -> Key:
+        return (self.kind, " ".join(getattr(res, name) or "" for name in self.by))
 
 
 @dataclass(frozen=True)
@@ -19,6 +35,8 @@ class Resource:
     kind: ClassVar[str]
     # Fields whose change cannot be applied in place: the object is deleted and created again.
     immutable: ClassVar[tuple[str, ...]] = ()
+    # The objects this one goes along with (`diff._cascade`); the first that applies wins.
+    follows: ClassVar[tuple[Follows, ...]] = ()
 
     @property
     def id(self) -> str:
@@ -40,6 +58,10 @@ class Resource:
             for name in _field_names(type(self))
             if (value := getattr(self, name)) is not None and getattr(observed, name, None) != value
         ]
+
+    def network_link(self) -> str | None:
+        """The host link this object is of a network's own: a name we must not take from others."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -83,6 +105,9 @@ class Bridge(Resource):
     def id(self) -> str:
         return self.network
 
+    def network_link(self) -> str:
+        return self.ifname
+
 
 @dataclass(frozen=True)
 class Vlan(Resource):
@@ -107,6 +132,8 @@ class MacvlanShim(Resource):
 
     kind = "shim"
     immutable = ("ifname", "parent")
+    # The kernel deletes macvlan children with their parent.
+    follows = (Follows("vlan", ("parent",), "replace", "parent"),)
     network: str
     ifname: str
     parent: str
@@ -119,6 +146,9 @@ class MacvlanShim(Resource):
     @property
     def id(self) -> str:
         return self.network
+
+    def network_link(self) -> str:
+        return self.ifname
 
 
 @dataclass(frozen=True)
@@ -143,6 +173,11 @@ class Iface(Resource):
 
     kind = "iface"
     immutable = ("ifname", "host_ifname", "netns", "parent", "mode")
+    follows = (
+        Follows("netns", ("container",), "replace", "netns"),
+        Follows("vlan", ("parent",), "replace", "parent"),  # a child goes with its parent
+        Follows("bridge", ("network",), "change", "bridge"),  # a new bridge takes its ports again
+    )
     container: str
     network: str
     netns: str
@@ -161,11 +196,21 @@ class Iface(Resource):
         return f"{self.container}/{self.network}"
 
 
+# Not a kind: the pseudo-kind of a container's interface name, (LINK, "CONTAINER IFNAME"), that the
+# plan marks lost when the kernel takes the interface (and the routes through it) away.
+LINK = "link"
+
+
 @dataclass(frozen=True)
 class Route(Resource):
     """The container's default route."""
 
     kind = "route"
+    # LINK: the interface it goes through (`diff._cascade` marks the ones the kernel takes away).
+    follows = (
+        Follows("netns", ("container",), "replace", "dev"),
+        Follows(LINK, ("container", "dev"), "replace", "dev"),
+    )
     container: str
     netns: str
     gateway: str
@@ -210,6 +255,8 @@ class NftElement(Resource):
     """One element of one of our sets or maps; `value` is the element in libnftables JSON form."""
 
     kind = "nft-element"
+    # Elements of a new or replaced table are created with it.
+    follows = (Follows("nft-table", ("family", "table"), "create", on_create=True),)
     family: str
     table: str
     set: str

@@ -17,6 +17,8 @@ RTPROT = 211
 NETNS_DIR = "/run/netns"
 ETC_NETNS_DIR = "/etc/netns"
 HOSTS_HEADER = "# managed by netreconciler"
+# The record key of a network's host shim address (host_access); no container name starts with '@'.
+HOST_SHIM = "@host"
 
 
 def _digest(*parts: str, length: int) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .diff import Action, summary
+from .drivers.overlay.model import Fdb, Neigh, Vxlan
 from .model import (
     Bridge,
     HostsFile,
@@ -19,7 +20,6 @@ from .model import (
     Sysctl,
     Vlan,
 )
-from .overlay.model import Fdb, Neigh, Vxlan
 
 SIGNS = {"create": "  +", "change": "  ~", "replace": "-/+", "delete": "  -"}
 # A changed value longer than this is shown cut around its first difference, with CONTEXT before it.

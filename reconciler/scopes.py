@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from .ipam import HOST_SHIM
+from .names import HOST_SHIM
 from .spec import Spec
 from .statedir import ScopeRecord
 
@@ -81,14 +81,14 @@ def subnet_conflicts(spec: Spec, record: ScopeRecord, holders: list[SubnetHolder
         if net is None:
             continue
         subnet = IPv4Net(rec.subnet)
-        macvlan = net.driver == "macvlan"
+        segment = net.parent is not None  # on a host link's LAN, not routed by the host
         hit: dict[str, IPv4Net] = {}
         for h in holders:
             if h.owner in hit or not subnet.overlaps(h.prefix):
                 continue
             if h.interface:
-                clash = not macvlan
-            elif macvlan and h.parent and h.parent != net.parent:
+                clash = not segment
+            elif segment and h.parent and h.parent != net.parent:
                 clash = net.host_access and h.host_access  # separate segments, one host routing table
             else:
                 clash = True

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .desired import desired_state
 from .diff import Action
+from .drivers.registry import driver_of
 from .engine import Outcome, adopted_of, converge, scope_of
 from .model import Key, State
 from .nft import Nft
@@ -104,8 +105,8 @@ def reach(old: Spec, new: Spec) -> set[str] | None:
     containers alone (networks or scope changed) or reaches every container."""
     if old.name != new.name or old.networks != new.networks:
         return None
-    # Other drivers' host side depends on all members (a macvlan shim's routes, an overlay's FDB): whole.
-    if any(net.driver != "bridge" for net in new.networks.values()):
+    # Some drivers' host side depends on all members (a macvlan shim's routes, an overlay's FDB): whole.
+    if any(not driver_of(net).per_container for net in new.networks.values()):
         return None
     everyone = old.containers.keys() | new.containers.keys()
     changed = {c for c in everyone if old.containers.get(c) != new.containers.get(c)}

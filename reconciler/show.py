@@ -10,8 +10,9 @@ import ipaddress
 from typing import Any
 
 from . import engine
+from .drivers.overlay.model import Fdb, Neigh, Vxlan
+from .drivers.registry import CHILD_MODES, KIND_OWNERS
 from .model import Bridge, Iface, MacvlanShim, Netns, NftElement, Route, State
-from .overlay.model import Fdb, Neigh, Vxlan
 from .render import nft_value
 from .spec import Spec
 from .statedir import StateDir
@@ -38,7 +39,10 @@ def gathered(observed: State) -> dict[str, Any]:
             networks.setdefault(res.network, {}).update(entry)
         elif isinstance(res, MacvlanShim):
             networks.setdefault(res.network, {}).update(
-                driver="macvlan", host_shim=res.ifname, parent=res.parent, address=res.address
+                driver=KIND_OWNERS[res.kind].name,
+                host_shim=res.ifname,
+                parent=res.parent,
+                address=res.address,
             )
         elif isinstance(res, Netns):
             containers.setdefault(res.container, {"interfaces": []}).update(
@@ -77,10 +81,10 @@ def _iface(res: Iface, containers: dict[str, Any], networks: dict[str, Any]) -> 
             **({"parent": res.parent, "mode": res.mode} if res.parent else {}),
         }
     )
-    if res.parent:
-        # A macvlan network has no host object of its own (unless host_access): its members show it.
+    if res.parent and res.mode:
+        # A network of child interfaces has no host object of its own (but a shim): its members show it.
         net = networks.setdefault(res.network, {})
-        net.update(driver="macvlan", parent=res.parent, mode=res.mode)
+        net.update(driver=CHILD_MODES[res.mode].name, parent=res.parent, mode=res.mode)
         if res.address and "subnet" not in net:
             net["subnet"] = str(ipaddress.IPv4Interface(res.address.split(",")[0]).network)
 
@@ -100,7 +104,7 @@ def _scope_lines(scope: str, result: dict[str, Any]) -> list[str]:
     for name, ctr in sorted(result["containers"].items()):
         lines.append(f"container {name}: {ctr.get('netns', '(namespace missing)')}")
         for i in ctr["interfaces"]:
-            where = f"macvlan {i['mode']} on {i['parent']}" if "parent" in i else f"host {i['host_ifname']}"
+            where = f"{i['mode']} child of {i['parent']}" if "parent" in i else f"host {i['host_ifname']}"
             lines.append(f"  {i['ifname']} {i['address']} on {i['network']} ({where})")
         if "default_route" in ctr:
             lines.append(f"  default via {ctr['default_route']}")
@@ -110,8 +114,9 @@ def _scope_lines(scope: str, result: dict[str, Any]) -> list[str]:
 
 
 def _network_lines(name: str, net: dict[str, Any]) -> list[str]:
-    if net.get("driver") == "macvlan":
-        head = f"network {name}: macvlan {net.get('mode') or ''} on {net['parent']} {net.get('subnet', '')}"
+    if "parent" in net:  # children of a host link: no bridge
+        on = f"{net.get('mode') or ''} on {net['parent']} {net.get('subnet', '')}"
+        head = f"network {name}: {net['driver']} {on}"
         lines = [" ".join(head.split())]
         if "host_shim" in net:
             lines.append(f"  host shim {net['host_shim']} {net['address']}")

@@ -311,15 +311,9 @@ NOTHING_BROKEN = Broken()
 
 
 def semantic_problems(spec: Spec, broken: Broken = NOTHING_BROKEN) -> list[Problem]:
-    """Whole-spec checks, each reported at the field path that is wrong."""
-    from .clusterspec import cluster_problems
-
-    return [
-        *_network_problems(spec),
-        *_container_problems(spec, broken),
-        *_alias_problems(spec),
-        *cluster_problems(spec, broken),
-    ]
+    """Whole-spec checks, each reported at the field path that is wrong (the drivers' own checks follow:
+    `drivers.registry.spec_problems`)."""
+    return [*_network_problems(spec), *_container_problems(spec, broken), *_alias_problems(spec)]
 
 
 def _network_problems(spec: Spec) -> list[Problem]:

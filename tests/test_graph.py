@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.clusterspec import vni_of
+from reconciler.drivers.overlay.clusterspec import vni_of
 from reconciler.graph import dot, mermaid, render, topology
 from reconciler.specload import load_spec, parse_spec_text
 

@@ -6,29 +6,24 @@ from collections.abc import Callable
 
 from .. import interrupt, nsusers, progress
 from ..diff import Action
+from ..drivers.registry import DRIVERS
 from ..model import KIND_RANK, Iface, Netns, Route
-from ..overlay.apply import execute_fdb, execute_neigh, execute_vxlan
-from . import bridge, container, firewall, hosts, macvlan, sysctl
+from . import container, firewall, hosts, sysctl
 from .context import Context
 
 EXECUTORS: dict[str, Callable[[Context, Action], None]] = {
     "sysctl": sysctl.execute,
-    "bridge": bridge.execute,
-    "vlan": macvlan.execute_vlan,
-    "shim": macvlan.execute_shim,
-    "vxlan": execute_vxlan,
-    "fdb": execute_fdb,
-    "neigh": execute_neigh,
     "netns": container.execute_netns,
     "iface": container.execute_iface,
     "route": container.execute_route,
     "hosts": hosts.execute,
+    **{kind: run for driver in DRIVERS.values() for kind, run in driver.executors().items()},
 }
 
 
 def execute(ctx: Context, actions: list[Action]) -> None:
-    """Netlink and file actions one by one, then all nftables actions in one transaction, then the
-    bridges' route_localnet (safe only once the nft chain that guards it exists).
+    """Netlink and file actions one by one, then all nftables actions in one transaction, then what
+    drivers do only once it is committed (a bridge's route_localnet, safe once the chain guarding it is).
 
     A replacement runs in two halves: its removal with the deletions, before anything is created, so
     that a name it frees (eth0 moving to another network) is free when its new owner is created.
@@ -70,7 +65,8 @@ def execute(ctx: Context, actions: list[Action]) -> None:
         interrupt.check()
         progress.phase(f"nftables: {len(nft_actions)} changes in one transaction")
     firewall.execute(ctx, nft_actions)
-    bridge.set_route_localnet(actions)
+    for driver in DRIVERS.values():
+        driver.after_firewall(actions)
 
 
 def _still_used(ctx: Context, leaving: dict[str, str], actions: list[Action]) -> set[str]:

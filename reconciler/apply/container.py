@@ -1,4 +1,5 @@
-"""Containers: their namespaces, veth pairs into network bridges or macvlan children, default routes."""
+"""Containers: their namespaces, veth pairs into network bridges or a driver's children of a host link,
+default routes."""
 
 from __future__ import annotations
 
@@ -6,18 +7,15 @@ import os
 
 from .. import names, netns
 from ..diff import Action
-from ..errors import HostConflict
+from ..drivers.registry import CHILD_MODES
 from ..model import Iface, Netns, Route
 from ..rtnl import (
     IFLA_ADDRESS,
     IFLA_IFALIAS,
     IFLA_IFNAME,
-    IFLA_LINK,
-    IFLA_MACVLAN_MODE,
     IFLA_MASTER,
     IFLA_MTU,
     IFLA_NET_NS_FD,
-    MACVLAN_MODES,
     attr,
 )
 from .context import Context, missing_ok
@@ -58,7 +56,7 @@ def _mac(mac: str) -> bytes:
 
 def _create_iface(ctx: Context, res: Iface) -> None:
     if res.parent:
-        _create_macvlan(ctx, res)
+        CHILD_MODES[res.mode or ""].create_child(ctx, res)
     else:
         _create_veth(ctx, res)
     ns = ctx.rns(res.netns)
@@ -68,22 +66,6 @@ def _create_iface(ctx: Context, res: Iface) -> None:
         assert index is not None
         addr, prefixlen = res.address.split("/")
         ns.add_address(index, addr, int(prefixlen))
-
-
-def _create_macvlan(ctx: Context, res: Iface) -> None:
-    parent = ctx.rtnl.ifindex(res.parent or "")
-    if parent is None:
-        raise HostConflict(f"container {res.container}: parent interface {res.parent} is gone")
-    extra = attr(IFLA_MTU, res.mtu) if res.mtu is not None else b""
-    extra += _mac(res.mac) if res.mac else b""
-    mode = attr(IFLA_MACVLAN_MODE, MACVLAN_MODES[res.mode or "bridge"])
-    fd = os.open(res.netns, os.O_RDONLY)
-    try:
-        # Born inside the container's namespace, as veth peers are; its parent stays in the host's.
-        where = attr(IFLA_LINK, parent) + attr(IFLA_NET_NS_FD, fd)
-        ctx.rtnl.add_link(res.ifname, "macvlan", where, extra, data=mode)
-    finally:
-        os.close(fd)
 
 
 def _create_veth(ctx: Context, res: Iface) -> None:
@@ -108,7 +90,7 @@ def _create_veth(ctx: Context, res: Iface) -> None:
 def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
     ns = ctx.rns(res.netns)
     index = ns.ifindex(res.ifname)
-    # A macvlan child has no host end.
+    # A child of a host link has no host end.
     host_index = ctx.rtnl.ifindex(res.host_ifname) if res.host_ifname else None
     assert index is not None and (host_index is not None or res.parent)
     if "mac" in fields and res.mac:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import fault, firewall
+from .. import fault
 from ..diff import Action
+from ..firewall.decl import TableDecl, rule_comment
+from ..firewall.layout import tables
 from ..model import NftElement, NftTable
 from .context import Context
 
 
 def transaction(ctx: Context, actions: list[Action]) -> list[dict[str, Any]]:
     """The commands for `actions`, ordered so that no command depends on a later one."""
-    decls = firewall.tables(ctx.scope)
+    decls = tables(ctx.scope)
     drop_tables: list[dict[str, Any]] = []
     drop_elements: list[dict[str, Any]] = []
     make_tables: list[dict[str, Any]] = []
@@ -39,7 +41,7 @@ def transaction(ctx: Context, actions: list[Action]) -> list[dict[str, Any]]:
     return drop_tables + drop_elements + make_tables + add_elements
 
 
-def _table_commands(decl: firewall.TableDecl) -> list[dict[str, Any]]:
+def _table_commands(decl: TableDecl) -> list[dict[str, Any]]:
     fam, name = decl.family, decl.name
     out: list[dict[str, Any]] = [{"add": {"table": {"family": fam, "name": name}}}]
     out += [{"add": s.json(fam, name)} for s in decl.sets]
@@ -61,7 +63,7 @@ def _table_commands(decl: firewall.TableDecl) -> list[dict[str, Any]]:
         )
         for rule in chain.rules:
             body = {"family": fam, "table": name, "chain": chain.name, "expr": list(rule)}
-            out.append({"add": {"rule": {**body, "comment": firewall.rule_comment(rule)}}})
+            out.append({"add": {"rule": {**body, "comment": rule_comment(rule)}}})
     return out
 
 

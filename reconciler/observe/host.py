@@ -8,12 +8,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .. import names, netns
+from ..drivers.registry import CHILDREN, DRIVERS
 from ..model import Bridge, HostsFile, Iface, Netns, Route, State, Sysctl
 from ..nft import Nft
 from ..rtnl import Rtnl
 from ..scopes import LivePort, SubnetHolder, network_owner
 from .links import Link, default_routes, read_addresses, read_links, route_prefixes
-from .macvlan import macvlan_host
 from .nft import observe_firewall, other_ports
 
 
@@ -58,8 +58,9 @@ def observe(
         our_indexes = {link.index for link in ours}
         obs.host_prefixes = route_prefixes(sock, skip=our_indexes)
         obs.link_mtus = {link.ifname: link.mtu for link in links.values()}
-        for resource in macvlan_host(ours, links, sock):
-            obs.state.add(resource)
+        for driver in DRIVERS.values():
+            for resource in driver.observe_host(ours, links, sock):
+                obs.state.add(resource)
     for link in links.values():
         if link.index not in our_indexes:
             prefixes = [ipaddress.IPv4Network(a, strict=False) for a in link.addresses]
@@ -116,22 +117,9 @@ def _host_links(scope: str, links: dict[int, Link], obs: Observed) -> list[Link]
 def _iface(key: str, ns_iface: _NsIface, host: Link | None, host_links: dict[int, Link]) -> Iface:
     container, network = key.split("/", 1)
     link = ns_iface.link
-    if link.kind == "macvlan":
-        parent = host_links.get(link.link or 0)
-        return Iface(
-            container=container,
-            network=network,
-            netns=ns_iface.netns,
-            ifname=link.ifname,
-            host_ifname="",
-            bridge="",
-            address=",".join(link.addresses) or "",
-            mac=link.mac,
-            mtu=link.mtu,
-            up=link.up,
-            parent=parent.ifname if parent else "",
-            mode=link.macvlan_mode or "",
-        )
+    child = CHILDREN.get(link.kind or "")
+    if child is not None:
+        return child.observe_child(container, network, ns_iface.netns, link, host_links)
     master = host_links.get(host.master) if host and host.master else None
     return Iface(
         container=container,

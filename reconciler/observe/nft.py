@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import names
-from ..firewall import element_json, fingerprint, tables
+from ..firewall.decl import element_json, fingerprint
+from ..firewall.layout import tables
 from ..model import NftElement, NftTable, Resource
 from ..nft import Nft
 from ..scopes import LivePort

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .. import names
+from ..drivers.overlay.model import Fdb, Neigh
 from ..model import Iface, Netns, Resource, Route, State
 from ..observe import Observed
-from ..overlay.model import Fdb, Neigh
 from ..spec import Spec
 
 # Kinds read from container namespaces; every other kind is re-read on each reconcile.

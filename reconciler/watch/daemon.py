@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from .. import clusteripam, engine
+from .. import engine
 from ..diff import Action, plan
+from ..drivers.overlay import clusteripam
 from ..errors import ReconcilerError, RolledBack, SpecError
 from ..model import Key, State
 from ..nft import Nft

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import clusteripam
+from reconciler.drivers.overlay import clusteripam
 from reconciler.errors import HostConflict, ReconcilerError
 from reconciler.spec import Spec
 

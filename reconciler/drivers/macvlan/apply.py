@@ -1,26 +1,30 @@
-"""Macvlan host objects: VLAN parents we create, and host_access shims with their host routes.
+"""Macvlan objects: VLAN parents we create, host_access shims with their host routes, and the
+containers' macvlan children.
 
 The parent itself is never changed: children are only attached to it.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 
-from .. import names
-from ..diff import Action
-from ..model import MacvlanShim, Vlan
-from ..rtnl import (
+from ... import names
+from ...apply.context import Context, missing_ok
+from ...diff import Action
+from ...errors import HostConflict
+from ...model import Iface, MacvlanShim, Vlan
+from ...rtnl import (
     IFLA_ADDRESS,
     IFLA_IFALIAS,
     IFLA_LINK,
     IFLA_MACVLAN_MODE,
     IFLA_MTU,
+    IFLA_NET_NS_FD,
     IFLA_VLAN_ID,
     MACVLAN_MODES,
     attr,
 )
-from .context import Context, missing_ok
 
 
 def _delete_link(ctx: Context, ifname: str) -> None:
@@ -88,3 +92,19 @@ def _sync_routes(ctx: Context, res: MacvlanShim, index: int, before: object) -> 
     for dst in sorted(want):
         addr, prefixlen = dst.split("/")
         ctx.rtnl.replace_link_route(addr, int(prefixlen), index, names.RTPROT, src)
+
+
+def create_child(ctx: Context, res: Iface) -> None:
+    parent = ctx.rtnl.ifindex(res.parent or "")
+    if parent is None:
+        raise HostConflict(f"container {res.container}: parent interface {res.parent} is gone")
+    extra = attr(IFLA_MTU, res.mtu) if res.mtu is not None else b""
+    extra += attr(IFLA_ADDRESS, bytes.fromhex(res.mac.replace(":", ""))) if res.mac else b""
+    mode = attr(IFLA_MACVLAN_MODE, MACVLAN_MODES[res.mode or "bridge"])
+    fd = os.open(res.netns, os.O_RDONLY)
+    try:
+        # Born inside the container's namespace, as veth peers are; its parent stays in the host's.
+        where = attr(IFLA_LINK, parent) + attr(IFLA_NET_NS_FD, fd)
+        ctx.rtnl.add_link(res.ifname, "macvlan", where, extra, data=mode)
+    finally:
+        os.close(fd)

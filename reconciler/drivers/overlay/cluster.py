@@ -11,15 +11,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
-from .. import names
-from ..clusteripam import Allocation, allocate
-from ..clusterspec import IMPLICIT_HOST, overlay_networks, vni_of
-from ..desired import Endpoint, endpoints, hosts_file, hosts_line
-from ..errors import HostConflict
-from ..ipam import gateway
-from ..model import Bridge, HostsFile, Resource, State
-from ..spec import Spec
-from ..statedir import ScopeRecord
+from ... import names
+from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
+from ...errors import HostConflict
+from ...model import Bridge, HostsFile, Resource, State
+from ...spec import Spec
+from ...statedir import ScopeRecord
+from ..bridge.desired import gateway
+from .clusteripam import Allocation, allocate
+from .clusterspec import IMPLICIT_HOST, overlay_networks, vni_of
 from .model import Fdb, Neigh, Vxlan
 from .observe import OverlayObserved
 from .services import desired_services
@@ -49,7 +49,8 @@ def prepare(
         reason = (
             f"this kernel lacks {missing}"
             if missing
-            else "installing IPsec SAs and policies is not implemented yet (see reconciler.overlay.xfrm)"
+            else "installing IPsec SAs and policies is not implemented yet "
+            "(see reconciler.drivers.overlay.xfrm)"
         )
         raise HostConflict(
             f"refusing to apply encrypted overlay network {', '.join(encrypted)}: {reason}; "

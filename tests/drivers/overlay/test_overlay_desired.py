@@ -9,12 +9,12 @@ import pytest
 from reconciler import ipam
 from reconciler.desired import desired_state
 from reconciler.diff import plan
+from reconciler.drivers.overlay import cluster as overlay
+from reconciler.drivers.overlay.model import Fdb, Neigh, Vxlan
+from reconciler.drivers.overlay.observe import OverlayObserved
+from reconciler.drivers.overlay.services import SLOTS
 from reconciler.errors import HostConflict
 from reconciler.model import Bridge, HostsFile, Iface, NftElement, NftTable, State
-from reconciler.overlay import cluster as overlay
-from reconciler.overlay.model import Fdb, Neigh, Vxlan
-from reconciler.overlay.observe import OverlayObserved
-from reconciler.overlay.services import SLOTS
 from reconciler.spec import Spec
 from reconciler.statedir import ScopeRecord
 

@@ -20,10 +20,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import HostConflict, ReconcilerError
+from ...spec import Spec
+from ..bridge.desired import gateway
 from .clusterspec import host_names, overlay_networks, scope_name
-from .errors import HostConflict, ReconcilerError
-from .ipam import gateway
-from .spec import Spec
 
 IPv4 = ipaddress.IPv4Address
 GROUPS = ("containers", "services", "hosts")

@@ -7,7 +7,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ..rtnl import IFLA_INFO_DATA, NLM_F_CREATE, NLM_F_REPLACE, LinkMsg, Rtnl, attr, attrs
+from ...rtnl import IFLA_INFO_DATA, NLM_F_CREATE, NLM_F_REPLACE, LinkMsg, Rtnl, attr, attrs
 
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDA_DST, NDA_LLADDR = 1, 2

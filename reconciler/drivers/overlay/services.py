@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import names
-from ..firewall import ChainDecl, SetDecl, TableDecl, element_json
-from ..model import NftElement, NftTable, Resource
-from ..spec import Spec
+from ... import names
+from ...firewall.decl import ChainDecl, SetDecl, TableDecl, element_json
+from ...model import NftElement, NftTable, Resource
+from ...spec import Spec
 
 SLOTS = 12
 FAMILY = "ip"

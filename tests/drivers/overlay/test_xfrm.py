@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.overlay import xfrm
+from reconciler.drivers.overlay import xfrm
 
 KEY = bytes(range(32))
 A, B, C = "192.0.2.11", "192.0.2.12", "192.0.2.13"

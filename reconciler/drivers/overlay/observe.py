@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from .. import names
-from ..model import Resource
-from ..rtnl import IFF_UP, Rtnl
+from ... import names
+from ...model import Resource
+from ...rtnl import IFF_UP, Rtnl
 from .model import Fdb, Neigh, Vxlan
 from .netlink import AF_BRIDGE, NTF_SELF, neighbours, vxlan_data
 

@@ -24,70 +24,20 @@ bridge table (only when some network sets icc: false): frames between two ports 
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import names
-from .model import NftElement, NftTable, Resource
-from .spec import Spec
-from .statedir import ScopeRecord
+from .. import names
+from ..drivers.registry import DRIVERS, driver_of
+from ..model import NftElement, NftTable, Resource
+from ..spec import Spec
+from ..statedir import ScopeRecord
+from .decl import ChainDecl, SetDecl, TableDecl, element_json
 
 if TYPE_CHECKING:
-    from .desired import Endpoint
+    from ..endpoints import Endpoint
 
 BRIDGE_GLOB = "nr-*"
-
-
-@dataclass(frozen=True)
-class SetDecl:
-    name: str
-    type: str | list[str]
-    map: str | None = None
-    flags: tuple[str, ...] = ()
-
-    def json(self, family: str, table: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"family": family, "table": table, "name": self.name, "type": self.type}
-        if self.flags:
-            body["flags"] = list(self.flags)
-        if self.map:
-            body["map"] = self.map
-            return {"map": body}
-        return {"set": body}
-
-
-@dataclass(frozen=True)
-class ChainDecl:
-    name: str
-    type: str
-    hook: str
-    prio: int
-    rules: tuple[tuple[Any, ...], ...]
-
-
-@dataclass(frozen=True)
-class TableDecl:
-    family: str
-    name: str
-    sets: tuple[SetDecl, ...]
-    chains: tuple[ChainDecl, ...]
-
-    def fingerprint(self) -> str:
-        return fingerprint(
-            [(c.name, c.hook, c.prio, [rule_comment(r) for r in c.rules]) for c in self.chains],
-            [s.name for s in self.sets],
-        )
-
-
-def rule_comment(expr: tuple[Any, ...]) -> str:
-    return "nr:" + hashlib.sha256(json.dumps(expr, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def fingerprint(chains: list[tuple[str, str, int, list[str]]], sets: list[str]) -> str:
-    blob = json.dumps([sorted(chains), sorted(sets)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _match(left: Any, right: Any, op: str = "==") -> dict[str, Any]:
@@ -188,26 +138,22 @@ BRIDGE_CHAINS = (
 
 
 def tables(scope: str) -> dict[str, TableDecl]:
-    """Our tables for a scope, by family."""
-    from .overlay.services import table as services_table  # it builds on this module's declarations
-
+    """Our tables for a scope, by family: this layout's and the drivers' (the overlay's services)."""
     name = names.nft_table(scope)
-    return {
+    out = {
         "inet": TableDecl("inet", name, INET_SETS, INET_CHAINS),
         "bridge": TableDecl("bridge", name, BRIDGE_SETS, BRIDGE_CHAINS),
-        "ip": services_table(scope),
     }
-
-
-def element_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    for driver in DRIVERS.values():
+        out.update(driver.tables(scope))
+    return out
 
 
 def desired_firewall(
     spec: Spec, record: ScopeRecord, scope: str, eps: dict[str, list[Endpoint]]
 ) -> list[Resource]:
-    # Macvlan networks bypass the host's IP stack: nothing to NAT, publish or isolate there.
-    bridged = {n: net for n, net in spec.networks.items() if net.driver != "macvlan"}
+    # Networks of drivers that bypass the host's IP stack (macvlan): nothing to NAT, publish or isolate.
+    bridged = {n: net for n, net in spec.networks.items() if driver_of(net).routed}
     if not bridged:
         return []
     decls = tables(scope)

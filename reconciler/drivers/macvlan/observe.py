@@ -1,10 +1,11 @@
-"""Our macvlan host objects: VLAN parents we created and host_access shims with their routes."""
+"""Our macvlan objects: VLAN parents we created, host_access shims with their routes, and the
+containers' macvlan children."""
 
 from __future__ import annotations
 
-from ..model import MacvlanShim, Resource, Vlan
-from ..rtnl import Rtnl
-from .links import Link, marked_routes
+from ...model import Iface, MacvlanShim, Resource, Vlan
+from ...observe.links import Link, marked_routes
+from ...rtnl import Rtnl
 
 
 def macvlan_host(ours: list[Link], links: dict[int, Link], sock: Rtnl) -> list[Resource]:
@@ -32,3 +33,21 @@ def macvlan_host(ours: list[Link], links: dict[int, Link], sock: Rtnl) -> list[R
             )
         )
     return out
+
+
+def child_iface(container: str, network: str, netns: str, link: Link, host_links: dict[int, Link]) -> Iface:
+    parent = host_links.get(link.link or 0)
+    return Iface(
+        container=container,
+        network=network,
+        netns=netns,
+        ifname=link.ifname,
+        host_ifname="",
+        bridge="",
+        address=",".join(link.addresses) or "",
+        mac=link.mac,
+        mtu=link.mtu,
+        up=link.up,
+        parent=parent.ifname if parent else "",
+        mode=link.macvlan_mode or "",
+    )

@@ -11,10 +11,10 @@ import errno
 import struct
 from collections.abc import Callable, Mapping
 
-from . import netns
-from .model import Bridge, State, Vlan
-from .rtnl import IFLA_IFNAME, IFLA_LINK, IFLA_VLAN_ID, NetlinkError, attr
-from .spec import Spec
+from ... import netns
+from ...model import Bridge, State, Vlan
+from ...rtnl import IFLA_IFNAME, IFLA_LINK, IFLA_VLAN_ID, NetlinkError, attr
+from ...spec import Spec
 
 
 def parent_problems(

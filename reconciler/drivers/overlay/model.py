@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import Resource
+from ...model import Follows, Resource
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class Vxlan(Resource):
     kind = "vxlan"
     # Changing any of these needs a new device; its FDB and neighbour entries go with the old one.
     immutable = ("ifname", "vni", "local", "port", "learning", "proxy")
+    follows = (Follows("bridge", ("network",), "change", "bridge"),)  # a port of the network's bridge
     network: str
     ifname: str
     vni: int
@@ -38,6 +39,7 @@ class Fdb(Resource):
     """A remote endpoint's MAC, reached through the tunnel to its host's VTEP."""
 
     kind = "fdb"
+    follows = (Follows("vxlan", ("network",), "create"),)  # the device takes its entries with it
     network: str
     dev: str
     mac: str
@@ -53,6 +55,7 @@ class Neigh(Resource):
     """A remote endpoint's IP -> MAC, on the VXLAN device (which answers ARP from it)."""
 
     kind = "neigh"
+    follows = (Follows("vxlan", ("network",), "create"),)
     network: str
     dev: str
     ip: str

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .. import names
-from ..diff import Action
-from ..model import Bridge
-from ..rtnl import IFLA_ADDRESS, IFLA_IFALIAS, IFLA_MTU, attr
-from .context import Context, missing_ok
-from .sysctl import write
+from ... import names
+from ...apply.context import Context, missing_ok
+from ...apply.sysctl import write
+from ...diff import Action
+from ...model import Bridge
+from ...rtnl import IFLA_ADDRESS, IFLA_IFALIAS, IFLA_MTU, attr
 
 
 def _set_addresses(ctx: Context, index: int, address: str | None, before: Bridge | None) -> None:

@@ -13,7 +13,7 @@ import hmac
 import subprocess
 from dataclasses import dataclass
 
-from ..names import VXLAN_PORT
+from ...names import VXLAN_PORT
 
 AEAD = "rfc4106(gcm(aes))"  # libnetwork's cipher: a 128-bit key plus a 4-byte salt
 AEAD_KEY_BYTES = 20

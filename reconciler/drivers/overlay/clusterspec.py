@@ -6,16 +6,16 @@ A spec with `hosts:` describes every host of a cluster; each host applies only i
 
 from __future__ import annotations
 
-from .errors import Problem
-from .names import derived_vni
-from .spec import Broken, ServicePort, Spec
+from ...errors import Problem
+from ...names import derived_vni
+from ...spec import Broken, ServicePort, Spec
 
 # The name the single implicit host goes by (in the lock file) when the spec declares no hosts.
 IMPLICIT_HOST = "local"
 
 
 def scope_name(spec: Spec) -> str:
-    from .names import DEFAULT_SCOPE
+    from ...names import DEFAULT_SCOPE
 
     return spec.name or DEFAULT_SCOPE
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from reconciler import ipam
 from reconciler.desired import desired_state
+from reconciler.drivers.macvlan.parents import parent_mtus, parent_problems
 from reconciler.model import State, Vlan
-from reconciler.parents import parent_mtus, parent_problems
 from reconciler.spec import Spec
 from reconciler.statedir import ScopeRecord
 
@@ -87,5 +87,5 @@ def test_an_omitted_macvlan_mtu_is_the_parents() -> None:
         "plain": 9000,
         "tagged": 1480,
         "set": 1400,
-        "front": None,  # a bridge network's default is desired.BRIDGE_MTU
+        "front": None,  # a bridge network's default is drivers.bridge.desired.BRIDGE_MTU
     }

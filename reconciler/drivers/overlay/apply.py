@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .. import names
-from ..apply.context import Context, missing_ok
-from ..diff import Action
-from ..rtnl import IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU, attr
+from ... import names
+from ...apply.context import Context, missing_ok
+from ...diff import Action
+from ...rtnl import IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU, attr
 from .model import Fdb, Neigh, Vxlan
 from .netlink import delete_fdb, delete_neigh, replace_fdb, replace_neigh, vxlan_info
 

@@ -1,0 +1,1 @@
+"""The bridge driver: one Linux bridge per network, containers joined to it by veth pairs."""

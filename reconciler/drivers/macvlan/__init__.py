@@ -1,0 +1,1 @@
+"""The macvlan driver: containers as macvlan children of a host link, on the parent's own LAN."""

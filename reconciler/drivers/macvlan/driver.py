@@ -1,0 +1,91 @@
+"""The macvlan driver's hooks. Its modules are imported when a hook runs: `validate` loads the
+registry for the spec checks only."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar, get_args
+
+from ...spec import Network
+from ..driver import Attachment, Base, Executor, NetworkPart, NoStage
+
+if TYPE_CHECKING:
+    from ...apply.context import Context
+    from ...model import Iface, Resource, State
+    from ...observe.host import Observed
+    from ...observe.links import Link
+    from ...rtnl import Rtnl
+    from ...spec import Spec
+    from ..driver import Stage
+    from ..overlay.clusteripam import Allocation
+
+
+class MacvlanDriver(Base):
+    name = "macvlan"
+    kinds: ClassVar[tuple[str, ...]] = ("vlan", "shim")
+    # Its containers are on the parent's LAN: the host's IP stack, NAT and published ports are bypassed.
+    routed = False
+    child_kind: ClassVar[str | None] = "macvlan"
+    child_modes = frozenset(get_args(Network.model_fields["mode"].annotation))  # the modes a spec gives
+
+    def gateway(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
+        """Only when given: the LAN's router is not ours to pick."""
+        return net.gateway
+
+    def network(self, part: NetworkPart) -> list[Resource]:
+        from .desired import host_objects
+
+        return host_objects(part)
+
+    def attachment(self, att: Attachment) -> Iface:
+        from .desired import child
+
+        return child(att)
+
+    def executors(self) -> Mapping[str, Executor]:
+        from . import apply
+
+        return {"vlan": apply.execute_vlan, "shim": apply.execute_shim}
+
+    def observe_host(self, ours: list[Link], links: dict[int, Link], sock: Rtnl) -> list[Resource]:
+        from .observe import macvlan_host
+
+        return macvlan_host(ours, links, sock)
+
+    def observe_child(
+        self, container: str, network: str, netns: str, link: Link, host: dict[int, Link]
+    ) -> Iface:
+        from .observe import child_iface
+
+        return child_iface(container, network, netns, link, host)
+
+    def create_child(self, ctx: Context, res: Iface) -> None:
+        from .apply import create_child
+
+        create_child(ctx, res)
+
+    def stage(self, scope: str, observed: Observed) -> Stage:
+        return _Parents(observed.link_mtus)
+
+    def facts(self, spec: Spec, name: str, net: Network, common: list[str]) -> list[str]:
+        return [net.driver, f"parent {net.parent}, {net.mode} mode", *common]
+
+
+class _Parents(NoStage):
+    """Gives networks without `mtu` their parent's; refuses a spec whose parent interface cannot be used
+    on this host."""
+
+    def __init__(self, link_mtus: Mapping[str, int]) -> None:
+        super().__init__()
+        self.link_mtus = link_mtus
+
+    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None) -> Spec:
+        from .parents import parent_mtus
+
+        return parent_mtus(spec, self.link_mtus)
+
+    def conflicts(self, local: Spec, desired: State, observed: State, foreign_links: set[str]) -> list[str]:
+        from .parents import parent_problems, vlan_supported
+
+        return parent_problems(local, desired, observed, foreign_links, vlan_supported)

@@ -1,0 +1,52 @@
+"""A container's attachments resolved to addresses (`Endpoint`), and the hosts files built from them:
+what the firewall's elements and every driver's names need."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from . import names
+from .spec import Spec
+from .statedir import ScopeRecord
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container's attachment to one network, resolved: what hosts files and nft rules need."""
+
+    container: str
+    network: str
+    address: ipaddress.IPv4Address | None  # None on a network without IPAM
+    aliases: tuple[str, ...]
+
+
+def endpoints(spec: Spec, record: ScopeRecord) -> dict[str, list[Endpoint]]:
+    """Per container, its attachments in declaration order."""
+    out: dict[str, list[Endpoint]] = {}
+    for c, ctr in spec.containers.items():
+        out[c] = [
+            Endpoint(c, n, recorded_address(record, n, c), tuple(att.aliases))
+            for n, att in ctr.attachments().items()
+        ]
+    return out
+
+
+def recorded_address(record: ScopeRecord, network: str, key: str) -> ipaddress.IPv4Address | None:
+    rec = record.networks.get(network)
+    return ipaddress.IPv4Address(rec.addresses[key]) if rec else None
+
+
+def hosts_file(scope: str, mine: list[Endpoint], blocks: dict[str, str]) -> str:
+    """Docker's scope: a container resolves the names and aliases of containers on networks it shares.
+    `blocks`: per network, the lines of its members."""
+    header = (
+        f"{names.HOSTS_HEADER} (scope {scope}); edits are overwritten\n"
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
+    return header + "".join(blocks[own.network] for own in mine)
+
+
+def hosts_line(ep: Endpoint) -> str:
+    return "\t".join([str(ep.address), ep.container, *ep.aliases]) + "\n"

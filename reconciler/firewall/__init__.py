@@ -1,0 +1,1 @@
+"""Our nftables: declarations (`decl`), our tables and what the spec puts in them (`layout`)."""

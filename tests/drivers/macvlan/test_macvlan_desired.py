@@ -1,0 +1,100 @@
+"""The macvlan driver's desired objects: children of the parent, VLAN parents, host shims, routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_desired import build, elements, get, hosts_entries, iface, make_spec
+
+from reconciler.desired import desired_state
+from reconciler.model import Iface, MacvlanShim, Route, Vlan
+
+
+def mv(parent: str, subnet: str | None = None, **options: Any) -> dict[str, Any]:
+    return {"driver": "macvlan", "parent": parent, **({"subnet": subnet} if subnet else {}), **options}
+
+
+def test_macvlan_child_has_no_host_end_and_a_mac_from_its_address() -> None:
+    spec = make_spec(
+        {"lan": mv("eth0", "192.168.10.0/24", mode="private", mtu=1400)}, {"a": {"networks": ["lan"]}}
+    )
+    state, _ = build(spec)
+    assert iface(state, "a/lan") == Iface(
+        container="a",
+        network="lan",
+        netns="/run/netns/a",
+        ifname="eth0",
+        host_ifname="",
+        bridge=None,
+        address="192.168.10.1/24",
+        mac="02:42:c0:a8:0a:01",
+        mtu=1400,
+        parent="eth0",
+        mode="private",
+    )
+    # No bridge, no NAT, no firewall table, no forwarding, and no gateway: no default route.
+    assert {kind for kind, _ in state.resources} == {"netns", "iface", "hosts"}
+
+
+def test_macvlan_gateway_gives_the_default_route_and_a_slash32_reaches_it_onlink() -> None:
+    nets = {
+        "lan": mv("eth0", "192.168.10.0/24", gateway="192.168.10.1"),
+        "one": mv("eth1", "203.0.113.7/32", gateway="203.0.113.1"),
+    }
+    state, _ = build(make_spec(nets, {"a": {"networks": ["lan"]}, "b": {"networks": ["one"]}}))
+    assert get(state, "route", "a") == Route("a", "/run/netns/a", "192.168.10.1", "eth0")
+    assert get(state, "route", "b") == Route("b", "/run/netns/b", "203.0.113.1", "eth0", onlink=True)
+    assert iface(state, "b/one").address == "203.0.113.7/32"
+
+
+def test_default_route_skips_a_macvlan_network_without_gateway() -> None:
+    nets = {"lan": mv("eth0", "192.168.10.0/24"), "front": {"subnet": "10.1.0.0/24"}}
+    state, _ = build(make_spec(nets, {"a": {"networks": ["lan", "front"], "ports": ["8080:80"]}}))
+    assert get(state, "route", "a") == Route("a", "/run/netns/a", "10.1.0.1", "eth1")
+    # Ports go to the bridge address; the macvlan subnet is neither masqueraded nor listed as ours.
+    assert elements(state, "ports_addr") == [[{"concat": ["tcp", 8080]}, "10.1.0.2"]]
+    assert elements(state, "masq_subnets") == [{"prefix": {"addr": "10.1.0.0", "len": 24}}]
+    assert elements(state, "bridges") == ["nr-front"]
+
+
+def test_vlan_parent_is_wanted_unless_it_exists_as_someone_elses() -> None:
+    spec = make_spec({"v10": mv("eth0.10", "10.10.0.0/24"), "v10b": mv("eth0.10", "10.11.0.0/24")}, {})
+    state, record = build(spec)
+    assert state.of_kind("vlan") == [Vlan("eth0.10", "eth0", 10)]
+    existing = desired_state(spec, record, "default", frozenset({"eth0.10"}))
+    assert existing.of_kind("vlan") == []
+
+
+def test_host_access_shim_routes_to_every_container_of_its_network() -> None:
+    nets = {"lan": mv("eth0", "192.168.10.0/24", gateway="192.168.10.1", host_access=True)}
+    state, _ = build(make_spec(nets, {"a": {"networks": ["lan"]}, "b": {"networks": ["lan"]}}))
+    shim = get(state, "shim", "lan")
+    assert isinstance(shim, MacvlanShim)
+    assert (shim.parent, shim.address, shim.mac) == ("eth0", "192.168.10.4/32", "02:42:c0:a8:0a:04")
+    assert shim.routes == "192.168.10.2/32,192.168.10.3/32"
+    assert shim.ifname.startswith("nrm") and len(shim.ifname) <= 15
+
+
+def test_network_without_ipam_gives_an_unaddressed_interface_with_a_stable_mac() -> None:
+    spec = make_spec({"l2": mv("eth0", ipam="none")}, {"a": {"networks": ["l2"]}, "b": {"networks": ["l2"]}})
+    state, _ = build(spec)
+    a, b = iface(state, "a/l2"), iface(state, "b/l2")
+    assert a.address is None and a.mac and a.mac.startswith("02:") and a.mac != b.mac
+    assert a.mac == iface(build(spec)[0], "a/l2").mac
+    assert ("route", "a") not in state.resources
+    assert hosts_entries(state, "a") == []
+
+
+def test_passthru_child_keeps_the_parents_mac() -> None:
+    state, _ = build(
+        make_spec({"pt": mv("eth0", "10.9.0.0/24", mode="passthru")}, {"a": {"networks": ["pt"]}})
+    )
+    assert iface(state, "a/pt").mac is None
+
+
+def test_macvlan_members_resolve_each_other() -> None:
+    nets = {"lan": mv("eth0", "192.168.10.0/24")}
+    state, _ = build(
+        make_spec(nets, {"a": {"networks": ["lan"]}, "b": {"networks": {"lan": {"aliases": ["bee"]}}}})
+    )
+    assert hosts_entries(state, "a") == ["192.168.10.1\ta", "192.168.10.2\tb\tbee"]
