@@ -240,21 +240,23 @@ def test_repairs_drift_from_events(host: Host, daemon: Background) -> None:
     veth = host.show()["containers"]["web"]["interfaces"][0]["host_ifname"]
     wait_for("the published port", lambda: host.connect(None, "127.0.0.1", 8080).data == "web\n", daemon)
 
-    host.run(["ip", "link", "del", veth])
-    host.run(["nft", "flush", "ruleset"])  # the sandbox's ruleset: ours is the only table in it
+    # One burst (the sandbox's ruleset: ours is the only table in it), so usually one repair.
+    host.run(f"ip link del {veth}; nft flush ruleset")
 
     wait_for("the veth to come back", lambda: veth in host.links(), daemon)
     wait_for("our table to come back", lambda: "inet netreconciler" in host.nft_tables(), daemon)
     wait_for(
         "the published port again", lambda: host.connect(None, "127.0.0.1", 8080).data == "web\n", daemon
     )
-    wait_for(
-        "the repair's reconcile",
-        lambda: any("drift" in e["trigger"] for e in reconciles(daemon, "applied")),
-        daemon,
-    )
+    wait_for("the repair's reconcile", lambda: len(reconciles(daemon, "applied")) > 1, daemon)
+    if reconciles(daemon, "rolled_back"):
+        # Under load the flush can land during the repair of the veth: that apply fails its
+        # verification, its rollback restores the table, and the immediate retry the veth.
+        retry = reconciles(daemon, "applied")[-1]
+        assert retry["trigger"] == "resync" and retry["mode"] == "full", daemon.output()
+        return
     drift = [e for e in reconciles(daemon, "applied") if "drift" in e["trigger"]]
-    assert drift and all(e["mode"] == "partial" for e in drift), drift
+    assert drift and all(e["mode"] == "partial" for e in drift), daemon.output()
     text = http_get(host, "/metrics")
     for kind in ("iface", "nft-table"):
         repaired = metric(text, f'netreconciler_watch_drift_repairs_total{{kind="{kind}"}}')
