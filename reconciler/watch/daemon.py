@@ -170,7 +170,10 @@ class Daemon:
             except OSError as e:
                 raise ReconcilerError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from e
         watch_specs(self.opts.path, self.opts.settle_ms, self._notify_spec)
-        HostsFiles(self._notify_drift).start()
+        try:
+            HostsFiles(self._notify_drift).start()
+        except OSError as e:
+            raise ReconcilerError(f"cannot watch the hosts files in {names.ETC_NETNS_DIR}: {e}") from e
         self.log.message(f"watching {self.opts.path} (resync every {self.opts.resync_interval:g} s)")
         pending = Pending({"start"}, spec=True, full=True)
         next_resync = time.monotonic() + self.opts.resync_interval
