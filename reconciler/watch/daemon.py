@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -417,7 +418,7 @@ class Daemon:
                 )
         if containers is None:
             check = engine.verification(desired, observed.state, scope, adopted, nft)
-            check = self._answering(check, spec, adopted, None, host_level=True)
+            check = self._answering(check, spec, adopted, None, lambda: True)
         else:
             read, before = containers | extra, observed
 
@@ -425,7 +426,7 @@ class Daemon:
                 return cache.merge(before, engine.observe_all(scope, adopted, nft, read), read, adopted).state
 
             check = Verification(desired, observed.state, again)
-            check = self._answering(check, spec, adopted, frozenset(read), host_level=True)
+            check = self._answering(check, spec, adopted, frozenset(read), lambda: True)
         return observed, record, desired, plan(desired, observed.state), check
 
     def _plan_part(
@@ -460,12 +461,18 @@ class Daemon:
         whole.resources.update(desired.resources)
         keys, nft = narrowed.old_keys | desired.resources.keys(), self._nft
 
-        def again() -> State:
-            return _only(engine.observe_all(scope, adopted, nft, part).state, keys)
+        host_in_sync = False
 
-        # Only the part's resources are compared: host-level hints outside it stay unanswered.
+        def again() -> State:
+            nonlocal host_in_sync
+            fresh = engine.observe_all(scope, adopted, nft, part).state
+            # The host level is read whole anyway: when all of it matches the whole desired state,
+            # this observation answers host-level hints too (our bridge's and nft table's echoes).
+            host_in_sync = not plan(_host_level(whole), _host_level(fresh))
+            return _only(fresh, keys)
+
         check = Verification(desired, narrowed.observed.state, again)
-        check = self._answering(check, spec, adopted, frozenset(part), host_level=False)
+        check = self._answering(check, spec, adopted, frozenset(part), lambda: host_in_sync)
         return record, whole, plan(desired, narrowed.observed.state), check
 
     def _follow(self, spec: Spec, adopted: dict[str, str]) -> None:
@@ -481,17 +488,18 @@ class Daemon:
         spec: Spec,
         adopted: dict[str, str],
         containers: frozenset[str] | None,
-        host_level: bool,
+        host_level: Callable[[], bool],
     ) -> Verification:
         """`check`, remembering (in `_verified`) when its last observation started and what it
-        compared: once the apply is verified, that observation answers the hints read before it."""
+        compared (`host_level()`: whether the host level matched, asked after it was observed):
+        once the apply is verified, that observation answers the hints read before it."""
         observe_again = check.observe
 
         def observe_answering() -> State:
             self._follow(spec, adopted)
             at = time.monotonic()
             state = observe_again()
-            self._verified = Answered(at, containers, host_level)
+            self._verified = Answered(at, containers, host_level())
             return state
 
         return dataclasses.replace(check, observe=observe_answering)
@@ -500,6 +508,10 @@ class Daemon:
         self.log.reconciled(r)
         managed = self.cache.state if self.cache is not None else None
         self.metrics.record(r, repaired or [], managed, time.time())
+
+
+def _host_level(state: State) -> State:
+    return State({k: r for k, r in state.resources.items() if k[0] not in cache.NAMESPACE_KINDS})
 
 
 def _only(state: State, keys: frozenset[Key]) -> State:
