@@ -1,9 +1,9 @@
 """The watch loop: reconcile on spec edits and drift hints, resync on a timer, stop cleanly on signals.
 
 Everything that touches the kernel runs in the main thread (pyroute2 sockets are per thread). Helper
-threads only report: spec-file changes, netlink/nftables event hints, and metric scrapes. They queue a
-wake-up and the loop decides. Signals set flags; the reconcile in flight always finishes, so SIGTERM
-never leaves half an apply behind.
+threads only report: spec-file changes, netlink/nftables and hosts-file event hints, and metric
+scrapes. They queue a wake-up and the loop decides. Signals set flags; the reconcile in flight
+always finishes, so SIGTERM never leaves half an apply behind.
 
 The state lock is held only while reconciling, so a `reconciler apply` run meanwhile waits for the
 daemon's reconcile, not for the daemon. No hint is ever dropped for looking like the echo of our own
