@@ -8,6 +8,7 @@ log line it was made and how long its repair took (None: not repaired within MIS
 
     drift_loop.py edits WORKDIR N    N spec edits to one daemon, each followed by a drift
     drift_loop.py starts WORKDIR N   N fresh daemon starts, each first apply followed by a drift
+    drift_loop.py during WORKDIR N   N fresh daemon starts, a drift in the middle of the first apply
 """
 
 from __future__ import annotations
@@ -176,13 +177,43 @@ def starts(workdir: Path, count: int) -> list[dict[str, object]]:
     return out
 
 
+def during(workdir: Path, count: int) -> list[dict[str, object]]:
+    """The issue's reproduction: the veth deleted and the ruleset flushed as soon as web's veth
+    exists, in the middle of the first apply (whose verification then fails: rolled back, retried)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    veth = names.host_veth_ifname(names.DEFAULT_SCOPE, "web", "front")
+    out = []
+    for _ in range(count):
+        daemon = Daemon(workdir)
+        end = time.monotonic() + 60
+        while sh("ip", "link", "show", veth).returncode != 0:
+            if time.monotonic() > end:
+                raise SystemExit(f"web's veth never appeared\n{daemon.log.read_text()}")
+            time.sleep(0.001)
+        sh("sh", "-c", f"ip link del {veth}; nft flush ruleset")
+        made = time.monotonic()
+        _, table = drift("nft", 0)
+        _, link = drift("veth", 0)
+        repair_ms: float | None = None
+        while time.monotonic() < made + MISSED_AFTER:
+            if link() and table():
+                repair_ms = round((time.monotonic() - made) * 1000, 1)
+                break
+            time.sleep(0.01)
+        out.append({"kind": "veth+nft", "after_apply_ms": None, "repair_ms": repair_ms})
+        daemon.stop()
+        destroy = [sys.executable, "-m", "reconciler", "destroy", str(workdir / "specs")]
+        subprocess.run(destroy, env=env, check=True, capture_output=True)
+    return out
+
+
 def main() -> None:
     mode, workdir, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     specs = workdir / "specs"
     specs.mkdir(exist_ok=True)
     (specs / "networks.yaml").write_text(NETWORKS)
     (specs / "containers.yaml").write_text(containers(0))
-    results = edits(workdir, count) if mode == "edits" else starts(workdir, count)
+    results = {"edits": edits, "starts": starts, "during": during}[mode](workdir, count)
     print(json.dumps(results))
 
 

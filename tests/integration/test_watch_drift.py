@@ -52,3 +52,10 @@ def test_drift_right_after_the_first_apply_is_repaired(host: Host) -> None:
     results = run_loop(host, "starts", 10)
     assert not late(results), f"{len(late(results))} of 10 not repaired in time:\n{late(results)}"
     assert not slow(results), f"drift made too long after the apply: {slow(results)}"
+
+
+def test_drift_during_the_first_apply_is_repaired(host: Host) -> None:
+    """The issue's reproduction: as soon as web's veth exists (mid-apply), it is deleted and the
+    ruleset flushed. The apply's verification fails, it is rolled back and retried at once."""
+    results = run_loop(host, "during", 5)
+    assert not late(results), f"{len(late(results))} of 5 not repaired in time:\n{late(results)}"
