@@ -133,6 +133,7 @@ class Daemon:
         self._nft: Nft | None = None
         self._unapplied_spec = False
         self._mismatched = False  # the last reconcile failed its verification
+        self._retrying = False  # the last reconcile failed: a full retry is scheduled
         self._parses = Parses()
 
     # Helper threads: record and wake the loop, nothing else.
@@ -183,6 +184,7 @@ class Daemon:
             if pending:
                 ok = self._reconcile(pending)
                 failures = 0 if ok else failures + 1
+                self._retrying = not ok
                 # After a failure, a full retry soon, then less often: a refusal (a foreign interface
                 # in the way) may last. A full pass (start, resync, signal) always re-arms the timer.
                 retry = min(RETRY_AFTER_FAILURE * 2 ** max(failures - 1, 0), self.opts.resync_interval)
@@ -199,14 +201,16 @@ class Daemon:
 
     def _wait(self, resync_at: float) -> Pending:
         """Sleep until there is something to do: a spec edit, a signal, the resync timer, or drift
-        hints that have settled (no new one for DRIFT_SETTLE, or DRIFT_SETTLE_MAX after the first)."""
+        hints that have settled (no new one for DRIFT_SETTLE, or DRIFT_SETTLE_MAX after the first).
+        After a failure, hints wait for the retry (a full reconcile, which sees what they report): a
+        rolled-back apply's own events must not turn the backoff into a loop."""
         pending = Pending()
         first_drift: float | None = None
         quiet_at: float | None = None
         while not self._stop:
             new_drift = self._collect(pending)
             now = time.monotonic()
-            if new_drift:
+            if new_drift and not self._retrying:
                 first_drift = first_drift or now
                 quiet_at = min(now + DRIFT_SETTLE, first_drift + DRIFT_SETTLE_MAX)
             if now >= resync_at:

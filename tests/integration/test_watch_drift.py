@@ -35,8 +35,12 @@ def late(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in results if r["repair_ms"] is None or r["repair_ms"] > REPAIR_DEADLINE_MS]
 
 
-def slow(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in results if r["after_apply_ms"] >= DRIFT_WITHIN_MS]
+def in_window(results: list[dict[str, Any]]) -> None:
+    """Most drifts must land within DRIFT_WITHIN_MS of the apply's log line, or the loop does not
+    test that window. A few may not: on a loaded machine starting `ip` alone can take longer, and
+    those drifts (repaired all the same) still count for the misses."""
+    slow = [r for r in results if r["after_apply_ms"] >= DRIFT_WITHIN_MS]
+    assert len(slow) <= len(results) // 5, f"drift made too long after the apply: {slow}"
 
 
 def test_drift_right_after_each_edit_is_repaired(host: Host) -> None:
@@ -44,14 +48,14 @@ def test_drift_right_after_each_edit_is_repaired(host: Host) -> None:
     change), each followed at once by a drift of one of the five kinds."""
     results = run_loop(host, "edits", 50)
     assert not late(results), f"{len(late(results))} of 50 not repaired in time:\n{late(results)}"
-    assert not slow(results), f"drift made too long after the apply: {slow(results)}"
+    in_window(results)
 
 
 def test_drift_right_after_the_first_apply_is_repaired(host: Host) -> None:
     """Fresh daemon starts (each after a destroy): the first apply, the event socket just seeded."""
     results = run_loop(host, "starts", 10)
     assert not late(results), f"{len(late(results))} of 10 not repaired in time:\n{late(results)}"
-    assert not slow(results), f"drift made too long after the apply: {slow(results)}"
+    in_window(results)
 
 
 def test_drift_during_the_first_apply_is_repaired(host: Host) -> None:
