@@ -56,6 +56,11 @@ class ApplyFailed(ReconcilerError):
     """A kernel operation failed mid-apply; the next apply converges."""
 
 
+class VerificationFailed(ApplyFailed):
+    """The host still differed from the desired state after an apply (someone may have changed it
+    meanwhile)."""
+
+
 class RolledBack(ApplyFailed):
     """An apply failed and was rolled back: the host is as it was before it."""
 

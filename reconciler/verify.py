@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from .diff import plan
-from .errors import ApplyFailed
+from .errors import VerificationFailed
 from .model import Iface, State
 
 # Seconds to wait before each observation.
@@ -43,7 +43,7 @@ def mismatches(desired: State, observed: State) -> list[str]:
 
 
 def verify(desired: State, observe: Callable[[], State]) -> None:
-    """Raise ApplyFailed naming the first mismatches when the host still differs after the retries."""
+    """Raise VerificationFailed naming the first mismatches when the host still differs after the retries."""
     found: list[str] = []
     for delay in DELAYS:
         time.sleep(delay)
@@ -51,4 +51,4 @@ def verify(desired: State, observe: Callable[[], State]) -> None:
         if not found:
             return
     more = f" (and {len(found) - SHOWN} more)" if len(found) > SHOWN else ""
-    raise ApplyFailed("verification failed: " + "; ".join(found[:SHOWN]) + more)
+    raise VerificationFailed("verification failed: " + "; ".join(found[:SHOWN]) + more)

@@ -1,32 +1,38 @@
 """The watch loop: reconcile on spec edits and drift hints, resync on a timer, stop cleanly on signals.
 
 Everything that touches the kernel runs in the main thread (pyroute2 sockets are per thread). Helper
-threads only report: spec-file changes, netlink/nftables event hints, and metric scrapes. They queue a
-wake-up and the loop decides. Signals set flags; the reconcile in flight always finishes, so SIGTERM
-never leaves half an apply behind.
+threads only report: spec-file changes, netlink/nftables and hosts-file event hints, and metric
+scrapes. They queue a wake-up and the loop decides. Signals set flags; the reconcile in flight
+always finishes, so SIGTERM never leaves half an apply behind.
 
 The state lock is held only while reconciling, so a `reconciler apply` run meanwhile waits for the
-daemon's reconcile, not for the daemon. Our own applies cause kernel events; hints that arrive while
-we apply and name only what we just touched are ours and are dropped. Any other hint only leads to a
-re-observe and the pure diff: when the host matches, nothing is applied and nothing new happens.
+daemon's reconcile, not for the daemon. No hint is ever dropped for looking like the echo of our own
+apply: a hint is answered only by an observation that started after it was read, covered what it
+names and was found matching the desired state (an apply's verification, or the observation of a
+reconcile that found nothing to do), or by the full retry a failure schedules. Every other hint
+leads to a re-observe and the pure diff: for our own echo that plan is empty, for a hand change it
+is the repair. The event sources are subscribed before the first observation, and follow a new
+container's namespace before the observation that first sees it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import select
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from .. import engine
+from .. import engine, names
 from ..diff import Action, plan
 from ..drivers.overlay import clusteripam
-from ..errors import ReconcilerError, RolledBack, SpecError
+from ..errors import ReconcilerError, RolledBack, SpecError, VerificationFailed
 from ..model import Key, State
 from ..nft import Nft
 from ..observe import Observed, observe
@@ -37,12 +43,11 @@ from ..statedir import ScopeRecord, StateDir
 from . import cache
 from .events import Drift, Events
 from .files import watch_specs
+from .hostsfiles import HostsFiles
 from .metrics import Metrics
 from .report import Log, Reconciled
 from .sources import Parses, load_specs
 
-# Events for what we just applied can trail the apply by a little.
-OWN_EVENT_GRACE = 0.25
 # Drift events come in bursts (a flushed ruleset, a deleted veth and its peer): wait for a quiet gap.
 DRIFT_SETTLE = 0.05
 DRIFT_SETTLE_MAX = 0.5
@@ -83,24 +88,24 @@ class Pending:
         return bool(self.triggers)
 
 
-@dataclass
-class _Applied:
-    """The window of our last apply and what it touched, to recognise its echo."""
+@dataclass(frozen=True)
+class Answered:
+    """An observation found matching the desired state, started at `at`: every hint read before `at`
+    reports a change it saw. It answers those hints for what it compared: the whole scope
+    (`containers` None), or these containers' namespaces and, with `host_level`, every host-level
+    object (links, nft tables, hosts files, overlay entries)."""
 
-    start: float = 0.0
-    end: float = 0.0
-    containers: set[str] = field(default_factory=set)
-    nft: bool = False
-    entries: set[str] = field(default_factory=set)
+    at: float
+    containers: frozenset[str] | None = None
+    host_level: bool = True
 
-    def caused(self, hint: Drift) -> bool:
-        return (
-            self.start <= hint.at <= self.end + OWN_EVENT_GRACE
-            and not hint.full
-            and (not hint.nft or self.nft)
-            and hint.containers <= self.containers
-            and hint.entries <= self.entries
-        )
+    def answers(self, hint: Drift) -> bool:
+        if hint.at >= self.at:
+            return False
+        if self.containers is None:
+            return True
+        host = hint.host or hint.nft or bool(hint.entries)
+        return not hint.full and hint.containers <= self.containers and (self.host_level or not host)
 
 
 class Daemon:
@@ -114,7 +119,8 @@ class Daemon:
         self._warned: set[str] = set()
         self.desired: State | None = None
         self.cache: Observed | None = None
-        self._applied = _Applied()
+        self._answered: Answered | None = None
+        self._verified: Answered | None = None
         self._hints: list[Drift] = []
         self._spec_changed = False
         self._inbox_lock = threading.Lock()
@@ -127,6 +133,8 @@ class Daemon:
         self._events: Events | None = None
         self._nft: Nft | None = None
         self._unapplied_spec = False
+        self._mismatched = False  # the last reconcile failed its verification
+        self._retrying = False  # the last reconcile failed: a full retry is scheduled
         self._parses = Parses()
 
     # Helper threads: record and wake the loop, nothing else.
@@ -165,6 +173,10 @@ class Daemon:
             except OSError as e:
                 raise ReconcilerError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from e
         watch_specs(self.opts.path, self.opts.settle_ms, self._notify_spec)
+        try:
+            HostsFiles(self._notify_drift).start()
+        except OSError as e:
+            raise ReconcilerError(f"cannot watch the hosts files in {names.ETC_NETNS_DIR}: {e}") from e
         self.log.message(f"watching {self.opts.path} (resync every {self.opts.resync_interval:g} s)")
         pending = Pending({"start"}, spec=True, full=True)
         next_resync = time.monotonic() + self.opts.resync_interval
@@ -173,9 +185,12 @@ class Daemon:
             if pending:
                 ok = self._reconcile(pending)
                 failures = 0 if ok else failures + 1
+                self._retrying = not ok
                 # After a failure, a full retry soon, then less often: a refusal (a foreign interface
                 # in the way) may last. A full pass (start, resync, signal) always re-arms the timer.
                 retry = min(RETRY_AFTER_FAILURE * 2 ** max(failures - 1, 0), self.opts.resync_interval)
+                if failures == 1 and self._mismatched:
+                    retry = 0.0  # most likely a hand change during the apply: repair it now
                 wait = self.opts.resync_interval if ok else retry
                 if pending.full:
                     next_resync = time.monotonic() + wait
@@ -187,14 +202,16 @@ class Daemon:
 
     def _wait(self, resync_at: float) -> Pending:
         """Sleep until there is something to do: a spec edit, a signal, the resync timer, or drift
-        hints that have settled (no new one for DRIFT_SETTLE, or DRIFT_SETTLE_MAX after the first)."""
+        hints that have settled (no new one for DRIFT_SETTLE, or DRIFT_SETTLE_MAX after the first).
+        After a failure, hints wait for the retry (a full reconcile, which sees what they report): a
+        rolled-back apply's own events must not turn the backoff into a loop."""
         pending = Pending()
         first_drift: float | None = None
         quiet_at: float | None = None
         while not self._stop:
             new_drift = self._collect(pending)
             now = time.monotonic()
-            if new_drift:
+            if new_drift and not self._retrying:
                 first_drift = first_drift or now
                 quiet_at = min(now + DRIFT_SETTLE, first_drift + DRIFT_SETTLE_MAX)
             if now >= resync_at:
@@ -221,7 +238,8 @@ class Daemon:
             self._hup = False
             pending.triggers.add("signal")
             pending.full = True
-        fresh = [h for h in hints if not self._applied.caused(h)]
+        answered = self._answered
+        fresh = [h for h in hints if answered is None or not answered.answers(h)]
         for hint in fresh:
             pending.add(hint)
         return bool(fresh)
@@ -258,12 +276,14 @@ class Daemon:
                 actions, repaired, mode = self._converge(spec, lock, containers, part)
         except (ReconcilerError, OSError) as e:
             self._forget(spec)
+            self._mismatched = isinstance(e.__cause__, VerificationFailed)
             # A rolled-back apply left the host as it was: counted apart, retried like any failure.
             result = "rolled_back" if isinstance(e, RolledBack) else "failed"
             self._report(Reconciled(trigger, mode, result, time.monotonic() - start, error=str(e)))
             return False
         except Exception as e:  # a kernel refusal (NetlinkError) or a bug: keep serving, resync later
             self._forget(spec)
+            self._mismatched = False
             error = f"{type(e).__name__}: {e}"
             self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=error))
             return False
@@ -274,7 +294,10 @@ class Daemon:
 
     def _forget(self, spec: Spec) -> None:
         """After a failure: observe everything next time, with a fresh nftables context, and read
-        the spec again if this one never got applied (the retry must not fall back to the old one)."""
+        the spec again if this one never got applied (the retry must not fall back to the old one).
+        The hints read until now are answered by that full observation, which the retry's backoff
+        schedules (and which the rolled-back apply's own events must not bring forward)."""
+        self._answered = Answered(time.monotonic())
         self.cache = None
         self._nft = None
         self._unapplied_spec = self._unapplied_spec or spec is not self.spec
@@ -330,8 +353,11 @@ class Daemon:
         if self._nft is None:
             self._nft = Nft()  # one libnftables context for the daemon's life
         nft = self._nft
+        self._follow(spec, adopted)
+        looked = time.monotonic()
+        answer: Answered | None = None  # what this observation answers when it finds nothing to do
         if part is not None and self.cache is not None and self.desired is not None:
-            observed = self.cache
+            observed = self.cache  # memory: it answers no hint
             record, desired, actions, check = self._plan_part(
                 spec, lock, part, previous, self.desired, adopted
             )
@@ -339,28 +365,25 @@ class Daemon:
         elif containers is None or self.cache is None:
             mode = "full"
             observed = observe(scope, adopted, nft)
+            answer = Answered(looked)
             observed, record, desired, actions, check = self._plan_whole(
                 spec, lock, observed, previous, None, adopted
             )
         else:
             mode = "partial"
             observed = cache.merge(self.cache, observe(scope, adopted, nft, containers), containers, adopted)
+            answer = Answered(looked, frozenset(containers))
             observed, record, desired, actions, check = self._plan_whole(
                 spec, lock, observed, previous, containers, adopted
             )
         if actions or record != previous:
-            self._applied = _Applied(
-                start=time.monotonic(),
-                containers={c for a in actions if (c := cache.container_of(a.resource))},
-                nft=any(a.resource.kind.startswith("nft-") for a in actions),
-                entries={e for a in actions if (e := cache.entry_of(a.resource))},
-            )
-            try:
-                notices = engine.commit(actions, scope, previous, record, state_dir, nft, check)
-            finally:
-                self._applied.end = time.monotonic()
+            self._verified = None
+            notices = engine.commit(actions, scope, previous, record, state_dir, nft, check)
+            answer = self._verified
             for notice in notices:
                 self.log.message(notice)
+        if answer is not None:
+            self._answered = answer
         repaired = [
             a.resource.kind
             for a in actions
@@ -402,6 +425,7 @@ class Daemon:
                 )
         if containers is None:
             check = engine.verification(desired, observed.state, scope, adopted, nft)
+            check = self._answering(check, spec, adopted, None, lambda: True)
         else:
             read, before = containers | extra, observed
 
@@ -409,6 +433,7 @@ class Daemon:
                 return cache.merge(before, engine.observe_all(scope, adopted, nft, read), read, adopted).state
 
             check = Verification(desired, observed.state, again)
+            check = self._answering(check, spec, adopted, frozenset(read), lambda: True)
         return observed, record, desired, plan(desired, observed.state), check
 
     def _plan_part(
@@ -443,16 +468,57 @@ class Daemon:
         whole.resources.update(desired.resources)
         keys, nft = narrowed.old_keys | desired.resources.keys(), self._nft
 
+        host_in_sync = False
+
         def again() -> State:
-            return _only(engine.observe_all(scope, adopted, nft, part).state, keys)
+            nonlocal host_in_sync
+            fresh = engine.observe_all(scope, adopted, nft, part).state
+            # The host level is read whole anyway: when all of it matches the whole desired state,
+            # this observation answers host-level hints too (our bridge's and nft table's echoes).
+            host_in_sync = not plan(_host_level(whole), _host_level(fresh))
+            return _only(fresh, keys)
 
         check = Verification(desired, narrowed.observed.state, again)
+        check = self._answering(check, spec, adopted, frozenset(part), lambda: host_in_sync)
         return record, whole, plan(desired, narrowed.observed.state), check
+
+    def _follow(self, spec: Spec, adopted: dict[str, str]) -> None:
+        """Before an observation: the event source attributes the events of every namespace of ours."""
+        assert self._events is not None
+        namespaces = {names.netns_path(c): c for c in spec.containers}
+        namespaces.update(adopted)
+        self._events.follow(namespaces)
+
+    def _answering(
+        self,
+        check: Verification,
+        spec: Spec,
+        adopted: dict[str, str],
+        containers: frozenset[str] | None,
+        host_level: Callable[[], bool],
+    ) -> Verification:
+        """`check`, remembering (in `_verified`) when its last observation started and what it
+        compared (`host_level()`: whether the host level matched, asked after it was observed):
+        once the apply is verified, that observation answers the hints read before it."""
+        observe_again = check.observe
+
+        def observe_answering() -> State:
+            self._follow(spec, adopted)
+            at = time.monotonic()
+            state = observe_again()
+            self._verified = Answered(at, containers, host_level())
+            return state
+
+        return dataclasses.replace(check, observe=observe_answering)
 
     def _report(self, r: Reconciled, repaired: list[str] | None = None) -> None:
         self.log.reconciled(r)
         managed = self.cache.state if self.cache is not None else None
         self.metrics.record(r, repaired or [], managed, time.time())
+
+
+def _host_level(state: State) -> State:
+    return State({k: r for k, r in state.resources.items() if k[0] not in cache.NAMESPACE_KINDS})
 
 
 def _only(state: State, keys: frozenset[Key]) -> State:

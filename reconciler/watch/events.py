@@ -1,4 +1,5 @@
-"""Drift hints from the kernel: rtnetlink and nftables multicast events in the host namespace.
+"""Drift hints from the kernel: rtnetlink and nftables multicast events, in the host namespace and
+inside our containers' namespaces.
 
 Two raw netlink sockets, read by one thread, turn events into `Drift` hints naming what may have
 drifted; the daemon then re-observes just that and lets the pure diff decide whether anything needs
@@ -10,6 +11,9 @@ repair, so a hint never changes the host by itself (and our own applies' events 
   seeded by one link dump. Neighbour churn (ARP learning) is ignored: only permanent entries, the
   kind a reconciler would create, count, and every entry on our VXLAN devices (the overlay's static
   FDB and neighbour entries; a deletion announces the entry as FAILED, no longer permanent).
+- Container namespaces: the same socket listens to every namespace that has an id in the host one
+  (NETLINK_LISTEN_ALL_NSID); each message comes with that id, which `follow` maps to a container.
+  In our namespaces every link, IPv4 address and IPv4 route is ours to compare.
 - nftables: the kernel multicasts every committed change to NFNLGRP_NFTABLES (what `nft monitor`
   reads). Each message names its table, so changes to our tables are noticed the moment they are
   committed, with no polling and no listing; other tables' traffic costs one header parse.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import os
 import select
 import socket
 import struct
@@ -40,6 +45,8 @@ from ..rtnl import (
     IFLA_MASTER,
     IFLA_MTU,
     NETLINK_ROUTE,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
     RTA_OIF,
     RTM_DELADDR,
     RTM_DELLINK,
@@ -62,12 +69,17 @@ NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWGEN = 10, 15
 NFPROTO = {"inet": 1, "bridge": 7}
 RCVBUF = 4 << 20
 SO_RCVBUFFORCE = 33
+SOL_NETLINK, NETLINK_LISTEN_ALL_NSID = 270, 8
+RTM_NEWNSID, RTM_GETNSID = 88, 90
+NETNSA_NSID, NETNSA_FD = 1, 3
+NSID_AUTO = struct.pack("=i", -1)
 
 
 @dataclass(frozen=True)
 class Drift:
     """What may have drifted: some containers, host-level objects (bridges), our nft tables, or
-    everything (events were lost). `at` is when the event arrived (time.monotonic())."""
+    everything (events were lost). `at` is when the event was read (time.monotonic()), after the
+    kernel made the change: an observation started after `at` sees the change."""
 
     at: float
     containers: frozenset[str] = frozenset()
@@ -114,18 +126,35 @@ class _Owners:
 class Events:
     """The event thread: calls `notify` with each hint, from its own thread."""
 
-    def __init__(self, scope: str, notify: Callable[[Drift], None]) -> None:
+    def __init__(self, scope: str, notify: Callable[[Drift], None], rcvbuf: int = RCVBUF) -> None:
         self._owners = _Owners(scope)
         self.scope = scope
         self._notify = notify
-        self._rt = _socket(NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)
-        self._nf = _socket(NETLINK_NETFILTER, 1 << (NFNLGRP_NFTABLES - 1))
+        self._rt = _socket(
+            NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE, rcvbuf
+        )
+        # Events of every namespace that has an id here, each tagged with it: our containers' without a
+        # socket in each (which would also keep a deleted namespace, and its veth, alive).
+        self._rt.setsockopt(SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)
+        self._nf = _socket(NETLINK_NETFILTER, 1 << (NFNLGRP_NFTABLES - 1), rcvbuf)
+        self._ids = _NamespaceIds()
+        self._containers: dict[int, str] = {}  # namespace id -> container, replaced whole by `follow`
+        self._looks: dict[tuple[int, int], bytes] = {}
         self._dump_seq = 0
+        self._dumping = self._dump_again = self.seeded = False
         self._seed()
         self._thread = threading.Thread(target=self._run, name="netlink-events", daemon=True)
 
     def _seed(self) -> None:
-        """Ask for every link: the replies come through the event socket and only fill `_owners`."""
+        """Ask for every link: the replies come through the event socket and only fill `_owners`.
+        Until the dump is done an event on an unknown index cannot be told ours or not: it counts
+        as lost (a full resync). One dump at a time (the kernel refuses a second): asked for during
+        one, another follows it."""
+        self.seeded = False
+        if self._dumping:
+            self._dump_again = True
+            return
+        self._dumping = True
         self._dump_seq += 1
         request = rtnl.dump_request(RTM_GETLINK, self._dump_seq, rtnl.ifinfo())
         self._rt.send(request)
@@ -140,36 +169,77 @@ class Events:
         self._owners.scope = scope
         self._tables = {(NFPROTO[family], names.nft_table(scope)) for family in NFPROTO}
 
+    def follow(self, namespaces: dict[str, str]) -> None:
+        """Attribute events of these namespaces (path -> container) from now on. Called before each
+        observation: a change made earlier is seen by that observation, a later one is reported."""
+        self._containers = self._ids.of(namespaces)
+
     def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
-        handlers = {
-            self._rt.fileno(): (self._rt, self._route),
-            self._nf.fileno(): (self._nf, self._netfilter),
-        }
         while True:
-            ready, _, _ = select.select(list(handlers), [], [])
-            for fd in ready:
-                sock, handle = handlers[fd]
+            ready, _, _ = select.select([self._rt, self._nf], [], [])
+            for sock in ready:
                 try:
-                    data = sock.recv(1 << 20)
+                    data, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(4))
                 except OSError as e:
                     if e.errno != errno.ENOBUFS:
                         raise
-                    # The kernel dropped events: nothing short of a full observe knows what changed,
-                    # and the index -> owner map may have missed links.
-                    self._notify(Drift(time.monotonic(), full=True))
-                    if sock is self._rt:
-                        self._seed()
+                    self._lost(sock)
                     continue
-                now = time.monotonic()
-                for msg_type, seq, body in rtnl.messages(data):
-                    if msg_type in (rtnl.NLMSG_ERROR, rtnl.NLMSG_DONE):
-                        continue
-                    hint = handle(msg_type, seq, body, now)
-                    if hint is not None:
-                        self._notify(hint)
+                self._handle(sock, data, _nsid(ancillary), time.monotonic())
+
+    def _lost(self, sock: socket.socket) -> None:
+        """The kernel dropped events: nothing short of a full observe knows what changed, and the
+        index -> owner map may have missed links."""
+        self._notify(Drift(time.monotonic(), full=True))
+        if sock is self._rt:
+            self._seed()
+
+    def _dumped(self, done: bool) -> None:
+        self._dumping = False
+        if not done:  # the dump failed: assume the worst, ask again
+            self._notify(Drift(time.monotonic(), full=True))
+        if self._dump_again or not done:
+            self._dump_again = False
+            self._seed()
+        else:
+            self.seeded = True
+
+    def _handle(self, sock: socket.socket, data: bytes, nsid: int | None, at: float) -> None:
+        for msg_type, seq, body in rtnl.messages(data):
+            if msg_type in (rtnl.NLMSG_ERROR, rtnl.NLMSG_DONE):
+                if sock is self._rt and seq == self._dump_seq and nsid is None:
+                    self._dumped(msg_type == rtnl.NLMSG_DONE)
+                continue
+            if sock is self._nf:
+                hint = self._netfilter(msg_type, body, at)
+            elif nsid is None:
+                hint = self._route(msg_type, seq, body, at)
+            else:
+                hint = self._in_container(nsid, msg_type, body, at)
+            if hint is not None:
+                self._notify(hint)
+
+    def _in_container(self, nsid: int, msg_type: int, body: bytes, at: float) -> Drift | None:
+        """Inside a container's namespace everything of the scope's kinds is ours: any change to a
+        link's managed attributes, any IPv4 address or route. Neighbours there are ARP's business."""
+        container = self._containers.get(nsid)
+        if container is None or msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH):
+            return None
+        if msg_type in (RTM_NEWLINK, RTM_DELLINK):
+            if len(body) < 16 or body[0] != socket.AF_UNSPEC:
+                return None
+            index, flags = struct.unpack_from("=iI", body, 4)
+            attrs = rtnl.attrs(body, 16)
+            looks = bytes([flags & IFF_UP]) + b"|".join(attrs.get(a, b"") for a in LINK_MANAGED)
+            seen = self._looks.pop((nsid, index), None)
+            if msg_type == RTM_NEWLINK:
+                self._looks[(nsid, index)] = looks
+                if looks == seen:
+                    return None
+        return Drift(at, containers=frozenset({container}))
 
     def _route(self, msg_type: int, seq: int, body: bytes, at: float) -> Drift | None:
         # Only the full (AF_UNSPEC) link messages: IPv6 (addrconf state) and bridge-port ones
@@ -181,12 +251,16 @@ class Events:
             alias = raw.rstrip(b"\0").decode(errors="replace") if raw else None
             looks = bytes([flags & IFF_UP]) + b"|".join(attrs.get(a, b"") for a in LINK_MANAGED)
             hint = self._owners.link(msg_type, index, alias, looks, at)
-            return None if seq == self._dump_seq else hint
+            if seq == self._dump_seq:
+                return None
+            return hint or self._unknown(at)
         if msg_type in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= 8:
-            return self._owners.owned(struct.unpack_from("=I", body, 4)[0], at)
+            return self._owners.owned(struct.unpack_from("=I", body, 4)[0], at) or self._unknown(at)
         if msg_type in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
             oif = rtnl.attrs(body, 12).get(RTA_OIF)
-            return self._owners.owned(struct.unpack_from("=I", oif)[0], at) if oif and len(oif) >= 4 else None
+            if not oif or len(oif) < 4:
+                return None
+            return self._owners.owned(struct.unpack_from("=I", oif)[0], at) or self._unknown(at)
         if msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH) and len(body) >= 12:
             index, state = struct.unpack_from("=iH", body, 4)
             # Every entry on our VXLAN devices is ours, and a deleted one is announced as FAILED.
@@ -197,7 +271,11 @@ class Events:
             return hint and dataclasses.replace(hint, entries=frozenset(_entry(body) if overlay else ()))
         return None
 
-    def _netfilter(self, msg_type: int, seq: int, body: bytes, at: float) -> Drift | None:
+    def _unknown(self, at: float) -> Drift | None:
+        """An event on no link of ours: not ours once the owner map is seeded, anything before."""
+        return None if self.seeded else Drift(at, full=True)
+
+    def _netfilter(self, msg_type: int, body: bytes, at: float) -> Drift | None:
         if msg_type >> 8 != NFNL_SUBSYS_NFTABLES or msg_type & 0xFF == NFT_MSG_NEWGEN or len(body) < 4:
             return None
         # Attribute 1 is the table's name in every nf_tables message that belongs to a table.
@@ -218,10 +296,78 @@ def _entry(body: bytes) -> list[str]:
     return []
 
 
-def _socket(protocol: int, groups: int) -> socket.socket:
+def _nsid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The id of the namespace an event comes from; None for this (the host) namespace."""
+    for level, kind, data in ancillary:
+        if level == SOL_NETLINK and kind == NETLINK_LISTEN_ALL_NSID and len(data) >= 4:
+            nsid: int = struct.unpack_from("=i", data)[0]
+            return nsid
+    return None
+
+
+class _NamespaceIds:
+    """Namespace path -> its id in the host namespace (assigned when it has none, as `ip netns set
+    NAME auto` does), kept while the path names the same namespace."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self._sock.bind((0, 0))
+        self._seq = 0
+        self._known: dict[tuple[int, int], int] = {}
+
+    def of(self, namespaces: dict[str, str]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        known: dict[tuple[int, int], int] = {}
+        for path, container in namespaces.items():
+            try:
+                st = os.stat(path)
+                nsid = self._known.get((st.st_dev, st.st_ino))
+                if nsid is None:
+                    nsid = self._assign(path)
+            except OSError:
+                continue  # not there (yet, or any more): nothing in it to follow
+            known[(st.st_dev, st.st_ino)] = nsid
+            out[nsid] = container
+        self._known = known
+        return out
+
+    def _assign(self, path: str) -> int:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            # EEXIST when it has an id already; EINVAL when PATH is no namespace (then GETNSID fails).
+            with contextlib.suppress(OSError):
+                self._request(RTM_NEWNSID, rtnl.attr(NETNSA_FD, fd) + rtnl.attr(NETNSA_NSID, NSID_AUTO))
+            reply = self._request(RTM_GETNSID, rtnl.attr(NETNSA_FD, fd))
+        finally:
+            os.close(fd)
+        nsid = rtnl.attrs(reply, 4).get(NETNSA_NSID)
+        if nsid is None or len(nsid) < 4:
+            raise OSError(errno.EINVAL, f"{path}: no namespace id")
+        value: int = struct.unpack_from("=i", nsid)[0]
+        return value
+
+    def _request(self, kind: int, attrs: bytes) -> bytes:
+        """Send one request, return the reply's payload (b"" for an ACK); raise OSError on an error."""
+        self._seq += 1
+        body = struct.pack("=Bxxx", socket.AF_UNSPEC) + attrs
+        flags = NLM_F_REQUEST | (NLM_F_ACK if kind == RTM_NEWNSID else 0)
+        self._sock.send(struct.pack("=IHHII", 16 + len(body), kind, flags, self._seq, 0) + body)
+        while True:
+            for msg_type, seq, payload in rtnl.messages(self._sock.recv(1 << 16)):
+                if seq != self._seq:
+                    continue
+                if msg_type == rtnl.NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return b""
+                return payload
+
+
+def _socket(protocol: int, groups: int, rcvbuf: int) -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
     # A burst (`nft flush ruleset` on a big table, 1,000 veths going) must not overflow the queue.
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
     sock.bind((0, groups))
     return sock

@@ -1,0 +1,70 @@
+"""The daemon's event source against the real kernel: lost events are reported, not silently missed.
+
+A receive buffer far too small for a burst of real link events (made while the reader is stopped)
+makes the kernel drop some and say so
+(ENOBUFS): the source must turn that into a "full" hint (the daemon resyncs at once) and dump the
+links again, so an event on a link of ours that only the dump can name is still attributed. Events
+inside a container namespace come through the same socket, tagged with the namespace's id.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from sandbox import REPO, Host
+
+pytestmark = pytest.mark.integration
+
+OVERFLOW = r"""
+import json, os, subprocess, sys, time
+from reconciler.watch.events import Events
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True)
+
+# A link of ours made before the source starts: only its dump can map its index to web.
+ip("link", "add", "ours0", "type", "veth", "peer", "name", "ours1")
+ip("link", "set", "ours0", "alias", "netreconciler:default:veth:web/front")
+hints = []
+source = Events("default", hints.append, rcvbuf=4096)
+source.start()
+
+def wait(what, check):
+    end = time.monotonic() + 30
+    while not check():
+        if time.monotonic() > end:
+            sys.exit(f"timed out waiting for {what}: {hints}")
+        time.sleep(0.01)
+
+# Seeded first: from here on, events on links not ours give no hint at all; only the overflow does.
+wait("the first dump", lambda: source.seeded)
+assert not hints, hints
+# The burst comes while this process (so the reading thread) is stopped: the queue must overflow.
+with open("/tmp/burst", "w") as f:
+    f.write("".join(f"link add burst{i} type veth peer name burstp{i}\n" for i in range(500)))
+script = f"kill -STOP {os.getpid()}; ip -batch /tmp/burst; kill -CONT {os.getpid()}"
+subprocess.run(["sh", "-c", script], check=True)
+wait("the overflow to be reported and the links dumped again",
+     lambda: any(h.full for h in hints) and source.seeded)
+lost = sum(h.full for h in hints)
+del hints[:]
+ip("addr", "add", "10.9.9.1/32", "dev", "ours0")
+wait("the address event", lambda: any(h.containers for h in hints))
+ip("netns", "add", "web")
+source.follow({"/run/netns/web": "web"})
+ip("-n", "web", "link", "set", "lo", "up")
+wait("the event inside web", lambda: any(h.containers == {"web"} and h.at > 0 for h in hints[1:]))
+print(json.dumps({"lost": lost, "containers": sorted({c for h in hints for c in h.containers})}))
+"""
+
+
+def test_lost_events_force_a_full_resync_and_a_new_dump(host: Host) -> None:
+    # Under `timeout`: nsenter stops itself when its direct child stops (job control), and would stay
+    # stopped; `timeout` bounds the run as well.
+    argv = ["timeout", "60", sys.executable, "-c", OVERFLOW]
+    proc = host.run(argv, env={"PYTHONPATH": str(REPO)}, timeout=120)
+    result = json.loads(proc.stdout)
+    assert result["lost"] >= 1, result
+    assert result["containers"] == ["web"], result
