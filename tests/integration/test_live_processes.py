@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from sandbox import Cluster, Host, make_cluster
+from test_bridge import without
 
 pytestmark = pytest.mark.integration
 
@@ -154,14 +155,6 @@ def assert_nothing_of_ours(host: Host, spec: Path, foreign_netns: tuple[str, ...
     assert not host.run("ip route show proto 211").stdout.strip()
     assert host.run("ls -A /etc/netns").stdout.strip() == ""
     assert host.show(spec)["containers"] == {}
-
-
-def without(spec: Path, container: str, workdir: Path) -> Path:
-    data = yaml.safe_load(spec.read_text())
-    del data["containers"][container]
-    out = workdir / f"without-{container}.yaml"
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
-    return out
 
 
 def test_bridge_destroy_leaves_live_processes_running(host: Host) -> None:
