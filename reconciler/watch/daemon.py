@@ -32,7 +32,7 @@ from types import FrameType
 from .. import engine, names
 from ..diff import Action, plan
 from ..drivers.overlay import clusteripam
-from ..errors import ReconcilerError, RolledBack, SpecError, VerificationFailed
+from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError
 from ..model import Key, State
 from ..nft import Nft
 from ..observe import Observed, observe
@@ -133,7 +133,7 @@ class Daemon:
         self._events: Events | None = None
         self._nft: Nft | None = None
         self._unapplied_spec = False
-        self._mismatched = False  # the last reconcile failed its verification
+        self._failed_applying = False  # the last reconcile failed while changing the host
         self._retrying = False  # the last reconcile failed: a full retry is scheduled
         self._parses = Parses()
 
@@ -189,8 +189,10 @@ class Daemon:
                 # After a failure, a full retry soon, then less often: a refusal (a foreign interface
                 # in the way) may last. A full pass (start, resync, signal) always re-arms the timer.
                 retry = min(RETRY_AFTER_FAILURE * 2 ** max(failures - 1, 0), self.opts.resync_interval)
-                if failures == 1 and self._mismatched:
-                    retry = 0.0  # most likely a hand change during the apply: repair it now
+                if failures == 1 and self._failed_applying:
+                    # Most likely a hand change during the apply (an object gone under an action, or
+                    # a verification mismatch): repair it now; a failure that persists backs off.
+                    retry = 0.0
                 wait = self.opts.resync_interval if ok else retry
                 if pending.full:
                     next_resync = time.monotonic() + wait
@@ -276,14 +278,14 @@ class Daemon:
                 actions, repaired, mode = self._converge(spec, lock, containers, part)
         except (ReconcilerError, OSError) as e:
             self._forget(spec)
-            self._mismatched = isinstance(e.__cause__, VerificationFailed)
+            self._failed_applying = isinstance(e, ApplyFailed)
             # A rolled-back apply left the host as it was: counted apart, retried like any failure.
             result = "rolled_back" if isinstance(e, RolledBack) else "failed"
             self._report(Reconciled(trigger, mode, result, time.monotonic() - start, error=str(e)))
             return False
         except Exception as e:  # a kernel refusal (NetlinkError) or a bug: keep serving, resync later
             self._forget(spec)
-            self._mismatched = False
+            self._failed_applying = False
             error = f"{type(e).__name__}: {e}"
             self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=error))
             return False

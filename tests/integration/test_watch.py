@@ -382,18 +382,15 @@ def test_refused_reconcile_reports_unhealthy_and_retries(host: Host, specs: Path
 
 def test_failed_reconcile_is_rolled_back_then_retried(host: Host, specs: Path) -> None:
     """The start reconcile (full) fails at its 5th kernel operation (`RECONCILER_FAIL_AFTER` counts
-    over the daemon's life, so only that one fails): it is rolled back, leaving the host as it was,
-    counted as rolled_back, and the retry after the backoff converges."""
-    before = (host.netns_list(), host.links(), host.nft_tables())
+    over the daemon's life, so only that one fails): it is rolled back, counted as rolled_back, and
+    retried at once (a first failure while changing the host is most likely a hand change during the
+    apply); the retry converges."""
     daemon = start_watch(host, specs, env={"RECONCILER_FAIL_AFTER": "5"})
     wait_for("the first reconcile", lambda: bool(reconciles(daemon)), daemon)
     first = reconciles(daemon)[0]
     assert first["result"] == "rolled_back" and first["mode"] == "full", first
     assert "injected failure after kernel operation 5" in first["error"], first
     assert "rolled back: the host is as it was before this apply" in first["error"], first
-    # The retry comes RETRY_AFTER_FAILURE (5 s) later: the host seen here is the rolled-back one.
-    assert (host.netns_list(), host.links(), host.nft_tables()) == before
-    assert http_get(host, "/healthz").startswith("HTTP/1.0 503"), "healthz after a rollback"
 
     wait_for("the retry", lambda: bool(reconciles(daemon, "applied")), daemon)
     retry = reconciles(daemon)[1]
