@@ -17,7 +17,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from sandbox import Host  # noqa: E402
 
-PEERS = ["ours", "cni-portmap", "cni-bridge", "shell", "floor"]
+PEERS = ["ours", "netavark", "cni-portmap", "cni-bridge", "shell", "floor"]
+# The peers that run one process per container: slow, so `--peer-reps` applies to them.
+SLOW = ("netavark", "cni-portmap", "cni-bridge")
 CLI_SCENARIOS = ["cold", "noop", "noop_dry", "add_one", "remove_one", "change_port", "destroy"]
 INPROC = ["inproc_add_one", "inproc_remove_one", "inproc_change_port", "inproc_noop"]
 
@@ -93,7 +95,7 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         return [r for r in runs.get(f"{peer}/{n}", []) if "error" not in r]
 
     out.append("Cold apply: median wall time (CPU time); every run followed by an untimed proof")
-    head = ["N", *PEERS, "cni-portmap/ours", "cni-bridge/ours", "ours/floor"]
+    head = ["N", *PEERS, "netavark/ours", "cni-portmap/ours", "cni-bridge/ours", "ours/floor"]
     out.append(" | ".join(head))
     for n in sizes:
         cold = {p: median(get(p, n), "cold") for p in PEERS}
@@ -107,6 +109,7 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
                 [
                     str(n),
                     *cells,
+                    ratios(cold, cpu, "netavark", "ours"),
                     ratios(cold, cpu, "cni-portmap", "ours"),
                     ratios(cold, cpu, "cni-bridge", "ours"),
                     ratios(cold, cpu, "ours", "floor"),
@@ -115,7 +118,7 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         )
     out.append("")
     out.append("Destroy (until the kernel finished tearing the veths down)")
-    out.append(" | ".join(["N", *PEERS, "cni-portmap/ours", "cni-bridge/ours"]))
+    out.append(" | ".join(["N", *PEERS, "netavark/ours", "cni-portmap/ours", "cni-bridge/ours"]))
     for n in sizes:
         d = {p: median(get(p, n), "destroy") for p in PEERS}
         dc = {p: median(get(p, n), "destroy", "cpu") for p in PEERS}
@@ -124,11 +127,26 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
                 [
                     str(n),
                     *(both(d[p], dc[p]) for p in PEERS),
+                    ratios(d, dc, "netavark", "ours"),
                     ratios(d, dc, "cni-portmap", "ours"),
                     ratios(d, dc, "cni-bridge", "ours"),
                 ]
             )
         )
+    out.append("")
+    out.append("Add one container to N: our CLI apply (no-op beside it) against one netavark setup")
+    out.append(" | ".join(["N", "ours add_one", "ours noop", "netavark add_one", "ours/netavark"]))
+    for n in sizes:
+        a = {p: median(get(p, n), "add_one") for p in ("ours", "netavark")}
+        ac = {p: median(get(p, n), "add_one", "cpu") for p in ("ours", "netavark")}
+        noop = both(median(get("ours", n), "noop"), median(get("ours", n), "noop", "cpu"))
+        proven = proofs_ok(runs.get(f"netavark/{n}", [])) or a["netavark"] is None
+        cells = [
+            both(a["ours"], ac["ours"]),
+            noop,
+            both(a["netavark"], ac["netavark"]) + ("" if proven else " (PROOF FAILED)"),
+        ]
+        out.append(" | ".join([str(n), *cells, ratios(a, ac, "ours", "netavark")]))
     out.append("")
     out.append("Ours through the CLI: wall (CPU) / netlink requests / nft transactions; peak RSS")
     out.append(" | ".join(["N", *CLI_SCENARIOS, "peak RSS"]))
@@ -189,7 +207,9 @@ def main() -> None:
     p.add_argument("--sizes", default="100,500,1000")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
-    p.add_argument("--peer-reps", type=int, default=None, help="repetitions for the CNI peers (slow)")
+    p.add_argument(
+        "--peer-reps", type=int, default=None, help="repetitions for netavark and the CNI peers (slow)"
+    )
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=None, help="JSON file (default bench/results/TIMESTAMP.json)")
     p.add_argument(
@@ -217,7 +237,7 @@ def main() -> None:
         results["startup"].append(run("startup", 0, args.timeout))
     for n in sizes:
         for peer in peers:
-            reps = args.peer_reps if args.peer_reps and peer.startswith("cni") else args.reps
+            reps = args.peer_reps if args.peer_reps and peer in SLOW else args.reps
             for rep in range(reps):
                 t0 = time.time()
                 r = run(peer, n, args.timeout)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from . import floor
+from .netavark import Netavark
 from .workload import (
     CONTAINER_PORT,
     NETWORKS,
@@ -226,10 +227,10 @@ def _cni(command: str, c: Container, conf: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout) if proc.stdout.strip() else {}
 
 
-def _netns_batch(verb: str, n: int) -> None:
+def _netns_batch(verb: str, n: int, first: int = 0) -> None:
     """What a runtime does before ADD / after DEL; one `ip -batch` process for all, the same for every
     shell-based peer."""
-    lines = "".join(f"netns {verb} {c.name}\n" for c in containers(n))
+    lines = "".join(f"netns {verb} {c.name}\n" for c in containers(n)[first:])
     subprocess.run(["ip", "-batch", "-"], input=lines, text=True, check=True)
 
 
@@ -271,6 +272,32 @@ def _cni_addresses(cs: list[Container]) -> dict[str, str]:
             if f.name[0].isdigit():
                 out[f.read_text().splitlines()[0].strip()] = f.name
     return {c.name: out[c.name] for c in cs}
+
+
+# --- (a') podman's stack: netavark, one setup per container (bench/netavark.py) ---
+
+
+def run_netavark(n: int, workdir: Path) -> dict[str, Any]:
+    nv, cs = Netavark(workdir), containers(n + 1)
+
+    def add(first: int, last: int) -> None:
+        _netns_batch("add", last, first)
+        for c in cs[first:last]:
+            nv.run("setup", c)
+
+    def delete() -> None:
+        for c in cs:
+            nv.run("teardown", c)
+        _netns_batch("delete", n + 1)
+
+    out: dict[str, Any] = {"cold": clock(lambda: add(0, n))}
+    out["cold_proof"] = proof(n, published)
+    out["add_one"] = clock(lambda: add(n, n + 1))
+    out["add_one_proof"] = proof(n + 1, published)
+    out["destroy"] = clock(delete)
+    out["destroy"]["settle"] = wait_veths_gone()
+    out["destroy"]["seconds"] += out["destroy"]["settle"]
+    return out
 
 
 # --- (b) a shell script of ip and nft commands ---
@@ -365,6 +392,7 @@ PEERS = {
     "ours": lambda n, w: run_ours(n, w),
     "cni-portmap": lambda n, w: run_cni(n, portmap=True),
     "cni-bridge": lambda n, w: run_cni(n, portmap=False),
+    "netavark": run_netavark,
     "shell": run_shell,
     "floor": run_floor,
     "startup": lambda n, w: run_startup(w),

@@ -13,12 +13,12 @@ from .diff import Action, conflicts, plan
 from .drivers.overlay.clusteripam import Allocation
 from .drivers.registry import DRIVERS
 from .errors import HostConflict, PermissionProblem, RolledBack
+from .model import Iface, Netns, Resource, Route, State
 from .observe import Observed, observe
 from .spec import Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
 
 if TYPE_CHECKING:
-    from .model import State
     from .nft import Nft
     from .rollback import Verification
 
@@ -108,7 +108,8 @@ def converge(
         return Outcome(actions, applied=False)
     if not actions and record == previous:
         return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
-    check = verification(desired, observed.state, scope, adopted_of(spec, previous), nft, rollback)
+    adopted = adopted_of(spec, previous)
+    check = verification(desired, observed.state, scope, adopted, nft, rollback, touched(actions))
     # A part of the scope's spec (`keep`, from session) is not the whole desired state: not verifiable.
     with interrupt.changing():  # from here a first SIGINT or SIGTERM waits for the action in flight
         notices = commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
@@ -207,13 +208,44 @@ def commit(
 
 
 def verification(
-    desired: State, snapshot: State, scope: str, adopted: dict[str, str], nft: Nft, rollback: bool = True
+    desired: State,
+    snapshot: State,
+    scope: str,
+    adopted: dict[str, str],
+    nft: Nft,
+    rollback: bool = True,
+    containers: set[str] | None = None,
 ) -> Verification:
-    """Verify `desired` (the scope's whole desired state) by observing the whole scope again; roll back
-    to `snapshot`, the state observed before the apply."""
+    """Verify `desired` (the scope's whole desired state) by observing the scope again; roll back to
+    `snapshot`, the state observed before the apply. `containers`: the only namespaces the apply can
+    change (`touched`), read again over the snapshot's other namespaces; the host level is read whole."""
     from .rollback import Verification
 
-    return Verification(desired, snapshot, lambda: observe_all(scope, adopted, nft).state, rollback)
+    if containers is None:
+        return Verification(desired, snapshot, lambda: observe_all(scope, adopted, nft).state, rollback)
+    read = containers
+
+    def again() -> State:
+        return over(snapshot, observe_all(scope, adopted, nft, read).state, read)
+
+    return Verification(desired, snapshot, again, rollback)
+
+
+def touched(actions: list[Action]) -> set[str]:
+    """The containers whose namespaces `actions` change: every other namespace is as observed before."""
+    return {c for action in actions if (c := _container_of(action.resource)) is not None}
+
+
+def over(snapshot: State, fresh: State, containers: set[str]) -> State:
+    """`fresh` (the host level and `containers`' namespaces) over the snapshot's other namespaces."""
+    out = State({k: r for k, r in snapshot.resources.items() if _container_of(r) not in containers | {None}})
+    out.resources.update(fresh.resources)
+    return out
+
+
+def _container_of(res: Resource) -> str | None:
+    """The container whose namespace holds `res`; None for host-level resources."""
+    return res.container if isinstance(res, Netns | Iface | Route) else None
 
 
 def snapshot(state_dir: StateDir, scope: str | None = None) -> dict[str, Observed]:

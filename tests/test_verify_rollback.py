@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import verify
+from reconciler import engine, verify
+from reconciler.diff import plan
 from reconciler.errors import ApplyFailed
-from reconciler.model import Bridge, Iface, Netns, Resource, State
+from reconciler.model import Bridge, HostsFile, Iface, Netns, Resource, Route, State
 from reconciler.rollback import revert_plan
 
 
@@ -79,3 +80,19 @@ def test_veth_ends_that_disagreed_have_no_mtu_to_restore() -> None:
     split = Iface("web", "n", "/run/netns/web", "eth0", "nrv1", "nr-n", "10.0.0.2/24", None, 0)
     undo = revert_plan(state(split), state(IFACE))
     assert undo == []  # MTU 0 (ends disagreed) is no MTU to go back to; the rest matches
+
+
+def test_touched_names_the_containers_whose_namespaces_a_plan_changes() -> None:
+    hosts = HostsFile("db", "127.0.0.1 localhost\n")
+    actions = plan(state(BRIDGE, NETNS, IFACE, hosts), state(Bridge("n", "nr-n", "10.0.0.1/24", 1400)))
+    assert engine.touched(actions) == {"web"}  # the bridge and the hosts file are host level
+    assert engine.touched(plan(state(BRIDGE), state(BRIDGE))) == set()
+
+
+def test_over_takes_touched_namespaces_and_the_host_level_fresh() -> None:
+    other = Netns("db", "/run/netns/db")
+    route = Route("db", "/run/netns/db", "10.0.0.1", "eth0")
+    snapshot = state(Bridge("n", "nr-n", "10.0.0.1/24", 1400), NETNS, other, route)
+    fresh = state(BRIDGE, IFACE)  # web re-read with its new iface, and its netns gone meanwhile
+    merged = engine.over(snapshot, fresh, {"web"})
+    assert merged.resources == state(other, route, BRIDGE, IFACE).resources

@@ -7,7 +7,9 @@ interfaces and tables existing or not. Kernel names come from `reconciler show -
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ from sandbox import Host
 
 pytestmark = pytest.mark.integration
 
-SPECS = Path(__file__).resolve().parents[2] / "specs"
+REPO = Path(__file__).resolve().parents[2]
+SPECS = REPO / "specs"
 PETS = SPECS / "pets-bridge.yaml"
 ISOLATED = SPECS / "isolated-networks.yaml"
 # Expected failures wait this long: a dropped SYN would otherwise cost the default timeout.
@@ -210,6 +213,38 @@ def test_adding_a_container_leaves_the_others_untouched(host: Host) -> None:
     assert host.links("web") == before["web"]
     host.serve("cache", 6379, "cache")
     reached(host, "web", "cache", 6379, "cache")
+
+
+def netlink_requests(host: Host, *args: str) -> int:
+    """A CLI run's netlink requests, counted by bench/counted.py (the CLI's own code path)."""
+    stats = host.workdir / "stats.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), BENCH_STATS=str(stats))
+    proc = host.run([sys.executable, "-m", "bench.counted", *args], check=False, env=env)
+    assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    count: int = json.loads(stats.read_text())["netlink"]
+    return count
+
+
+def test_an_add_verifies_only_the_namespace_it_touched(host: Host) -> None:
+    """Verification after an add re-reads the host level and the new container's namespace, not the
+    30 others (engine.touched): the add costs fewer netlink requests beyond a no-op than a no-op's
+    whole observation. The added container then answers, and the next plan is empty."""
+    many = {
+        "version": 1,
+        "networks": {"n": {}},
+        "containers": {f"c{i}": {"networks": ["n"]} for i in range(30)},
+    }
+    base = host.write_spec(many, "many.yaml")
+    grown = host.write_spec(
+        {**many, "containers": {**many["containers"], "new": {"networks": ["n"]}}}, "grown.yaml"
+    )
+    apply(host, base)
+    noop = netlink_requests(host, "apply", str(base))
+    add = netlink_requests(host, "apply", str(grown))
+    assert add - noop < noop, f"add {add} netlink requests against a no-op's {noop}: a full re-observation"
+    assert "No changes" in apply(host, grown).stdout
+    host.serve("new", 7000, "new")
+    reached(host, "c0", address(host.show(grown), "new"), 7000, "new")
 
 
 def test_removing_a_container_deletes_only_it(host: Host) -> None:

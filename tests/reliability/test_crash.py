@@ -187,3 +187,22 @@ def test_no_rollback_leaves_the_host_and_next_apply_converges(host: Host) -> Non
     assert fingerprint(host) != before
     ok(host, "apply", str(changed))
     in_sync(host, changed)
+
+
+def test_failure_while_adding_one_container_rolls_back_exactly(host: Host) -> None:
+    """An add verifies only the namespace it touched, over the snapshot of the others (engine.touched);
+    a failure at any of its operations still rolls the whole host back to exactly what it was."""
+    grown = {**SPEC, "containers": {**SPEC["containers"], **containers(1, offset=40)}}
+    spec, plus = host.write_spec(SPEC), host.write_spec(grown, "plus.yaml")
+    ok(host, "apply", str(spec))
+    before = steady(host)
+    for n in sweep(1):
+        proc = run(host, "apply", str(plus), env={"RECONCILER_FAIL_AFTER": str(n)})
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 1, f"fail at op {n}: exited {proc.returncode}\n{proc.stderr}"
+        assert "rolled back: the host is as it was before this apply" in proc.stderr, proc.stderr
+        settled(host, before, f"after a failure at op {n} of an add and its rollback")
+        in_sync(host, spec)
+    assert n > 3, f"the add survived a failure at op {n}: it never reached the kernel"
+    in_sync(host, plus)
