@@ -43,18 +43,27 @@ def test_hosts_file_edits_name_their_container(tmp_path: Path) -> None:
 
     with open(top / "web" / "hosts", "a") as f:
         f.write("10.99.0.1 intruder\n")
-    assert hints.get(timeout=10).containers == {"web"}
-    # A folder made later is watched before its hint: an edit right after it is reported too.
+    until(hints, "web")
+    # A folder made later is watched before its hint: an edit right after it is reported too. (One
+    # write may come as several events, read apart under load: late repeats of web's are no error.)
     (top / "db").mkdir()
-    assert hints.get(timeout=10).containers == {"db"}
+    assert all(seen == {"web"} for seen in until(hints, "db"))
     (top / "db" / "hosts").write_text("x\n")
-    assert hints.get(timeout=10).containers == {"db"}
+    until(hints, "db")
     while not hints.empty() or _more(hints):
         hints.get_nowait()
     # Another file beside a hosts file is not ours: the next hint is db's, not web's.
     (top / "web" / ".hosts.swp").write_text("an editor's temporary")
     (top / "db" / "hosts").unlink()
-    assert hints.get(timeout=10).containers == {"db"}
+    assert until(hints, "db") == []
+
+
+def until(hints: queue.Queue[Drift], container: str) -> list[set[str]]:
+    """The containers of the hints before the first that names only `container` (within 10 s)."""
+    before = []
+    while (seen := hints.get(timeout=10).containers) != {container}:
+        before.append(set(seen))
+    return before
 
 
 def _more(hints: queue.Queue[Drift]) -> bool:
