@@ -198,7 +198,6 @@ class Daemon:
         except OSError as e:
             raise ReconcilerError(f"cannot watch the hosts files in {names.ETC_NETNS_DIR}: {e}") from e
         self.log.message(f"watching {self.tracker.source} (resync every {self.opts.resync_interval:g} s)")
-        # Following git, the first reconcile waits for the first fetch.
         pending = Pending({"start"}, spec=True, full=True) if self._fetcher is None else Pending()
         if self._fetcher is not None:
             self._fetcher.start()
@@ -211,7 +210,8 @@ class Daemon:
             self._defer_edits(pending, suspended=level is not None)
             if level == "all":
                 pending = Pending()  # nothing is reconciled, drift included; `resume` resyncs
-            if pending and (self.spec is not None or pending.spec):
+            # Following git, nothing is reconciled before a first revision is checked out.
+            if pending and (self._fetcher is None or self.tracker.checked_out):
                 ok = self._reconcile(pending)
                 failures = 0 if ok else failures + 1
                 self._retrying = not ok
