@@ -1,9 +1,10 @@
 """The watch loop: reconcile on spec edits and drift hints, resync on a timer, stop cleanly on signals.
 
 Everything that touches the kernel runs in the main thread (pyroute2 sockets are per thread). Helper
-threads only report: spec-file changes, netlink/nftables and hosts-file event hints, and metric
-scrapes. They queue a wake-up and the loop decides. Signals set flags; the reconcile in flight
-always finishes, so SIGTERM never leaves half an apply behind.
+threads only report: spec-file changes, netlink/nftables and hosts-file event hints, metric scrapes,
+and (following git) each fetch of the remote. They queue a wake-up and the loop decides; the loop
+verifies and checks out a new revision, which is then a spec edit like any other. Signals set flags;
+the reconcile in flight always finishes, so SIGTERM never leaves half an apply behind.
 
 The state lock is held only while reconciling, so a `reconciler apply` run meanwhile waits for the
 daemon's reconcile, not for the daemon. No hint is ever dropped for looking like the echo of our own
@@ -198,12 +199,13 @@ class Daemon:
         except OSError as e:
             raise ReconcilerError(f"cannot watch the hosts files in {names.ETC_NETNS_DIR}: {e}") from e
         self.log.message(f"watching {self.tracker.source} (resync every {self.opts.resync_interval:g} s)")
-        pending = Pending({"start"}, spec=True, full=True) if self._fetcher is None else Pending()
+        pending = Pending({"start"}, spec=True, full=True) if self._resume_revision() else Pending()
         if self._fetcher is not None:
             self._fetcher.start()
         next_resync = time.monotonic() + self.opts.resync_interval
         failures = 0
         while not self._stop:
+            started = time.time()  # after this pass's triggers were collected (a SIGHUP came before)
             level = self.tracker.suspension()
             if pending.fetched is not None:
                 self._fetch(pending, pending.fetched, suspended=level is not None)
@@ -225,10 +227,32 @@ class Daemon:
                     next_resync = time.monotonic() + wait
                 elif not ok:
                     next_resync = min(next_resync, time.monotonic() + wait)
-            self.tracker.passed(pending.fetched.started if pending.fetched else None)
+            # `reconciler sync` waits for a pass that fetched (git) or resynced on its SIGHUP (files).
+            if pending.fetched is not None:
+                self.tracker.passed(pending.fetched.started)
+            elif "signal" in pending.triggers and self._fetcher is None:
+                self.tracker.passed(started)
             pending = self._wait(next_resync)
         self.log.message("stopping: no reconcile in flight")
         return 0
+
+    def _resume_revision(self) -> bool:
+        """Whether there is a spec to start with: the files, or (following git) the revision the last
+        run applied, checked out again, so drift repair does not wait for the remote."""
+        git = self.opts.git
+        if git is None:
+            return True
+        revision = self.tracker.previously_applied()
+        prefix = git.revision("")
+        if revision is None or not revision.startswith(prefix):
+            return False
+        try:
+            git.checkout(revision.removeprefix(prefix))
+        except GitFailed as e:
+            self.log.message(f"not resuming from {revision}: {e}")
+            return False
+        self.tracker.checked_out = revision
+        return True
 
     def _fetch(self, pending: Pending, fetched: Fetched, *, suspended: bool) -> None:
         """A fetch's outcome: a new tip, verified and checked out, is a spec edit. While suspended
@@ -241,7 +265,10 @@ class Daemon:
         sha = fetched.sha
         revision = git.revision(sha)
         self.tracker.fetched(revision, None)
-        if suspended or revision in (self.tracker.checked_out, self.tracker.refused):
+        if revision in (self.tracker.checked_out, self.tracker.refused):
+            return
+        if suspended:
+            self.tracker.hold(revision)
             return
         try:
             git.verify(sha)
@@ -263,6 +290,7 @@ class Daemon:
             pending.triggers.discard("spec")
             pending.triggers.discard("git")
             self._deferred_spec = True
+            self.tracker.hold("a spec edit")
         elif not suspended and self._deferred_spec:
             self._deferred_spec = False
             pending.spec = True

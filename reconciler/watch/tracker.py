@@ -29,6 +29,7 @@ class Tracker:
         self._scopes: dict[str, dict[str, Any]] = {}
         self._fetch: dict[str, Any] = {}
         self._suspended: str | None = None
+        self._held = ""
         self._last_pass: float = 0.0
         self._lock_fd = -1
 
@@ -41,7 +42,16 @@ class Tracker:
 
     def start(self) -> None:
         self._lock_fd = status.hold_daemon_lock(self.opts.state_dir.path)
+        previous = status.read_status(self.opts.state_dir.path) or {}
+        if previous.get("source") == self._source():
+            # What the host runs is what the last run applied, until this one applies something.
+            self._scopes = previous.get("scopes") or {}
         self.suspension()
+
+    def previously_applied(self) -> str | None:
+        """The revision the last run applied (one scope: one spec per daemon), if it said so."""
+        revisions = {e.get("applied_revision") for e in self._scopes.values()} - {None}
+        return revisions.pop() if len(revisions) == 1 else None
 
     def relative(self, problems: list[str]) -> list[str]:
         """Problems in a checkout name their file inside the repository, as its author knows it."""
@@ -58,8 +68,15 @@ class Tracker:
             for each in status.SUSPEND_LEVELS:
                 self.metrics.suspended.labels(each).set(1 if each == level else 0)
             self._suspended = level
+            self._held = ""
             self._write()
         return level
+
+    def hold(self, what: str) -> None:
+        """Say once per suspension and revision that `what` waits for `reconciler resume`."""
+        if what != self._held:
+            self._held = what
+            self.log.message(f"suspended: holding {what} until `reconciler resume`")
 
     def fetched(self, revision: str | None, error: str | None) -> None:
         now = time.time()
@@ -116,15 +133,19 @@ class Tracker:
             self.metrics.info("attempted_revision", scope, revision, result)
         return entry
 
+    def _source(self) -> dict[str, str]:
+        git = self.opts.git
+        if git is None:
+            return {"path": str(self.opts.path)}
+        return {"git": redact(git.url), "branch": git.branch, "path": git.path or "."}
+
     def _write(self) -> None:
         if self._lock_fd < 0:
             return  # not started: another daemon may own the status file
         git = self.opts.git
         data: dict[str, Any] = {
             "pid": os.getpid(),
-            "source": {"path": str(self.opts.path)}
-            if git is None
-            else {"git": redact(git.url), "branch": git.branch, "path": git.path or "."},
+            "source": self._source(),
             "fetch_interval": self.opts.fetch_interval if git else None,
             "suspended": self._suspended,
             "scopes": self._scopes,

@@ -20,7 +20,20 @@ from typing import Any
 
 import pytest
 from sandbox import Background, Host
-from test_watch import METRICS, NETWORKS, NO_RESYNC, WEB, containers, db, http_get, log_lines, wait_for
+from test_watch import (
+    METRICS,
+    NETWORKS,
+    NO_RESYNC,
+    WEB,
+    containers,
+    db,
+    http_get,
+    log_lines,
+    reconciles,
+    replace,
+    start_watch,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -253,6 +266,7 @@ def test_suspend_holds_new_revisions_and_resume_applies_them(host: Host, repo: R
     wait_for(
         "the held commit to be fetched", lambda: status(host)["fetch"]["revision"] == revision(held), daemon
     )
+    wait_for("the hold to be logged", lambda: f"suspended: holding {revision(held)} until" in daemon.output())
     _fetches(host, daemon, 2)
     assert host.netns_list() == ["db", "web"] and applied(host, first)
     # Drift repair goes on while suspended.
@@ -322,3 +336,44 @@ def test_an_unreachable_remote_keeps_the_network_up(host: Host, repo: Repo, firs
     second = repo.commit({"containers.yaml": containers(WEB)})
     wait_for("the commit after the outage", lambda: applied(host, second), daemon)
     assert status(host)["fetch"]["error"] is None and host.netns_list() == ["web"]
+
+
+def test_a_restart_resumes_the_applied_revision_without_the_remote(
+    host: Host, repo: Repo, first: str
+) -> None:
+    """The remote is gone when the daemon restarts: it resumes from the revision it applied (kept in
+    the clone), repairs drift, and reports the failing fetch."""
+    daemon = start_gitops(host, repo)
+    wait_for("the first commit", lambda: applied(host, first), daemon)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0, daemon.output()
+    repo.bare.rename(repo.bare.with_name("moved.git"))
+
+    daemon = start_gitops(host, repo)
+    wait_for("the start reconcile", lambda: bool(reconciles(daemon, "in_sync")), daemon)
+    start = reconciles(daemon)[0]
+    assert start["trigger"] == "start" and start["revision"] == revision(first), start
+    wait_for("the failed fetch", lambda: bool(status(host)["fetch"].get("error")), daemon)
+    veth = host.show()["containers"]["web"]["interfaces"][0]["host_ifname"]
+    host.run(["ip", "link", "del", veth])
+    wait_for("the veth to be repaired", lambda: veth in host.links(), daemon)
+    assert applied(host, first) and host.netns_list() == ["db", "web"]
+
+
+def test_suspend_holds_local_edits(host: Host, tmp_path: Path) -> None:
+    """Following files, suspend holds spec edits (a sync passes them by); resume applies them."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "networks.yaml").write_text(NETWORKS)
+    (specs / "containers.yaml").write_text(containers(WEB))
+    daemon = start_watch(host, specs)
+    wait_for("the first reconcile", lambda: bool(reconciles(daemon, "applied")), daemon)
+    assert host.reconciler("suspend").returncode == 0
+    replace(specs / "containers.yaml", containers(WEB, db()))
+    held = "suspended: holding a spec edit until `reconciler resume`"
+    wait_for("the edit to be held", lambda: held in daemon.output(), daemon)
+    proc = host.reconciler("sync")
+    assert proc.returncode == 0 and "suspended: revisions" in proc.stdout, proc.stdout + proc.stderr
+    assert host.netns_list() == ["web"]
+    assert host.reconciler("resume").returncode == 0
+    wait_for("the held edit", lambda: host.netns_list() == ["db", "web"], daemon)
