@@ -4,7 +4,10 @@ unsigned commits, and the --interval syntax."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,55 @@ def test_interval_syntax() -> None:
     for bad in ("", "s", "-1m", "soon"):
         with pytest.raises(argparse.ArgumentTypeError):
             _duration(bad)
+
+
+@pytest.fixture
+def gnupg(tmp_path: Path) -> Iterator[Path]:
+    """A signer's keyring (its agent stopped afterwards), needing gpg."""
+    if shutil.which("gpg") is None:
+        pytest.skip("needs gpg")
+    home = tmp_path / "signer-gnupg"
+    home.mkdir(mode=0o700)
+    yield home
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+
+
+def _gpg_key(home: Path, email: str) -> str:
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--quiet", "--passphrase", ""]
+    subprocess.run([*gpg, "--quick-gen-key", f"signer <{email}>", "ed25519", "sign", "never"], check=True)
+    return subprocess.run(
+        ["gpg", "--homedir", str(home), "--armor", "--export", email],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def test_openpgp_keys_allow_their_signatures_only(
+    tmp_path: Path, gnupg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in GIT_ENV.items():
+        monkeypatch.setenv(name, value)
+    allowed = _gpg_key(gnupg, "allowed@example.org")
+    _gpg_key(gnupg, "stranger@example.org")
+    keys = tmp_path / "keys.asc"
+    keys.write_text(allowed)
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(work)], check=True)
+
+    def commit(*signing: str) -> None:
+        (work / "spec.yaml").write_text(f"version: 1\n# {len(signing)} {os.urandom(4).hex()}\n")
+        subprocess.run(["git", "-C", str(work), "add", "."], check=True)
+        env = {**os.environ, "GNUPGHOME": str(gnupg)}
+        subprocess.run(["git", "-C", str(work), "commit", "-q", *signing, "-m", "spec"], check=True, env=env)
+
+    remote = GitRemote(f"file://{work}", "main", ".", tmp_path / "clone", keys)
+    remote.prepare()
+    commit("--gpg-sign=allowed@example.org")
+    remote.verify(remote.fetch())
+    commit("--gpg-sign=stranger@example.org")
+    with pytest.raises(Unverified, match="is not signed by an allowed key"):
+        remote.verify(remote.fetch())
+    commit()
+    with pytest.raises(Unverified, match="it has no signature"):
+        remote.verify(remote.fetch())

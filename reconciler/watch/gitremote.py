@@ -110,8 +110,9 @@ class GitRemote:
             self._git("config", "gpg.ssh.allowedSignersFile", str(self.keys.resolve()))
             return
         self._gnupg.mkdir(mode=0o700)
-        argv = ["gpg", "--batch", "--quiet", "--homedir", str(self._gnupg), "--import", str(self.keys)]
-        proc = _bounded(argv, "gpg --import", None, {})
+        argv = ["gpg", "--batch", "--quiet", "--no-autostart", "--homedir", str(self._gnupg), "--import"]
+        # Public keys need no agent (and a daemon should not leave one behind).
+        proc = _bounded([*argv, str(self.keys)], "gpg --import", None, {})
         if proc.returncode != 0:
             raise ReconcilerError(
                 f"--verify-signatures {self.keys}: gpg --import: {' '.join(proc.stderr.split())}"

@@ -302,6 +302,10 @@ def test_sync_fetches_and_applies_now(host: Host, repo: Repo, first: str) -> Non
     text = host.reconciler("status").stdout
     assert "daemon: running" in text and f"attempted revision: {revision(second)} (" in text, text
 
+    second_daemon = host.reconciler("watch", "--git", repo.url, "--path", "specs")
+    assert second_daemon.returncode == 1, second_daemon.stdout + second_daemon.stderr
+    assert "another reconciler watch (pid " in second_daemon.stderr, second_daemon.stderr
+
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0, daemon.output()
     text = host.reconciler("status").stdout
