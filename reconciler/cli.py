@@ -193,7 +193,8 @@ def _parser() -> argparse.ArgumentParser:
 
     w = command(
         "watch",
-        "keep the host matching PATH: apply spec edits as they land and repair drift",
+        "keep the host matching PATH (or a git remote's branch): apply spec edits or commits as they land "
+        "and repair drift",
         "reconciler watch /etc/netreconciler/ --metrics-address 127.0.0.1:9411",
         "reconciler watch specs/pets-overlay.yaml --host host-a   # re-reads SPEC.lock when it changes",
         "reconciler watch --git https://git.example/net.git --branch main --path hosts/a --interval 30s",
