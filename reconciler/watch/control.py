@@ -75,6 +75,10 @@ def text(report: dict[str, Any]) -> str:
         )
         if entry.get("error"):
             lines.extend(f"    {line}" for line in entry["error"].splitlines())
+        last = entry.get("last_result") or "-"
+        lines.append(
+            f"  last reconcile:     {last}" + (f": {entry['last_error']}" if entry.get("last_error") else "")
+        )
         lines.append(f"  last sync:          {_when(entry.get('last_sync'))}")
         lines.append(f"  last drift repair:  {_when(entry.get('last_drift_repair'))}")
     return "\n".join(lines)

@@ -363,7 +363,8 @@ class Daemon:
                 kept = "keeping the last good spec" if self.spec else "nothing applied yet"
                 tried = self.tracker.checked_out
                 r = Reconciled(trigger, "partial", "invalid", time.monotonic() - start, error=kept)
-                self._report(dataclasses.replace(r, revision=tried, problems=problems), scope_spec=self.spec)
+                r = dataclasses.replace(r, revision=tried, problems=problems)
+                self._report(r, scope_spec=self.spec, attempt=True)
                 if self.spec is None or not (
                     pending.full or pending.containers or pending.host or pending.nft
                 ):
@@ -374,6 +375,7 @@ class Daemon:
                     self._warned.add(warning)
                     self.log.message(f"warning: {warning}")
         assert spec is not None
+        attempt = spec is not self.spec  # a new spec (revision) is tried, not only the applied one kept
         containers = self._partial_scope(pending, spec)
         part = self._reached(pending, spec, lock)
         mode = "full" if containers is None else "partial"
@@ -386,20 +388,20 @@ class Daemon:
             # A rolled-back apply left the host as it was: counted apart, retried like any failure.
             result = "rolled_back" if isinstance(e, RolledBack) else "failed"
             r = Reconciled(trigger, mode, result, time.monotonic() - start, error=str(e), revision=revision)
-            self._report(r, scope_spec=spec)
+            self._report(r, scope_spec=spec, attempt=attempt)
             return False
         except Exception as e:  # a kernel refusal (NetlinkError) or a bug: keep serving, resync later
             self._forget(spec)
             self._mismatched = False
             error = f"{type(e).__name__}: {e}"
             r = Reconciled(trigger, mode, "failed", time.monotonic() - start, error=error, revision=revision)
-            self._report(r, scope_spec=spec)
+            self._report(r, scope_spec=spec, attempt=attempt)
             return False
         self._unapplied_spec = False
         self._spec_revision = revision
         result = "applied" if actions else "in_sync"
         r = Reconciled(trigger, mode, result, time.monotonic() - start, actions, revision=revision)
-        self._report(r, repaired, scope_spec=spec)
+        self._report(r, repaired, scope_spec=spec, attempt=attempt)
         return True
 
     def _forget(self, spec: Spec) -> None:
@@ -621,11 +623,14 @@ class Daemon:
 
         return dataclasses.replace(check, observe=observe_answering)
 
-    def _report(self, r: Reconciled, repaired: list[str] | None = None, *, scope_spec: Spec | None) -> None:
+    def _report(
+        self, r: Reconciled, repaired: list[str] | None = None, *, scope_spec: Spec | None, attempt: bool
+    ) -> None:
         self.log.reconciled(r)
         managed = self.cache.state if self.cache is not None else None
         self.metrics.record(r, repaired or [], managed, time.time())
-        self.tracker.reconciled(r, engine.scope_of(scope_spec) if scope_spec else "", bool(repaired))
+        scope = engine.scope_of(scope_spec) if scope_spec else ""
+        self.tracker.reconciled(r, scope, repaired=bool(repaired), attempt=attempt)
 
 
 def _host_level(state: State) -> State:

@@ -104,9 +104,15 @@ class Tracker:
         self._attempt(scope, revision, "refused", error)
         self._write()
 
-    def reconciled(self, r: Reconciled, scope: str, repaired: bool) -> None:
-        error = "\n".join(r.problems) if r.problems else r.error
-        entry = self._attempt(scope, r.revision, r.result, error if r.result not in OK_RESULTS else None)
+    def reconciled(self, r: Reconciled, scope: str, *, repaired: bool, attempt: bool) -> None:
+        """`attempt`: it tried a new spec (revision); otherwise it kept the applied one (drift repair,
+        resync), which says nothing about the last attempted revision."""
+        said = "\n".join(r.problems) if r.problems else r.error
+        error = said if r.result not in OK_RESULTS else None
+        entry = self._entry(scope)
+        if attempt:
+            self._attempt(scope, r.revision, r.result, error)
+        entry.update(last_result=r.result, last_error=error)
         now = time.time()
         if r.result in OK_RESULTS:
             entry["applied_revision"] = r.revision or None
@@ -122,16 +128,16 @@ class Tracker:
             self._last_pass = started
             self._write()
 
-    def _attempt(self, scope: str, revision: str, result: str, error: str | None) -> dict[str, Any]:
-        entry = self._scopes.setdefault(
-            scope, {"applied_revision": None, "last_sync": None, "last_drift_repair": None}
-        )
-        entry.update(
+    def _entry(self, scope: str) -> dict[str, Any]:
+        empty = dict.fromkeys(("applied_revision", "attempted_revision", "result", "error"))
+        return self._scopes.setdefault(scope, {**empty, "last_sync": None, "last_drift_repair": None})
+
+    def _attempt(self, scope: str, revision: str, result: str, error: str | None) -> None:
+        self._entry(scope).update(
             attempted_revision=revision or None, result=result, error=error, last_attempt=time.time()
         )
         if revision:
             self.metrics.info("attempted_revision", scope, revision, result)
-        return entry
 
     def _source(self) -> dict[str, str]:
         git = self.opts.git

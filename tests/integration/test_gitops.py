@@ -164,6 +164,12 @@ def test_commits_are_applied_and_a_bad_one_keeps_the_last_good(host: Host, repo:
     assert entry["applied_revision"] == revision(second), entry
     assert entry["error"] == "specs/containers.yaml:7: containers.db.networks.frnt: unknown network 'frnt'"
     assert host.netns_list() == ["api", "db", "web"] and web_reaches_db(host)
+    # Drift is repaired with the last good revision; the bad one stays the attempted one.
+    veth = host.show()["containers"]["web"]["interfaces"][0]["host_ifname"]
+    host.run(["ip", "link", "del", veth])
+    wait_for("the veth to be repaired", lambda: veth in host.links(), daemon)
+    wait_for("the repair's time", lambda: bool(scope(host).get("last_drift_repair")), daemon)
+    assert attempted(host, bad, "invalid") and applied(host, second), scope(host)
     invalid = [e for e in log_lines(daemon) if e["event"] == "reconcile" and e["result"] == "invalid"]
     assert invalid[-1]["revision"] == revision(bad), invalid
     text = http_get(host, "/metrics")
