@@ -130,3 +130,16 @@ def test_openpgp_keys_allow_their_signatures_only(
     commit()
     with pytest.raises(Unverified, match="it has no signature"):
         remote.verify(remote.fetch())
+
+    # SSH keys only: an OpenPGP signature finds no key, not even in the keyring of the environment.
+    commit("--gpg-sign=allowed@example.org")
+    monkeypatch.setenv("GNUPGHOME", str(gnupg))
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("")
+    ssh_only = GitRemote(f"file://{work}", "main", ".", tmp_path / "clone", signers)
+    ssh_only.prepare()
+    with pytest.raises(Unverified, match="is not signed by an allowed key"):
+        ssh_only.verify(ssh_only.fetch())
+    no_keys = GitRemote(f"file://{work}", "main", ".", tmp_path / "clone")
+    no_keys.prepare()
+    assert "allowedSignersFile" not in (tmp_path / "clone" / ".git" / "config").read_text()

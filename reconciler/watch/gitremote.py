@@ -99,17 +99,20 @@ class GitRemote:
         return self.clone / ".git" / "netreconciler-gnupg"
 
     def _configure_keys(self) -> None:
+        """Trust exactly the given keys: the other kind of signature finds no key either (an empty
+        keyring of our own, never root's; no allowed-signers file left from an earlier run)."""
         shutil.rmtree(self._gnupg, ignore_errors=True)
+        self._run("config", "--unset-all", "gpg.ssh.allowedSignersFile")  # exit 5 when unset: fine
         if self.keys is None:
             return
         try:
             armored = self.keys.read_text(errors="replace").lstrip().startswith(PGP_ARMOR)
         except OSError as e:
             raise ReconcilerError(f"--verify-signatures {self.keys}: {e.strerror}") from e
+        self._gnupg.mkdir(mode=0o700)
         if not armored:
             self._git("config", "gpg.ssh.allowedSignersFile", str(self.keys.resolve()))
             return
-        self._gnupg.mkdir(mode=0o700)
         argv = ["gpg", "--batch", "--quiet", "--no-autostart", "--homedir", str(self._gnupg), "--import"]
         # Public keys need no agent (and a daemon should not leave one behind).
         proc = _bounded([*argv, str(self.keys)], "gpg --import", None, {})
