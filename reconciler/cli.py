@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .drivers.overlay import clusteripam
     from .spec import Spec
     from .statedir import StateDir
+    from .watch.daemon import Options
 
 EXIT_PENDING = 2
 
@@ -52,6 +53,10 @@ examples:
   reconciler show specs/pets-bridge.yaml -o json
   reconciler destroy specs/pets-bridge.yaml
   reconciler watch specs/ --log-format json         # follow a directory of specs, repair drift
+  reconciler watch --git https://git.example/net.git --path hosts/a --interval 30s   # GitOps
+  reconciler status                                     # the daemon's applied and attempted revisions
+  reconciler sync                                       # fetch and reconcile now, wait for the result
+  reconciler suspend / reconciler resume                # hold new revisions (drift repair goes on)
   reconciler graph specs/pets-bridge.yaml --format dot | dot -Tsvg > pets.svg
   reconciler schema > spec.schema.json                  # for editors (yaml-language-server)
   source <(reconciler completion bash)
@@ -188,12 +193,45 @@ def _parser() -> argparse.ArgumentParser:
 
     w = command(
         "watch",
-        "keep the host matching PATH: apply spec edits as they land and repair drift",
+        "keep the host matching PATH (or a git remote's branch): apply spec edits or commits as they land "
+        "and repair drift",
         "reconciler watch /etc/netreconciler/ --metrics-address 127.0.0.1:9411",
         "reconciler watch specs/pets-overlay.yaml --host host-a   # re-reads SPEC.lock when it changes",
+        "reconciler watch --git https://git.example/net.git --branch main --path hosts/a --interval 30s",
+        "reconciler watch --git ssh://git@git.example/net.git --verify-signatures /etc/netreconciler/signers",
     )
     w.add_argument(
-        "path", metavar="PATH", help="a spec file, or a directory whose *.yaml and *.yml files form one spec"
+        "path",
+        metavar="PATH",
+        nargs="?",
+        help="a spec file, or a directory whose *.yaml and *.yml files form one spec (not with --git)",
+    )
+    w.add_argument(
+        "--git",
+        metavar="URL",
+        help="follow this git remote instead of PATH: a clone in the state directory, fetched every "
+        "--interval, each new commit applied (verified, rolled back on failure)",
+    )
+    w.add_argument("--branch", default="main", metavar="BRANCH", help="the branch to follow (default main)")
+    w.add_argument(
+        "--path",
+        dest="git_path",
+        default=".",
+        metavar="DIR",
+        help="the spec's directory (or file) inside the repository (default: its root)",
+    )
+    w.add_argument(
+        "--interval",
+        type=_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="fetch the remote this often: 30s, 5m, 1h or seconds (default 30s)",
+    )
+    w.add_argument(
+        "--verify-signatures",
+        metavar="KEYS",
+        help="apply only commits signed by one of these keys: an SSH allowed-signers file, or a file of "
+        "armored OpenPGP public keys (git verify-commit)",
     )
     w.add_argument(
         "--resync-interval",
@@ -208,6 +246,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     host(w)
     state_dir(w)
+
+    st = command(
+        "status",
+        "what the daemon on this state directory applied: per scope the applied and the attempted "
+        "revision and its error, the last sync and drift repair, suspension, whether it runs",
+        "reconciler status",
+        "reconciler status -o json | jq '.scopes[].applied_revision'",
+    )
+    output(st)
+    state_dir(st)
+    sy = command(
+        "sync",
+        "make the daemon fetch and reconcile now (SIGHUP), and wait for the result",
+        "reconciler sync",
+        "reconciler sync --timeout 120",
+    )
+    sy.add_argument(
+        "--timeout", type=_positive_seconds, default=60.0, metavar="SECONDS", help="wait at most this long"
+    )
+    state_dir(sy)
+    su = command(
+        "suspend",
+        "stop applying new revisions and spec edits (drift repair goes on, unless --all)",
+        "reconciler suspend",
+        "reconciler suspend --all     # no reconcile at all, drift included",
+    )
+    su.add_argument("--all", action="store_true", help="stop drift repair too")
+    state_dir(su)
+    rs = command("resume", "apply new revisions again, and reconcile now", "reconciler resume")
+    state_dir(rs)
 
     g = command(
         "graph",
@@ -244,6 +312,12 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    scale = units.get(text[-1:], 1) if text else 1
+    return _positive_seconds(text[:-1] if text[-1:] in units else text) * scale
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -294,22 +368,18 @@ def _run(args: argparse.Namespace) -> int:
         return _lock(args.spec, check=args.check)
     from . import engine
 
+    if args.command in ("status", "sync", "suspend", "resume"):
+        # They read the state directory and signal the daemon: no network privileges needed.
+        from .watch.control import control
+
+        return control(args, engine.state_dir_from(args.state_dir).path)
+
     engine.require_privileges()  # before reading anything: the user learns what is missing first
     state_dir = engine.state_dir_from(args.state_dir)
     if args.command == "watch":
-        from pathlib import Path
+        from .watch.daemon import run
 
-        from .watch.daemon import Options, run
-
-        options = Options(
-            Path(args.path),
-            state_dir,
-            resync_interval=args.resync_interval,
-            log_format=args.log_format,
-            metrics_address=args.metrics_address,
-            host=args.host,
-        )
-        return run(options)
+        return run(_watch_options(args, state_dir))
     if args.command == "show":
         from .show import show
 
@@ -323,6 +393,34 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "exit_code", False) and outcome.actions:
         return EXIT_PENDING
     return 0
+
+
+def _watch_options(args: argparse.Namespace, state_dir: StateDir) -> Options:
+    from pathlib import Path
+
+    from .watch.daemon import Options
+    from .watch.gitremote import GitRemote
+
+    if (args.path is None) == (args.git is None):
+        raise ReconcilerError("watch: give PATH or --git URL (one of them)")
+    git = None
+    if args.git is not None:
+        keys = Path(args.verify_signatures) if args.verify_signatures else None
+        if keys is not None and not keys.is_file():
+            raise ReconcilerError(f"--verify-signatures {keys}: no such file")
+        git = GitRemote.in_state_dir(state_dir.path, args.git, args.branch, args.git_path, keys)
+    elif args.verify_signatures:
+        raise ReconcilerError("--verify-signatures needs --git")
+    return Options(
+        git.spec_path if git else Path(args.path),
+        state_dir,
+        resync_interval=args.resync_interval,
+        log_format=args.log_format,
+        metrics_address=args.metrics_address,
+        host=args.host,
+        git=git,
+        fetch_interval=args.interval,
+    )
 
 
 def _reconcile(

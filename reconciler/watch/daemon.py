@@ -1,9 +1,10 @@
 """The watch loop: reconcile on spec edits and drift hints, resync on a timer, stop cleanly on signals.
 
 Everything that touches the kernel runs in the main thread (pyroute2 sockets are per thread). Helper
-threads only report: spec-file changes, netlink/nftables and hosts-file event hints, and metric
-scrapes. They queue a wake-up and the loop decides. Signals set flags; the reconcile in flight
-always finishes, so SIGTERM never leaves half an apply behind.
+threads only report: spec-file changes, netlink/nftables and hosts-file event hints, metric scrapes,
+and (following git) each fetch of the remote. They queue a wake-up and the loop decides; the loop
+verifies and checks out a new revision, which is then a spec edit like any other. Signals set flags;
+the reconcile in flight always finishes, so SIGTERM never leaves half an apply behind.
 
 The state lock is held only while reconciling, so a `reconciler apply` run meanwhile waits for the
 daemon's reconcile, not for the daemon. No hint is ever dropped for looking like the echo of our own
@@ -43,10 +44,12 @@ from ..statedir import ScopeRecord, StateDir
 from . import cache
 from .events import Drift, Events
 from .files import watch_specs
+from .gitremote import Fetched, Fetcher, GitFailed, GitRemote, Unverified
 from .hostsfiles import HostsFiles
 from .metrics import Metrics
 from .report import Log, Reconciled
 from .sources import Parses, load_specs
+from .tracker import Tracker
 
 # Drift events come in bursts (a flushed ruleset, a deleted veth and its peer): wait for a quiet gap.
 DRIFT_SETTLE = 0.05
@@ -64,6 +67,8 @@ class Options:
     log_format: str = "text"
     metrics_address: tuple[str, int] | None = None
     host: str | None = None  # which of a cluster spec's hosts this is (None: by local address)
+    git: GitRemote | None = None  # follow this remote; `path` is then its checkout's spec path
+    fetch_interval: float = 30.0
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Pending:
 
     triggers: set[str] = field(default_factory=set)
     spec: bool = False
+    fetched: Fetched | None = None  # the fetch thread's latest report (a new revision is a spec edit)
     full: bool = False
     host: bool = False
     nft: bool = False
@@ -123,6 +129,8 @@ class Daemon:
         self._verified: Answered | None = None
         self._hints: list[Drift] = []
         self._spec_changed = False
+        self._fetched: Fetched | None = None
+        self._fetcher: Fetcher | None = None
         self._inbox_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -136,6 +144,9 @@ class Daemon:
         self._failed_applying = False  # the last reconcile failed while changing the host
         self._retrying = False  # the last reconcile failed: a full retry is scheduled
         self._parses = Parses()
+        self.tracker = Tracker(options, self.log, self.metrics)
+        self._deferred_spec = False  # a spec edit that came while suspended
+        self._spec_revision = ""  # the git revision `spec` came from ("" when following files)
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -146,6 +157,11 @@ class Daemon:
     def _notify_drift(self, hint: Drift) -> None:
         with self._inbox_lock:
             self._hints.append(hint)
+        self._wake()
+
+    def _notify_fetch(self, fetched: Fetched) -> None:
+        with self._inbox_lock:
+            self._fetched = fetched
         self._wake()
 
     def _wake(self) -> None:
@@ -159,9 +175,13 @@ class Daemon:
             self._stop = True
 
     def run(self) -> int:
-        if not self.opts.path.exists():
+        if self.opts.git is None and not self.opts.path.exists():
             # Nothing to watch either: inotify needs the file's directory to exist.
             raise ReconcilerError(f"{self.opts.path}: no such file or directory")
+        self.tracker.start()
+        if self.opts.git is not None:
+            self.opts.git.prepare()
+            self._fetcher = Fetcher(self.opts.git, self.opts.fetch_interval, self._notify_fetch)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         # A signal's byte on this socket ends the select below; the handler above runs right after.
@@ -172,17 +192,28 @@ class Daemon:
                 self.metrics.serve(host, port)
             except OSError as e:
                 raise ReconcilerError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from e
-        watch_specs(self.opts.path, self.opts.settle_ms, self._notify_spec)
+        if self.opts.git is None:
+            watch_specs(self.opts.path, self.opts.settle_ms, self._notify_spec)
         try:
             HostsFiles(self._notify_drift).start()
         except OSError as e:
             raise ReconcilerError(f"cannot watch the hosts files in {names.ETC_NETNS_DIR}: {e}") from e
-        self.log.message(f"watching {self.opts.path} (resync every {self.opts.resync_interval:g} s)")
-        pending = Pending({"start"}, spec=True, full=True)
+        self.log.message(f"watching {self.tracker.source} (resync every {self.opts.resync_interval:g} s)")
+        pending = Pending({"start"}, spec=True, full=True) if self._resume_revision() else Pending()
+        if self._fetcher is not None:
+            self._fetcher.start()
         next_resync = time.monotonic() + self.opts.resync_interval
         failures = 0
         while not self._stop:
-            if pending:
+            started = time.time()  # after this pass's triggers were collected (a SIGHUP came before)
+            level = self.tracker.suspension()
+            if pending.fetched is not None:
+                self._fetch(pending, pending.fetched, suspended=level is not None)
+            self._defer_edits(pending, suspended=level is not None)
+            if level == "all":
+                pending = Pending()  # nothing is reconciled, drift included; `resume` resyncs
+            # Following git, nothing is reconciled before a first revision is checked out.
+            if pending and (self._fetcher is None or self.tracker.checked_out):
                 ok = self._reconcile(pending)
                 failures = 0 if ok else failures + 1
                 self._retrying = not ok
@@ -198,9 +229,74 @@ class Daemon:
                     next_resync = time.monotonic() + wait
                 elif not ok:
                     next_resync = min(next_resync, time.monotonic() + wait)
+            # `reconciler sync` waits for a pass that fetched (git) or resynced on its SIGHUP (files).
+            if pending.fetched is not None:
+                self.tracker.passed(pending.fetched.started)
+            elif "signal" in pending.triggers and self._fetcher is None:
+                self.tracker.passed(started)
             pending = self._wait(next_resync)
         self.log.message("stopping: no reconcile in flight")
         return 0
+
+    def _resume_revision(self) -> bool:
+        """Whether there is a spec to start with: the files, or (following git) the revision the last
+        run applied, checked out again, so drift repair does not wait for the remote."""
+        git = self.opts.git
+        if git is None:
+            return True
+        revision = self.tracker.previously_applied()
+        prefix = git.revision("")
+        if revision is None or not revision.startswith(prefix):
+            return False
+        try:
+            git.checkout(revision.removeprefix(prefix))
+        except GitFailed as e:
+            self.log.message(f"not resuming from {revision}: {e}")
+            return False
+        self.tracker.checked_out = revision
+        return True
+
+    def _fetch(self, pending: Pending, fetched: Fetched, *, suspended: bool) -> None:
+        """A fetch's outcome: a new tip, verified and checked out, is a spec edit. While suspended
+        the tip is shown, not checked out: `resume` brings it in."""
+        git = self.opts.git
+        assert git is not None
+        if fetched.sha is None:
+            self.tracker.fetched(None, fetched.error)
+            return
+        sha = fetched.sha
+        revision = git.revision(sha)
+        self.tracker.fetched(revision, None)
+        if revision in (self.tracker.checked_out, self.tracker.refused):
+            return
+        if suspended:
+            self.tracker.hold(revision)
+            return
+        try:
+            git.verify(sha)
+            git.checkout(sha)
+        except Unverified as e:
+            self.tracker.refuse(revision, str(e), engine.scope_of(self.spec) if self.spec else "")
+            return
+        except GitFailed as e:
+            self.tracker.fetched(revision, str(e))
+            return
+        self.tracker.checked_out = revision
+        pending.triggers.add("git")
+        pending.spec = True
+
+    def _defer_edits(self, pending: Pending, *, suspended: bool) -> None:
+        """While suspended, a spec edit waits (drift repair goes on with the applied spec)."""
+        if suspended and pending.spec:
+            pending.spec = False
+            pending.triggers.discard("spec")
+            pending.triggers.discard("git")
+            self._deferred_spec = True
+            self.tracker.hold("a spec edit")
+        elif not suspended and self._deferred_spec:
+            self._deferred_spec = False
+            pending.spec = True
+            pending.triggers.add("spec")
 
     def _wait(self, resync_at: float) -> Pending:
         """Sleep until there is something to do: a spec edit, a signal, the resync timer, or drift
@@ -219,7 +315,7 @@ class Daemon:
             if now >= resync_at:
                 pending.triggers.add("resync")
                 pending.full = True
-            if pending.triggers - {"drift"} or (quiet_at is not None and now >= quiet_at):
+            if pending.triggers - {"drift"} or pending.fetched or (quiet_at is not None and now >= quiet_at):
                 break
             wake_at = resync_at if quiet_at is None else min(resync_at, quiet_at)
             select.select([self._wake_r], [], [], wake_at - now)
@@ -233,6 +329,9 @@ class Daemon:
         with self._inbox_lock:
             hints, self._hints = self._hints, []
             spec, self._spec_changed = self._spec_changed, False
+            fetched, self._fetched = self._fetched, None
+        if fetched is not None:
+            pending.fetched = fetched
         if spec:
             pending.triggers.add("spec")
             pending.spec = True
@@ -240,6 +339,8 @@ class Daemon:
             self._hup = False
             pending.triggers.add("signal")
             pending.full = True
+            if self._fetcher is not None:
+                self._fetcher.now()
         answered = self._answered
         fresh = [h for h in hints if answered is None or not answered.answers(h)]
         for hint in fresh:
@@ -250,26 +351,33 @@ class Daemon:
         """One reconcile; False when it failed (the next one retries with a full observe)."""
         start = time.monotonic()
         trigger = "+".join(sorted(pending.triggers))
-        spec, lock = self.spec, self.lock
+        spec, lock, revision = self.spec, self.lock, self._spec_revision
         if pending.spec or self._unapplied_spec:
             try:
                 spec = load_specs(self.opts.path, self._parses)
                 lock, warning = clusteripam.pinned(self.opts.path, spec)
             except ReconcilerError as e:
                 # An unreadable lock file counts as an invalid edit, like a spec error.
-                self.log.problems([str(p) for p in e.problems] if isinstance(e, SpecError) else [str(e)])
+                problems = [str(p) for p in e.problems] if isinstance(e, SpecError) else [str(e)]
+                problems = self.tracker.relative(problems)
+                self.log.problems(problems)
                 spec, lock = self.spec, self.lock
                 kept = "keeping the last good spec" if self.spec else "nothing applied yet"
-                self._report(Reconciled(trigger, "partial", "invalid", time.monotonic() - start, error=kept))
+                tried = self.tracker.checked_out
+                r = Reconciled(trigger, "partial", "invalid", time.monotonic() - start, error=kept)
+                r = dataclasses.replace(r, revision=tried, problems=problems)
+                self._report(r, scope_spec=self.spec, attempt=True)
                 if self.spec is None or not (
                     pending.full or pending.containers or pending.host or pending.nft
                 ):
                     return True
             else:
+                revision = self.tracker.checked_out
                 if warning and warning not in self._warned:
                     self._warned.add(warning)
                     self.log.message(f"warning: {warning}")
         assert spec is not None
+        attempt = spec is not self.spec  # a new spec (revision) is tried, not only the applied one kept
         containers = self._partial_scope(pending, spec)
         part = self._reached(pending, spec, lock)
         mode = "full" if containers is None else "partial"
@@ -281,17 +389,21 @@ class Daemon:
             self._failed_applying = isinstance(e, ApplyFailed)
             # A rolled-back apply left the host as it was: counted apart, retried like any failure.
             result = "rolled_back" if isinstance(e, RolledBack) else "failed"
-            self._report(Reconciled(trigger, mode, result, time.monotonic() - start, error=str(e)))
+            r = Reconciled(trigger, mode, result, time.monotonic() - start, error=str(e), revision=revision)
+            self._report(r, scope_spec=spec, attempt=attempt)
             return False
         except Exception as e:  # a kernel refusal (NetlinkError) or a bug: keep serving, resync later
             self._forget(spec)
             self._failed_applying = False
             error = f"{type(e).__name__}: {e}"
-            self._report(Reconciled(trigger, mode, "failed", time.monotonic() - start, error=error))
+            r = Reconciled(trigger, mode, "failed", time.monotonic() - start, error=error, revision=revision)
+            self._report(r, scope_spec=spec, attempt=attempt)
             return False
         self._unapplied_spec = False
+        self._spec_revision = revision
         result = "applied" if actions else "in_sync"
-        self._report(Reconciled(trigger, mode, result, time.monotonic() - start, actions), repaired)
+        r = Reconciled(trigger, mode, result, time.monotonic() - start, actions, revision=revision)
+        self._report(r, repaired, scope_spec=spec, attempt=attempt)
         return True
 
     def _forget(self, spec: Spec) -> None:
@@ -513,10 +625,14 @@ class Daemon:
 
         return dataclasses.replace(check, observe=observe_answering)
 
-    def _report(self, r: Reconciled, repaired: list[str] | None = None) -> None:
+    def _report(
+        self, r: Reconciled, repaired: list[str] | None = None, *, scope_spec: Spec | None, attempt: bool
+    ) -> None:
         self.log.reconciled(r)
         managed = self.cache.state if self.cache is not None else None
         self.metrics.record(r, repaired or [], managed, time.time())
+        scope = engine.scope_of(scope_spec) if scope_spec else ""
+        self.tracker.reconciled(r, scope, repaired=bool(repaired), attempt=attempt)
 
 
 def _host_level(state: State) -> State:

@@ -50,7 +50,43 @@ class Metrics:
         self.managed = Gauge(
             f"{PREFIX}_managed_objects", "Managed kernel objects by kind", ["kind"], registry=self.registry
         )
+        self.applied_revision = Gauge(
+            f"{PREFIX}_applied_revision_info",
+            "The git revision applied last, per scope (value 1)",
+            ["scope", "revision"],
+            registry=self.registry,
+        )
+        self.attempted_revision = Gauge(
+            f"{PREFIX}_attempted_revision_info",
+            "The git revision tried last, per scope, and how that went (value 1)",
+            ["scope", "revision", "result"],
+            registry=self.registry,
+        )
+        self.fetch_failures = Counter(
+            f"{PREFIX}_git_fetch_failures", "Failed fetches of the git remote", registry=self.registry
+        )
+        self.last_fetch = Gauge(
+            f"{PREFIX}_git_last_fetch_timestamp_seconds",
+            "Unix time of the last successful fetch of the git remote",
+            registry=self.registry,
+        )
+        self.suspended = Gauge(
+            f"{PREFIX}_suspended",
+            "1 while suspended (`reconciler suspend`), by level: revisions or all",
+            ["level"],
+            registry=self.registry,
+        )
+        self._info: dict[tuple[str, str], tuple[str, ...]] = {}
         self.healthy = False
+
+    def info(self, gauge: str, scope: str, *labels: str) -> None:
+        """Point an info series of `scope` at new labels (the old series goes: one per scope)."""
+        metric: Gauge = getattr(self, gauge)
+        old = self._info.get((gauge, scope))
+        if old is not None and old != (scope, *labels):
+            metric.remove(*old)
+        metric.labels(scope, *labels).set(1)
+        self._info[(gauge, scope)] = (scope, *labels)
 
     def record(self, r: Reconciled, repaired: list[str], managed: State | None, at: float) -> None:
         self.reconciles.labels(r.result).inc()

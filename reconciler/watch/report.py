@@ -25,6 +25,8 @@ class Reconciled:
     duration: float
     actions: list[Action] = field(default_factory=list)
     error: str = ""
+    revision: str = ""  # the git revision of the spec it tried (`main@sha1:...`; "" for files)
+    problems: list[str] = field(default_factory=list)  # an invalid spec's, located
 
 
 class Log:
@@ -45,6 +47,7 @@ class Log:
                 **counts,
                 changes=changes[:MAX_NAMED],
                 **({"error": r.error} if r.error else {}),
+                **({"revision": r.revision} if r.revision else {}),
             )
             return
         shown = "; ".join(changes[:MAX_NAMED]) + (" ..." if len(changes) > MAX_NAMED else "")
@@ -52,7 +55,15 @@ class Log:
             f"reconcile {r.result} trigger={r.trigger} mode={r.mode} duration={r.duration * 1000:.0f}ms "
             f"+{counts['add']} ~{counts['change']} -{counts['destroy']}"
         )
-        self._text(text + (f": {shown}" if shown else "") + (f": {r.error}" if r.error else ""))
+        revision = f" revision={r.revision}" if r.revision else ""
+        self._text(text + revision + (f": {shown}" if shown else "") + (f": {r.error}" if r.error else ""))
+
+    def event(self, event: str, text: str, **fields: Any) -> None:
+        """A git event (fetch, refused revision): `text` in text logs, the fields in JSON lines."""
+        if self.fmt == "json":
+            self._json(event=event, **fields)
+        else:
+            self._text(text)
 
     def problems(self, lines: list[str]) -> None:
         """An invalid spec: each problem as FILE:LINE: field: message."""
