@@ -50,14 +50,15 @@ class Metrics:
         self.managed = Gauge(
             f"{PREFIX}_managed_objects", "Managed kernel objects by kind", ["kind"], registry=self.registry
         )
+        # Named as the GitOps issue's contract spells them (Flux-style), without the daemon's prefix.
         self.applied_revision = Gauge(
-            f"{PREFIX}_applied_revision_info",
+            "reconciler_applied_revision_info",
             "The git revision applied last, per scope (value 1)",
             ["scope", "revision"],
             registry=self.registry,
         )
         self.attempted_revision = Gauge(
-            f"{PREFIX}_attempted_revision_info",
+            "reconciler_attempted_revision_info",
             "The git revision tried last, per scope, and how that went (value 1)",
             ["scope", "revision", "result"],
             registry=self.registry,

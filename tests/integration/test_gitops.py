@@ -149,7 +149,7 @@ def test_commits_are_applied_and_a_bad_one_keeps_the_last_good(host: Host, repo:
     assert host.netns_list() == ["db", "web"]
     server = host.serve("db", 6379, "pong")
     wait_for("web to reach db", lambda: web_reaches_db(host), daemon)
-    info = f'netreconciler_watch_applied_revision_info{{revision="{revision(first)}",scope="default"}} 1.0'
+    info = f'reconciler_applied_revision_info{{revision="{revision(first)}",scope="default"}} 1.0'
     assert info in http_get(host, "/metrics")
 
     second = repo.commit({"containers.yaml": containers(WEB, db(), "  api:\n    networks: [front]\n")})
@@ -173,13 +173,10 @@ def test_commits_are_applied_and_a_bad_one_keeps_the_last_good(host: Host, repo:
     invalid = [e for e in log_lines(daemon) if e["event"] == "reconcile" and e["result"] == "invalid"]
     assert invalid[-1]["revision"] == revision(bad), invalid
     text = http_get(host, "/metrics")
-    assert (
-        f'netreconciler_watch_applied_revision_info{{revision="{revision(second)}",scope="default"}} 1.0'
-        in text
-    )
+    assert f'reconciler_applied_revision_info{{revision="{revision(second)}",scope="default"}} 1.0' in text
     assert f'revision="{revision(first)}"' not in text, text  # one applied revision per scope
     assert (
-        f'netreconciler_watch_attempted_revision_info{{result="invalid",revision="{revision(bad)}",'
+        f'reconciler_attempted_revision_info{{result="invalid",revision="{revision(bad)}",'
         'scope="default"} 1.0' in text
     ), text
 
