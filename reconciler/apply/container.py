@@ -71,9 +71,9 @@ def _create_iface(ctx: Context, res: Iface) -> None:
 
 
 def _quiet_ipv6(res: Iface) -> None:
-    """Before the interface comes up: no link-local address, no SLAAC and no router advertisements
-    (another container on the bridge could send one), no duplicate detection. Our addresses, set with
-    IFA_F_NODAD, are usable the moment apply returns."""
+    """Before the interface comes up: no SLAAC and no router advertisements (another container on the
+    bridge could send one), no duplicate detection, so its link-local address is never tentative. Our
+    addresses, set with IFA_F_NODAD, are usable the moment apply returns."""
     conf = f"net/ipv6/conf/{res.ifname}"
     netns.write_sysctls(
         res.netns,
@@ -81,7 +81,6 @@ def _quiet_ipv6(res: Iface) -> None:
             f"{conf}/accept_ra": "0",
             f"{conf}/autoconf": "0",
             f"{conf}/accept_dad": "0",
-            f"{conf}/addr_gen_mode": "1",
         },
     )
 

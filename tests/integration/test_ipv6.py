@@ -61,7 +61,10 @@ def blocked(host: Host, netns: str | None, target: str, port: int, family: int =
 
 
 def addresses(host: Host, netns: str, family: int) -> list[str]:
-    out = host.run(["ip", f"-{family}", "-o", "addr", "show", "dev", "eth0"], netns=netns).stdout
+    """Global addresses only: an IPv4-only interface has the kernel's IPv6 link-local one, as before."""
+    out = host.run(
+        ["ip", f"-{family}", "-o", "addr", "show", "dev", "eth0", "scope", "global"], netns=netns
+    ).stdout
     return [line.split()[3] for line in out.splitlines()]
 
 
@@ -84,9 +87,11 @@ def test_dual_stack_names_and_addresses(host: Host) -> None:
     assert "fd00:28:1::10" in hosts and "172.28.1.10" in hosts, hosts
     reached(host, "client", "www", 80, "web", family=6)
     reached(host, "client", "web", 80, "web", family=4)
-    # Usable at once: nothing tentative, no link-local address, no router advertisements taken.
+    # Usable at once: nothing tentative (the link-local address neither), no router advertisements taken.
     assert host.run(["ip", "-6", "addr", "show", "tentative"], netns="web").stdout == ""
-    assert "fe80" not in host.run(["ip", "-6", "addr"], netns="web").stdout
+    # Nor on the bridges (nr-*); their ports (nrv*) carry no address of ours and take their time.
+    tentative = host.run(["ip", "-6", "-o", "addr", "show", "tentative"]).stdout.splitlines()
+    assert [line for line in tentative if line.split()[1].startswith("nr-")] == [], tentative
     conf = "/proc/sys/net/ipv6/conf/eth0"
     quiet = host.run(["cat", f"{conf}/accept_ra", f"{conf}/autoconf"], netns="web").stdout
     assert quiet.split() == ["0", "0"]
@@ -202,3 +207,25 @@ def test_router_advertised_default_route_is_never_broken_silently(host: Host) ->
     host.run(["sysctl", "-w", f"net.ipv6.conf.{dev}.accept_ra=2"])
     apply(host, spec)
     assert "default via fe80::1" in host.run(["ip", "-6", "route", "show", "default"]).stdout
+
+
+def test_ipv6_added_to_a_running_ipv4_network_and_taken_away_again(host: Host) -> None:
+    containers = {"a": {"networks": ["front"]}, "b": {"networks": ["front"]}}
+    v4 = {"version": 1, "networks": {"front": {"subnet": "172.28.1.0/24"}}, "containers": containers}
+    dual = {**v4, "networks": {"front": {"subnet": ["172.28.1.0/24", "fd00:28:1::/64"]}}}
+    apply(host, host.write_spec(v4, "v4.yaml"))
+    before = host.links("a")
+    host.serve("b", 7000, "b", dual=True)
+
+    spec = host.write_spec(dual, "dual.yaml")
+    apply(host, spec)
+    assert host.links("a") == before  # the interfaces stay; they gain addresses
+    reached(host, "a", "b", 7000, "b", family=6)
+    reached(host, "a", "b", 7000, "b", family=4)
+    assert "No changes" in apply(host, spec).stdout
+
+    apply(host, host.write_spec(v4, "v4.yaml"))
+    assert addresses(host, "a", 6) == []
+    assert "default" not in host.run(["ip", "-6", "route"], netns="a").stdout
+    assert not any("ip6" in t for t in host.nft_tables()), host.nft_tables()
+    reached(host, "a", "b", 7000, "b", family=4)
