@@ -27,10 +27,13 @@ def desired_state(
         for ep in their:
             members[ep.network].append(ep)
     # Each network's lines once: every member's hosts file repeats them (N²/networks lines in all).
-    blocks = {n: "".join(hosts_line(ep) for ep in eps if ep.address) for n, eps in members.items()}
+    blocks = {n: "".join(hosts_line(ep) for ep in eps if ep.addressed) for n, eps in members.items()}
     # Some drivers' networks route through the host; others (macvlan) bypass its IP stack.
-    if any(driver_of(n).routed and not n.internal for n in spec.networks.values()):
+    routed_out = [n for n in spec.networks.values() if driver_of(n).routed and not n.internal]
+    if any(n.has_ipv4 for n in routed_out):
         state.add(Sysctl("net.ipv4.ip_forward", "1"))
+    if any(n.has_ipv6 for n in routed_out):
+        state.add(Sysctl(names.IPV6_FORWARDING, "1"))
     for name, net in spec.networks.items():
         part = NetworkPart(scope, name, net, record, members[name], existing_links)
         for res in driver_of(net).network(part):
@@ -42,9 +45,10 @@ def desired_state(
             state.add(
                 _iface(scope, spec.networks[ep.network], record, ep, path, names.container_ifname(index))
             )
-        route = _default_route(spec, record, c, path)
-        if route is not None:
-            state.add(route)
+        for version in (4, 6):
+            route = _default_route(spec, record, c, path, version)
+            if route is not None:
+                state.add(route)
         state.add(HostsFile(c, hosts_file(scope, eps[c], blocks)))
     for resource in desired_firewall(spec, record, scope, eps):
         state.add(resource)
@@ -52,25 +56,34 @@ def desired_state(
 
 
 @functools.lru_cache(maxsize=1024)
-def _subnet(text: str) -> ipaddress.IPv4Network:
+def _subnet(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """Parsed once per network, not once per container (a thousand parses showed in the profile)."""
-    return ipaddress.IPv4Network(text)
+    return ipaddress.ip_network(text)
 
 
 def _iface(scope: str, net: Network, record: ScopeRecord, ep: Endpoint, path: str, ifname: str) -> Iface:
-    subnet = record.networks[ep.network].subnet if ep.network in record.networks else None
-    address = f"{ep.address}/{_subnet(subnet).prefixlen}" if ep.address and subnet else None
+    rec = record.networks.get(ep.network)
+    cidrs = []
+    if rec is not None:  # IPv4 first, as the kernel lists them
+        if ep.address is not None:
+            cidrs.append(f"{ep.address}/{_subnet(rec.subnet).prefixlen}")
+        if ep.address6 is not None:
+            cidrs.append(f"{ep.address6}/{_subnet(rec.subnet6).prefixlen}")
+    address = ",".join(cidrs) or None
     mac = names.container_mac(ep.address) if ep.address else names.stable_mac(scope, ep.container, ep.network)
     return driver_of(net).attachment(Attachment(scope, net, ep, path, ifname, address, mac))
 
 
-def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str) -> Route | None:
-    """Via the first network with a way out: a non-internal bridge, or a macvlan network with a gateway."""
+def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str, version: int) -> Route | None:
+    """Per family, via the first network with a way out in it: a non-internal bridge, or a macvlan
+    network with a gateway."""
     for index, n in enumerate(spec.containers[container].attachments()):
         net = spec.networks[n]
-        if net.internal or n not in record.networks:
+        rec = record.networks.get(n)
+        text = None if rec is None else rec.subnet if version == 4 else rec.subnet6
+        if net.internal or not text:
             continue
-        subnet = _subnet(record.networks[n].subnet)
+        subnet = _subnet(text)
         gw = gateway(net, subnet)
         if gw is not None:
             return Route(container, path, str(gw), names.container_ifname(index), onlink=gw not in subnet)

@@ -17,8 +17,13 @@ class Endpoint:
 
     container: str
     network: str
-    address: ipaddress.IPv4Address | None  # None on a network without IPAM
+    address: ipaddress.IPv4Address | None  # None on a network without IPAM or without IPv4
     aliases: tuple[str, ...]
+    address6: ipaddress.IPv6Address | None = None  # None on a network without IPv6
+
+    @property
+    def addressed(self) -> bool:
+        return self.address is not None or self.address6 is not None
 
 
 def endpoints(spec: Spec, record: ScopeRecord) -> dict[str, list[Endpoint]]:
@@ -26,7 +31,9 @@ def endpoints(spec: Spec, record: ScopeRecord) -> dict[str, list[Endpoint]]:
     out: dict[str, list[Endpoint]] = {}
     for c, ctr in spec.containers.items():
         out[c] = [
-            Endpoint(c, n, recorded_address(record, n, c), tuple(att.aliases))
+            Endpoint(
+                c, n, recorded_address(record, n, c), tuple(att.aliases), recorded_address6(record, n, c)
+            )
             for n, att in ctr.attachments().items()
         ]
     return out
@@ -34,7 +41,12 @@ def endpoints(spec: Spec, record: ScopeRecord) -> dict[str, list[Endpoint]]:
 
 def recorded_address(record: ScopeRecord, network: str, key: str) -> ipaddress.IPv4Address | None:
     rec = record.networks.get(network)
-    return ipaddress.IPv4Address(rec.addresses[key]) if rec else None
+    return ipaddress.IPv4Address(rec.addresses[key]) if rec and rec.subnet else None
+
+
+def recorded_address6(record: ScopeRecord, network: str, key: str) -> ipaddress.IPv6Address | None:
+    rec = record.networks.get(network)
+    return ipaddress.IPv6Address(rec.addresses6[key]) if rec and rec.subnet6 else None
 
 
 def hosts_file(scope: str, mine: list[Endpoint], blocks: dict[str, str]) -> str:
@@ -49,4 +61,9 @@ def hosts_file(scope: str, mine: list[Endpoint], blocks: dict[str, str]) -> str:
 
 
 def hosts_line(ep: Endpoint) -> str:
-    return "\t".join([str(ep.address), ep.container, *ep.aliases]) + "\n"
+    """One line per family the endpoint has, IPv4 first."""
+    return "".join(
+        "\t".join([str(address), ep.container, *ep.aliases]) + "\n"
+        for address in (ep.address, ep.address6)
+        if address is not None
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -13,9 +12,9 @@ from .diff import Action, conflicts, plan
 from .drivers.overlay.clusteripam import Allocation
 from .drivers.registry import DRIVERS
 from .errors import HostConflict, PermissionProblem, RolledBack
-from .model import Iface, Netns, Resource, Route, State
+from .model import Iface, Netns, Resource, Route, State, Sysctl
 from .observe import Observed, observe
-from .spec import Spec
+from .spec import Net, Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
 
 if TYPE_CHECKING:
@@ -160,6 +159,7 @@ def prepare(
     )
     for stage in stages:
         problems += stage.conflicts(local, desired, observed.state, observed.foreign_links)
+    problems += _forwarding_conflicts(desired, observed)
     if problems:
         raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
     return record, desired
@@ -286,11 +286,26 @@ def scope_conflicts(
     )
 
 
-def _in_use(observed: Observed, others: dict[str, ScopeRecord]) -> list[ipaddress.IPv4Network]:
-    taken = list(observed.host_prefixes)
+def _in_use(observed: Observed, others: dict[str, ScopeRecord]) -> list[Net]:
+    taken: list[Net] = [*observed.host_prefixes, *observed.host_prefixes6]
     for record in others.values():
-        taken.extend(ipaddress.IPv4Network(n.subnet) for n in record.networks.values())
+        taken.extend(p for n in record.networks.values() for p in n.prefixes())
     return taken
+
+
+def _forwarding_conflicts(desired: State, observed: Observed) -> list[str]:
+    """Switching IPv6 forwarding on makes interfaces with accept_ra=1 drop the default route their
+    router advertised (moby #43466): refused before any change, naming the fix."""
+    key = ("sysctl", names.IPV6_FORWARDING)
+    wanted, now = desired.resources.get(key), observed.state.resources.get(key)
+    if not isinstance(wanted, Sysctl) or not isinstance(now, Sysctl) or wanted.value == now.value:
+        return []
+    return [
+        f"interface {ifname} takes its IPv6 default route from router advertisements (accept_ra=1),"
+        f" which the kernel ignores once IPv6 forwarding is on: set net.ipv6.conf.{ifname}.accept_ra=2"
+        " (keep them while forwarding) first"
+        for ifname in observed.ra_dependent
+    ]
 
 
 def _save(state_dir: StateDir, scope: str, record: ScopeRecord) -> None:

@@ -67,7 +67,8 @@ def topology(spec: Spec) -> Topology:
         lines = (cname, f"netns {ctr.netns}") if ctr.netns else (cname,)
         top.nodes.append(Node(cid, "container", lines))
         for nname, att in ctr.attachments().items():
-            label = ", ".join([*([str(att.ipv4_address)] if att.ipv4_address else []), *att.aliases])
+            static = [str(a) for a in (att.ipv4_address, att.ipv6_address) if a is not None]
+            label = ", ".join([*static, *att.aliases])
             top.edges.append(Edge(cid, net_ids[nname], label))
         source = host_ids.get(ctr.host or "", "host")
         published.extend(Edge(source, cid, port, directed=True) for port in ctr.ports)
@@ -94,7 +95,10 @@ def topology(spec: Spec) -> Topology:
 
 def _network_lines(spec: Spec, name: str, net: Network) -> tuple[str, ...]:
     facts: list[str] = []
-    facts.append("no IPAM" if net.ipam == "none" else f"subnet {net.subnet or 'auto'}")
+    subnets = [str(s) for s in net.subnets] or ["auto"]
+    if net.ipv6 and net.subnet6 is None:
+        subnets.append("IPv6 auto")
+    facts.append("no IPAM" if net.ipam == "none" else f"subnet {', '.join(subnets)}")
     if net.host_access:
         facts.append("host access")
     if net.internal:

@@ -11,16 +11,18 @@ spec no longer sets does not linger: the result is what a first apply of the spe
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from .drivers.registry import driver_of
 from .errors import HostConflict
 from .names import HOST_SHIM
-from .spec import Attachment, Network, Spec
+from .spec import IP, Attachment, Net, Network, Spec
 from .statedir import NetworkRecord, ScopeRecord
 
 IPv4Net = ipaddress.IPv4Network
+IPv6Net = ipaddress.IPv6Network
 IPv4 = ipaddress.IPv4Address
 
 
@@ -34,35 +36,52 @@ def default_pools() -> Iterator[IPv4Net]:
 _POOLS = frozenset(default_pools())
 
 
-def gateway(net: Network, subnet: IPv4Net) -> IPv4 | None:
+def gateway(net: Network, subnet: Net) -> IP | None:
     """The network driver's choice (a bridge network always has one, a macvlan one only when given)."""
     return driver_of(net).gateway(net, subnet)
 
 
-def allocate(spec: Spec, previous: ScopeRecord, in_use: list[IPv4Net]) -> ScopeRecord:
+def allocate(spec: Spec, previous: ScopeRecord, in_use: Sequence[Net]) -> ScopeRecord:
     """Subnets and addresses for every network and attachment of the spec.
 
-    `in_use` holds prefixes taken by other scopes and by the host's own addresses and routes."""
-    taken = list(in_use) + [n.subnet for n in spec.networks.values() if n.subnet is not None]
+    `in_use` holds prefixes (of either family) taken by other scopes and by the host's own addresses
+    and routes."""
+    taken = [p for p in in_use if p.version == 4] + [n.subnet for n in spec.networks.values() if n.subnet]
+    taken6 = [p for p in in_use if p.version == 6] + [n.subnet6 for n in spec.networks.values() if n.subnet6]
     subnets = {name: net.subnet for name, net in spec.networks.items() if net.subnet is not None}
+    subnets6 = {name: net.subnet6 for name, net in spec.networks.items() if net.subnet6 is not None}
     # Recorded subnets first: a network declared before an existing one must not take its subnet.
-    for name in spec.networks:
-        old_subnet = IPv4Net(previous.networks[name].subnet) if name in previous.networks else None
+    for name, net in spec.networks.items():
+        old = previous.networks.get(name)
+        old_subnet = IPv4Net(old.subnet) if old and old.subnet else None
         # Only one the pools would give: a subnet the spec set before it dropped the key does not linger.
         if name not in subnets and old_subnet in _POOLS and not any(old_subnet.overlaps(t) for t in taken):
             subnets[name] = old_subnet
             taken.append(old_subnet)
+        old6 = IPv6Net(old.subnet6) if old and old.subnet6 else None
+        pooled = net.ipv6 and name not in subnets6 and old6 is not None and old6 in _ula_pool(name)
+        if pooled and old6 is not None and not any(old6.overlaps(t) for t in taken6):
+            subnets6[name] = old6
+            taken6.append(old6)
     record = ScopeRecord(adopted={c: ctr.netns for c, ctr in spec.containers.items() if ctr.netns})
     for name, net in spec.networks.items():
         if net.ipam == "none":
             continue  # L2 only: nothing to allocate or record
-        subnet = subnets.get(name) or _auto_subnet(name, taken)
-        taken.append(subnet)
         old = previous.networks.get(name)
-        old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
-        addresses = _addresses(spec, name, net, subnet, old_addresses)
-        parent = net.parent or ""  # a network on a host link's LAN segment (macvlan)
-        record.networks[name] = NetworkRecord(str(subnet), addresses, parent)
+        rec = NetworkRecord("", parent=net.parent or "")  # parent: a network on a host link's LAN (macvlan)
+        if net.has_ipv4:
+            subnet = subnets.get(name) or _auto_subnet(name, taken)
+            taken.append(subnet)
+            old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
+            rec.subnet = str(subnet)
+            rec.addresses = _addresses(spec, name, net, subnet, old_addresses)
+        if net.has_ipv6:
+            subnet6 = subnets6.get(name) or _auto_subnet6(name, taken6)
+            taken6.append(subnet6)
+            old_addresses = old.addresses6 if old and old.subnet6 == str(subnet6) else {}
+            rec.subnet6 = str(subnet6)
+            rec.addresses6 = _addresses(spec, name, net, subnet6, old_addresses)
+        record.networks[name] = rec
     return record
 
 
@@ -73,22 +92,45 @@ def _auto_subnet(name: str, taken: list[IPv4Net]) -> IPv4Net:
     raise HostConflict(f"network {name}: every default address pool overlaps a prefix in use; set a subnet")
 
 
-def _addresses(spec: Spec, name: str, net: Network, subnet: IPv4Net, old: dict[str, str]) -> dict[str, str]:
+ULA_TRIES = 64
+
+
+def _ula_pool(name: str) -> list[IPv6Net]:
+    """RFC 4193 unique local /64s for a network, derived from its name: the same on every run and
+    host, unlikely to meet another site's, and independent of the order networks are declared in."""
+    out = []
+    for attempt in range(ULA_TRIES):
+        digest = hashlib.sha256(f"{name}/{attempt}".encode()).digest()
+        prefix = bytes([0xFD]) + digest[:7]  # fd00::/8, a 40-bit global ID and a 16-bit subnet ID
+        out.append(IPv6Net((int.from_bytes(prefix + bytes(8), "big"), 64)))
+    return out
+
+
+def _auto_subnet6(name: str, taken: list[IPv6Net]) -> IPv6Net:
+    for candidate in _ula_pool(name):
+        if not any(candidate.overlaps(t) for t in taken):
+            return candidate
+    raise HostConflict(f"network {name}: every IPv6 pool prefix overlaps a prefix in use; set an IPv6 subnet")
+
+
+def _addresses(spec: Spec, name: str, net: Network, subnet: Net, old: dict[str, str]) -> dict[str, str]:
+    version = subnet.version
     members = {c: att for c, ctr in spec.containers.items() if (att := ctr.attachments().get(name))}
     if net.host_access:  # the host's shim takes an address too, after the containers
         members[HOST_SHIM] = Attachment()
     gw = gateway(net, subnet)
-    used = {gw} if gw is not None else set()
-    result: dict[str, IPv4] = {}
+    used: set[IP] = {gw} if gw is not None else set()
+    result: dict[str, IP] = {}
     for c, att in members.items():
-        if att.ipv4_address is not None:
-            result[c] = att.ipv4_address
-            used.add(att.ipv4_address)
-    pool = net.ip_range or subnet
+        static = att.ipv4_address if version == 4 else att.ipv6_address
+        if static is not None:
+            result[c] = static
+            used.add(static)
+    pool = (net.ip_range if version == 4 else net.ip_range6) or subnet
     for c in members:
         if c in result or c not in old:
             continue
-        addr = IPv4(old[c])
+        addr = ipaddress.ip_address(old[c])
         if addr not in used and addr in pool:
             result[c] = addr
             used.add(addr)
@@ -97,17 +139,19 @@ def _addresses(spec: Spec, name: str, net: Network, subnet: IPv4Net, old: dict[s
         if c not in result:
             found = next(free, None)
             if found is None:
-                raise HostConflict(
-                    f"network {name}: no free address left in {net.ip_range or subnet} for {c}"
-                )
+                raise HostConflict(f"network {name}: no free address left in {pool} for {c}")
             result[c] = found
     # Keep the spec's container order so the record reads naturally.
     return {c: str(result[c]) for c in members}
 
 
-def _free(pool: IPv4Net, subnet: IPv4Net, used: set[IPv4]) -> Iterator[IPv4]:
-    """Every address of the pool (an ip_range may start or end anywhere) but the subnet's own."""
-    reserved = () if subnet.prefixlen >= 31 else (subnet.network_address, subnet.broadcast_address)
+def _free(pool: Net, subnet: Net, used: set[IP]) -> Iterator[IP]:
+    """Every address of the pool (an ip_range may start or end anywhere) but the subnet's own: its
+    network and broadcast addresses (IPv4), its subnet-router anycast address (IPv6)."""
+    if subnet.version == 6:
+        reserved: tuple[IP, ...] = (subnet.network_address,)
+    else:
+        reserved = () if subnet.prefixlen >= 31 else (subnet.network_address, subnet.broadcast_address)
     for addr in pool:
         if addr not in used and addr not in reserved:
             yield addr

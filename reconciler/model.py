@@ -203,7 +203,8 @@ LINK = "link"
 
 @dataclass(frozen=True)
 class Route(Resource):
-    """The container's default route."""
+    """The container's default route of one family (IPv4's is keyed by the container alone, as before
+    IPv6: plans and records of IPv4-only specs read as they did)."""
 
     kind = "route"
     # LINK: the interface it goes through (`diff._cascade` marks the ones the kernel takes away).
@@ -219,7 +220,7 @@ class Route(Resource):
 
     @property
     def id(self) -> str:
-        return self.container
+        return f"{self.container} ipv6" if ":" in self.gateway else self.container
 
 
 @dataclass(frozen=True)

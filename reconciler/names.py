@@ -17,6 +17,8 @@ RTPROT = 211
 NETNS_DIR = "/run/netns"
 ETC_NETNS_DIR = "/etc/netns"
 HOSTS_HEADER = "# managed by netreconciler"
+IPV6_FORWARDING = "net.ipv6.conf.all.forwarding"
+RTPROT_RA = 9  # the kernel's mark on routes it learned from router advertisements
 # The record key of a network's host shim address (host_access); no container name starts with '@'.
 HOST_SHIM = "@host"
 

@@ -159,6 +159,23 @@ def each(paths: Iterable[str], fn: Callable[[str, Rtnl], None]) -> None:
     _in_thread(run)
 
 
+def write_sysctls(path: str, values: dict[str, str]) -> None:
+    """Write sysctls (`net/ipv6/conf/eth0/accept_ra` -> "0") of the namespace at `path`: /proc/sys/net
+    shows the namespace of whoever opens it, so the files are opened in a thread that entered it."""
+    fd = os.open(path, os.O_RDONLY)
+
+    def run() -> None:
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+        finally:
+            os.close(fd)
+        for name, value in values.items():
+            with open(f"/proc/sys/{name}", "w") as f:
+                f.write(value)
+
+    _in_thread(run)
+
+
 def scratch() -> Rtnl:
     """A raw rtnetlink socket in a fresh, unnamed namespace (for probes): the namespace and everything
     created in it go away when the socket is closed."""

@@ -31,6 +31,7 @@ IFLA_MACVLAN_MODE, IFLA_VLAN_ID = 1, 1  # in IFLA_INFO_DATA of a macvlan / vlan 
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 RTNH_F_ONLINK = 4
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_F_NODAD = 0x02  # our IPv6 addresses are ours alone: no duplicate detection, never tentative
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
 IFF_UP = 1
 SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
@@ -184,7 +185,17 @@ class RouteMsg:
 
 
 def _ip(value: bytes | None) -> str | None:
-    return socket.inet_ntoa(value) if value is not None and len(value) == 4 else None
+    if value is None or len(value) not in (4, 16):
+        return None
+    return socket.inet_ntop(socket.AF_INET if len(value) == 4 else socket.AF_INET6, value)
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _pack(address: str) -> bytes:
+    return socket.inet_pton(_family(address), address)
 
 
 class Rtnl:
@@ -291,43 +302,48 @@ class Rtnl:
 
     # Addresses
 
-    def addresses(self) -> list[AddrMsg]:
+    def addresses(self, family: int = socket.AF_INET) -> list[AddrMsg]:
+        """One family's addresses, or (AF_UNSPEC) both in one dump; IPv6 link-local ones left out:
+        the kernel makes them itself and they are nobody's configuration."""
         out = []
-        for p in self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)):
-            family, prefixlen, _, _, index = _IFADDR.unpack_from(p)
+        for p in self.dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, 0)):
+            found, prefixlen, _, _, index = _IFADDR.unpack_from(p)
             a = attrs(p, _IFADDR.size)
             address = _ip(a.get(IFA_ADDRESS) or a.get(IFA_LOCAL))
-            if family == socket.AF_INET and address:
+            if found not in (socket.AF_INET, socket.AF_INET6) or (family and found != family):
+                continue
+            if address and not address.startswith("fe80:"):
                 out.append(AddrMsg(index, prefixlen, address))
         return out
 
     def add_address(self, index: int, address: str, prefixlen: int) -> None:
-        packed = socket.inet_aton(address)
-        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, 0, index)
+        family, packed = _family(address), _pack(address)
+        flags = IFA_F_NODAD if family == socket.AF_INET6 else 0
+        body = _IFADDR.pack(family, prefixlen, flags, 0, index)
         body += attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
         self.request(RTM_NEWADDR, body, NLM_F_CREATE | NLM_F_EXCL)
 
     def del_address(self, index: int, address: str, prefixlen: int) -> None:
-        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, 0, index) + attr(
-            IFA_LOCAL, socket.inet_aton(address)
-        )
+        body = _IFADDR.pack(_family(address), prefixlen, 0, 0, index) + attr(IFA_LOCAL, _pack(address))
         self.request(RTM_DELADDR, body)
 
     def flush_addresses(self, index: int) -> None:
-        for a in self.addresses():
+        for a in self.addresses(socket.AF_UNSPEC):
             if a.index == index:
                 self.del_address(index, a.address, a.prefixlen)
 
-    # Routes (IPv4, main table)
+    # Routes (main table; IPv4 unless asked for both families)
 
-    def routes(self) -> list[RouteMsg]:
+    def routes(self, family: int = socket.AF_INET) -> list[RouteMsg]:
         out = []
-        request = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0)
+        request = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0)
         for p in self.dump(RTM_GETROUTE, request):
-            family, dst_len, _, _, table, proto, _, _, flags = _RTMSG.unpack_from(p)
+            found, dst_len, _, _, table, proto, _, _, flags = _RTMSG.unpack_from(p)
             a = attrs(p, _RTMSG.size)
             table = _u32(a.get(RTA_TABLE)) or table
-            if family != socket.AF_INET or table != RT_TABLE_MAIN:
+            if found not in (socket.AF_INET, socket.AF_INET6) or (family and found != family):
+                continue
+            if table != RT_TABLE_MAIN:
                 continue
             gateway, oif = _ip(a.get(RTA_GATEWAY)), _u32(a.get(RTA_OIF))
             out.append(RouteMsg(_ip(a.get(RTA_DST)), dst_len, gateway, oif, proto, table, flags))
@@ -335,8 +351,8 @@ class Rtnl:
 
     def _default_route(self, gateway: str, oif: int | None, proto: int, flags: int = 0) -> bytes:
         scope = RT_SCOPE_UNIVERSE
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, proto, scope, RTN_UNICAST, flags)
-        body += attr(RTA_GATEWAY, socket.inet_aton(gateway))
+        body = _RTMSG.pack(_family(gateway), 0, 0, 0, RT_TABLE_MAIN, proto, scope, RTN_UNICAST, flags)
+        body += attr(RTA_GATEWAY, _pack(gateway))
         return body + (attr(RTA_OIF, oif) if oif else b"")
 
     def replace_default_route(self, gateway: str, oif: int, proto: int, onlink: bool = False) -> None:

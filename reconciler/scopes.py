@@ -23,15 +23,15 @@ import ipaddress
 from dataclasses import dataclass
 
 from .names import HOST_SHIM
-from .spec import Spec
+from .spec import Network, Spec
 from .statedir import ScopeRecord
 
-IPv4Net = ipaddress.IPv4Network
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
 class SubnetHolder:
-    prefix: IPv4Net
+    prefix: Net
     owner: str  # "network web of scope pets", "interface docker0"
     parent: str = ""  # a macvlan network's parent: its L2 segment
     host_access: bool = False
@@ -67,9 +67,10 @@ def network_owner(scope: str, network: str) -> str:
 
 def record_holders(others: dict[str, ScopeRecord]) -> list[SubnetHolder]:
     return [
-        SubnetHolder(IPv4Net(rec.subnet), network_owner(s, n), rec.parent, HOST_SHIM in rec.addresses)
+        SubnetHolder(prefix, network_owner(s, n), rec.parent, HOST_SHIM in rec.addresses)
         for s, record in others.items()
         for n, rec in record.networks.items()
+        for prefix in rec.prefixes()
     ]
 
 
@@ -80,24 +81,30 @@ def subnet_conflicts(spec: Spec, record: ScopeRecord, holders: list[SubnetHolder
         net = spec.networks.get(name)
         if net is None:
             continue
-        subnet = IPv4Net(rec.subnet)
-        segment = net.parent is not None  # on a host link's LAN, not routed by the host
-        hit: dict[str, IPv4Net] = {}
-        for h in holders:
-            if h.owner in hit or not subnet.overlaps(h.prefix):
-                continue
-            if h.interface:
-                clash = not segment
-            elif segment and h.parent and h.parent != net.parent:
-                clash = net.host_access and h.host_access  # separate segments, one host routing table
-            else:
-                clash = True
-            if clash:
-                hit[h.owner] = h.prefix
-        if hit:
-            held = "; ".join(f"{prefix} of {owner}" for owner, prefix in hit.items())
-            out.append(f"network {name}: subnet {subnet} overlaps {held} (pool overlaps with another one)")
+        for subnet in rec.prefixes():
+            out.extend(_subnet_conflict(name, net, subnet, holders))
     return out
+
+
+def _subnet_conflict(name: str, net: Network, subnet: Net, holders: list[SubnetHolder]) -> list[str]:
+    segment = net.parent is not None  # on a host link's LAN, not routed by the host
+    hit: dict[str, Net] = {}
+    for h in holders:
+        # overlaps() across families compares raw integers: an IPv6 prefix could "overlap" an IPv4 one.
+        if h.owner in hit or h.prefix.version != subnet.version or not subnet.overlaps(h.prefix):
+            continue
+        if h.interface:
+            clash = not segment
+        elif segment and h.parent and h.parent != net.parent:
+            clash = net.host_access and h.host_access  # separate segments, one host routing table
+        else:
+            clash = True
+        if clash:
+            hit[h.owner] = h.prefix
+    if not hit:
+        return []
+    held = "; ".join(f"{prefix} of {owner}" for owner, prefix in hit.items())
+    return [f"network {name}: subnet {subnet} overlaps {held} (pool overlaps with another one)"]
 
 
 def published(spec: Spec) -> list[HeldPort]:

@@ -20,6 +20,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -36,7 +37,12 @@ IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
 BRIDGE_ONLY = ("internal", "icc")
 MACVLAN_ONLY = ("parent", "mode", "host_access", "ipam")
 MAX_PORT_RANGE = 1024
-IP = ipaddress.IPv4Address
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The drivers that carry IPv6 so far; the others refuse it by name rather than half-configure it.
+IPV6_DRIVERS = {"bridge"}
+IPV6_MIN_MTU = 1280  # below it the kernel turns IPv6 off on the interface
+FAMILY = {4: "IPv4", 6: "IPv6"}
 
 
 def _check_name(value: str, what: str) -> str:
@@ -59,15 +65,59 @@ def _dotted_only(value: object) -> object:
     return value
 
 
+def _per_family(parse: Any, what: str) -> tuple[BeforeValidator, WithJsonSchema]:
+    """`KEY: VALUE` or `KEY: [VALUE, VALUE]`, at most one per family, parsed to a tuple."""
+
+    def check(value: object) -> object:
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else [value]
+        out: list[Any] = []
+        for item in items:
+            if not isinstance(item, str):
+                raise ValueError(
+                    f"must be written in dotted IPv4 notation, not {item!r} (or in IPv6 notation)"
+                )
+            try:
+                parsed = parse(item)
+            except ValueError:
+                family = FAMILY[6 if ":" in item else 4]
+                raise ValueError(f"Input is not a valid {family} {what}: {item!r}") from None
+            twin = next((o for o in out if o.version == parsed.version), None)
+            if twin is not None:
+                raise ValueError(
+                    f"a second {FAMILY[parsed.version]} {what} ({parsed} after {twin}): "
+                    "give at most one per family"
+                )
+            out.append(parsed)
+        return tuple(out)
+
+    one = {"type": "string"}
+    schema = {"anyOf": [one, {"type": "array", "items": one, "maxItems": 2}, {"type": "null"}]}
+    return (BeforeValidator(check), WithJsonSchema(schema))
+
+
+def _first(values: tuple[Any, ...], version: int) -> Any:
+    return next((v for v in values if v.version == version), None)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Network(_Model):
     driver: Literal["bridge", "overlay", "macvlan"] = "bridge"
-    subnet: ipaddress.IPv4Network | None = None
-    gateway: ipaddress.IPv4Address | None = None
-    ip_range: ipaddress.IPv4Network | None = None
+    # One value or a list of at most one per family; read through the per-family properties below.
+    subnets: Annotated[tuple[Net, ...], *_per_family(ipaddress.ip_network, "network")] = Field(
+        (), alias="subnet"
+    )
+    gateways: Annotated[tuple[IP, ...], *_per_family(ipaddress.ip_address, "address")] = Field(
+        (), alias="gateway"
+    )
+    ip_ranges: Annotated[tuple[Net, ...], *_per_family(ipaddress.ip_network, "network")] = Field(
+        (), alias="ip_range"
+    )
+    ipv6: StrictBool = False  # an IPv6 subnet from the ULA pool when none is given
     internal: StrictBool = False
     icc: StrictBool = True
     mtu: Annotated[StrictInt, Field(ge=68, le=65535)] | None = None
@@ -81,10 +131,38 @@ class Network(_Model):
     encrypted: StrictBool = False
     key_file: str | None = None
 
-    @field_validator("subnet", "gateway", "ip_range", mode="before")
-    @classmethod
-    def _dotted(cls, v: object) -> object:
-        return _dotted_only(v)
+    @property
+    def subnet(self) -> ipaddress.IPv4Network | None:
+        return _first(self.subnets, 4)  # type: ignore[no-any-return]
+
+    @property
+    def subnet6(self) -> ipaddress.IPv6Network | None:
+        return _first(self.subnets, 6)  # type: ignore[no-any-return]
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address | None:
+        return _first(self.gateways, 4)  # type: ignore[no-any-return]
+
+    @property
+    def gateway6(self) -> ipaddress.IPv6Address | None:
+        return _first(self.gateways, 6)  # type: ignore[no-any-return]
+
+    @property
+    def ip_range(self) -> ipaddress.IPv4Network | None:
+        return _first(self.ip_ranges, 4)  # type: ignore[no-any-return]
+
+    @property
+    def ip_range6(self) -> ipaddress.IPv6Network | None:
+        return _first(self.ip_ranges, 6)  # type: ignore[no-any-return]
+
+    @property
+    def has_ipv4(self) -> bool:
+        """IPv4 unless the only subnets given are IPv6 ones (an IPv6-only network)."""
+        return self.subnet is not None or self.subnet6 is None
+
+    @property
+    def has_ipv6(self) -> bool:
+        return self.subnet6 is not None or self.ipv6
 
     @field_validator("parent")
     @classmethod
@@ -104,9 +182,10 @@ class Network(_Model):
 
 class Attachment(_Model):
     ipv4_address: ipaddress.IPv4Address | None = None
+    ipv6_address: ipaddress.IPv6Address | None = None
     aliases: list[str] = []
 
-    @field_validator("ipv4_address", mode="before")
+    @field_validator("ipv4_address", "ipv6_address", mode="before")
     @classmethod
     def _dotted(cls, v: object) -> object:
         return _dotted_only(v)
@@ -124,15 +203,21 @@ class PortMapping:
     protocol: str
     host_port: int
     container_port: int
-    host_ip: ipaddress.IPv4Address | None = None
+    host_ip: IP | None = None
 
     def __str__(self) -> str:
-        host = f"{self.host_ip}:" if self.host_ip else ""
+        host = (
+            ""
+            if self.host_ip is None
+            else f"[{self.host_ip}]:"
+            if self.host_ip.version == 6
+            else f"{self.host_ip}:"
+        )
         return f"{host}{self.host_port}:{self.container_port}/{self.protocol}"
 
 
 _PORT_RE = re.compile(
-    r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?"
+    r"^(?:(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3})|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):)?"
     r"(?P<h1>\d+)(?:-(?P<h2>\d+))?:(?P<c1>\d+)(?:-(?P<c2>\d+))?"
     r"(?:/(?P<proto>tcp|udp|sctp))?\Z",
     re.ASCII,  # \d would otherwise accept other scripts' digits, which int() then parses
@@ -142,12 +227,24 @@ _PORT_RE = re.compile(
 def parse_port(text: str) -> list[PortMapping]:
     """Docker's -p syntax: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/PROTO]."""
     m = _PORT_RE.match(text)
+    if not m and text.count(":") > 2 and "[" not in text:
+        raise ValueError(
+            f"invalid port mapping {text!r}: an IPv6 host address goes in brackets, "
+            "[ADDRESS]:HOST_PORT:CONTAINER_PORT"
+        )
     if not m:
         raise ValueError(
             f"invalid port mapping {text!r}: expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp|sctp]"
             " (a host port is required)"
         )
-    host_ip = ipaddress.IPv4Address(m["ip"]) if m["ip"] else None
+    host_ip: IP | None = None
+    if m["ip"]:
+        host_ip = ipaddress.IPv4Address(m["ip"])
+    elif m["ip6"]:
+        try:
+            host_ip = ipaddress.IPv6Address(m["ip6"])
+        except ValueError as e:
+            raise ValueError(f"invalid port mapping {text!r}: {e}") from None
     if host_ip is not None and host_ip.is_unspecified:
         host_ip = None
     h1, c1 = int(m["h1"]), int(m["c1"])
@@ -318,46 +415,87 @@ def semantic_problems(spec: Spec, broken: Broken = NOTHING_BROKEN) -> list[Probl
 
 def _network_problems(spec: Spec) -> list[Problem]:
     out: list[Problem] = []
-    seen: list[tuple[str, Network]] = []
+    seen: list[tuple[str, Network, Net]] = []
     for name, net in spec.networks.items():
         at = ("networks", name)
         if net.driver not in DRIVERS_SUPPORTED:
             out.append(Problem((*at, "driver"), f"driver {net.driver} is not supported yet"))
         out.extend(_driver_options(name, net))
+        out.extend(_ipv6_problems(name, net))
         if net.driver == "macvlan":
             out.extend(_macvlan_problems(spec, name, net))
-        if net.subnet is None:
-            for field in ("gateway", "ip_range"):
-                if getattr(net, field) is not None:
-                    out.append(Problem((*at, field), f"{field} needs an explicit subnet"))
-            continue
-        if net.subnet.prefixlen > 30 and net.driver != "macvlan":
-            out.append(Problem((*at, "subnet"), f"subnet {net.subnet} is too small for a bridge network"))
-        for other, other_net in seen:
-            assert other_net.subnet is not None
-            # Macvlan networks on different parents are separate L2 segments: the same subnet is fine.
-            separate = net.driver == other_net.driver == "macvlan" and net.parent != other_net.parent
-            if not net.subnet.overlaps(other_net.subnet):
+        for version in (4, 6):
+            subnet = _first(net.subnets, version)
+            if subnet is None:
+                out.extend(_without_subnet(name, net, version))
                 continue
-            if not separate:
-                msg = f"subnet {net.subnet} overlaps {other_net.subnet} of network {other}"
-                out.append(Problem((*at, "subnet"), msg))
-            elif net.host_access and other_net.host_access:
-                msg = f"network {other} overlaps and has host_access too"
-                msg += ": the host routes an address to one network only"
-                out.append(Problem((*at, "host_access"), msg))
-        seen.append((name, net))
-        # A /32 has no room for a gateway: it is reached on-link, outside the subnet.
-        outside_ok = net.driver == "macvlan" and net.subnet.prefixlen == 32
-        if net.gateway is not None and not _usable(net.gateway, net.subnet) and not outside_ok:
-            out.append(
-                Problem((*at, "gateway"), f"gateway {net.gateway} is not a usable address of {net.subnet}")
-            )
-        if net.ip_range is not None and not net.ip_range.subnet_of(net.subnet):
-            out.append(
-                Problem((*at, "ip_range"), f"ip_range {net.ip_range} is not inside subnet {net.subnet}")
-            )
+            out.extend(_subnet_problems(name, net, subnet, seen))
+            seen.append((name, net, subnet))
     return out
+
+
+def _without_subnet(name: str, net: Network, version: int) -> list[Problem]:
+    at = ("networks", name)
+    out = []
+    for field, values in (("gateway", net.gateways), ("ip_range", net.ip_ranges)):
+        value = _first(values, version)
+        if value is None:
+            continue
+        if not net.subnets:
+            out.append(Problem((*at, field), f"{field} needs an explicit subnet"))
+        else:
+            msg = f"{field} {value} is {FAMILY[version]}, but the network has no {FAMILY[version]} subnet"
+            out.append(Problem((*at, field), msg))
+    return out
+
+
+def _subnet_problems(
+    name: str, net: Network, subnet: Net, seen: list[tuple[str, Network, Net]]
+) -> list[Problem]:
+    at = ("networks", name)
+    out: list[Problem] = []
+    if subnet.is_link_local or subnet.is_multicast:
+        kind = "link-local" if subnet.is_link_local else "multicast"
+        out.append(Problem((*at, "subnet"), f"subnet {subnet} is a {kind} prefix: use a unicast one"))
+    if net.driver != "macvlan":
+        longest = 30 if subnet.version == 4 else 64
+        if subnet.prefixlen > longest:
+            why = "" if subnet.version == 4 else f" (IPv6 ones need /{longest} or shorter)"
+            out.append(Problem((*at, "subnet"), f"subnet {subnet} is too small for a bridge network{why}"))
+    for other, other_net, other_subnet in seen:
+        if other_subnet.version != subnet.version or not subnet.overlaps(other_subnet):
+            continue
+        # Macvlan networks on different parents are separate L2 segments: the same subnet is fine.
+        if not (net.driver == other_net.driver == "macvlan" and net.parent != other_net.parent):
+            msg = f"subnet {subnet} overlaps {other_subnet} of network {other}"
+            out.append(Problem((*at, "subnet"), msg))
+        elif net.host_access and other_net.host_access:
+            msg = f"network {other} overlaps and has host_access too"
+            msg += ": the host routes an address to one network only"
+            out.append(Problem((*at, "host_access"), msg))
+    gw = _first(net.gateways, subnet.version)
+    # A /32 has no room for a gateway: it is reached on-link, outside the subnet.
+    outside_ok = net.driver == "macvlan" and subnet.prefixlen == subnet.max_prefixlen
+    if gw is not None and not _usable(gw, subnet) and not outside_ok:
+        out.append(Problem((*at, "gateway"), f"gateway {gw} is not a usable address of {subnet}"))
+    ip_range = _first(net.ip_ranges, subnet.version)
+    if ip_range is not None and not ip_range.subnet_of(subnet):
+        out.append(Problem((*at, "ip_range"), f"ip_range {ip_range} is not inside subnet {subnet}"))
+    return out
+
+
+def _ipv6_problems(name: str, net: Network) -> list[Problem]:
+    """IPv6 where it is not carried yet is refused, named, rather than half configured."""
+    at = ("networks", name)
+    if not net.has_ipv6:
+        return []
+    if net.driver not in IPV6_DRIVERS:
+        field = "subnet" if net.subnet6 is not None else "ipv6"
+        return [Problem((*at, field), f"IPv6 on {net.driver} networks is not supported yet")]
+    if net.mtu is not None and net.mtu < IPV6_MIN_MTU:
+        msg = f"mtu {net.mtu} is below {IPV6_MIN_MTU}, the least IPv6 works with (the kernel turns it off)"
+        return [Problem((*at, "mtu"), msg)]
+    return []
 
 
 def _driver_options(name: str, net: Network) -> list[Problem]:
@@ -383,12 +521,12 @@ def _macvlan_problems(spec: Spec, name: str, net: Network) -> list[Problem]:
         out.append(Problem((*at, "parent"), f"VLAN id {vlan[1]} of {net.parent} is not in 1-4094"))
     if net.ipam == "none":
         for field in ("subnet", "gateway", "ip_range"):
-            if getattr(net, field) is not None:
+            if getattr(net, f"{field}s" if field != "ip_range" else "ip_ranges"):
                 msg = f"ipam: none takes no {field} (addresses are set elsewhere)"
                 out.append(Problem((*at, field), msg))
         if net.host_access:
             out.append(Problem((*at, "host_access"), "host_access needs IPAM addresses to route to"))
-    elif net.subnet is None:
+    elif not net.subnets:
         out.append(Problem(at, "a macvlan network needs the subnet of the network its parent is on"))
     if net.host_access and net.mode != "bridge":
         msg = f"host_access needs mode bridge: in mode {net.mode} the host's shim cannot reach the containers"
@@ -405,7 +543,9 @@ def _macvlan_problems(spec: Spec, name: str, net: Network) -> list[Problem]:
     return out
 
 
-def _usable(addr: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> bool:
+def _usable(addr: IP, subnet: Net) -> bool:
+    if subnet.version == 6:  # no broadcast; the subnet-router anycast address (::) is the router's
+        return addr in subnet and addr != subnet.network_address
     if subnet.prefixlen >= 31:  # RFC 3021 point-to-point /31, and single-address /32: no reserved ends
         return addr in subnet
     return addr in subnet and addr not in (subnet.network_address, subnet.broadcast_address)
@@ -414,7 +554,7 @@ def _usable(addr: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> bool:
 def _container_problems(spec: Spec, broken: Broken) -> list[Problem]:
     out: list[Problem] = []
     # Per network: two macvlan networks on different parents may hand out the same address.
-    taken: dict[tuple[str, ipaddress.IPv4Address], str] = {}
+    taken: dict[tuple[str, IP], str] = {}
     published: dict[tuple[str, int], list[tuple[IP | None, str]]] = {}
     netns_paths: dict[str, str] = {}
     for cname, ctr in spec.containers.items():
@@ -426,28 +566,18 @@ def _container_problems(spec: Spec, broken: Broken) -> list[Problem]:
                 if not broken.hides("networks", nname):
                     out.append(Problem((*at, "networks", nname), f"unknown network {nname!r}"))
                 continue
-            addr = att.ipv4_address
-            if addr is None:
-                continue
-            where = (*at, "networks", nname, "ipv4_address")
-            if net.ipam == "none":
-                out.append(Problem(where, f"network {nname} has ipam: none: its addresses are set elsewhere"))
-            elif net.subnet is None:
-                # Macvlan and overlay networks are refused without a subnet already: no second error.
-                if net.driver == "bridge":
-                    msg = f"a static address needs network {nname} to declare its subnet"
-                    out.append(Problem(where, msg))
-            elif not _usable(addr, net.subnet):
-                out.append(Problem(where, f"{addr} is not a usable address of {net.subnet}"))
-            elif addr == _gateway(net):
-                out.append(Problem(where, f"{addr} is the gateway of network {nname}"))
-            elif (nname, addr) in taken:
-                out.append(Problem(where, f"{addr} is already assigned to container {taken[nname, addr]}"))
-            else:
-                taken[nname, addr] = cname
+            for field, addr in (("ipv4_address", att.ipv4_address), ("ipv6_address", att.ipv6_address)):
+                if addr is not None:
+                    where = (*at, "networks", nname, field)
+                    problem = _static_problem(nname, net, addr, taken.get((nname, addr)))
+                    if problem:
+                        out.append(Problem(where, problem))
+                    else:
+                        taken[nname, addr] = cname
         # With an unknown network among them, whether one would do is not known: that error says enough.
         if ctr.ports and all(n in spec.networks for n in attachments):
-            out.extend(_ports_need_a_way_out(cname, [spec.networks[n] for n in attachments]))
+            nets = [spec.networks[n] for n in attachments]
+            out.extend(_ports_need_a_way_out(cname, nets) or _ports_of_a_family(cname, ctr, nets))
         out.extend(_port_clashes(cname, ctr, published))
         if ctr.netns is not None:
             if ctr.netns in netns_paths:
@@ -460,6 +590,31 @@ def _container_problems(spec: Spec, broken: Broken) -> list[Problem]:
     return out
 
 
+def _static_problem(nname: str, net: Network, addr: IP, holder: str | None) -> str | None:
+    family = FAMILY[addr.version]
+    subnet = _first(net.subnets, addr.version)
+    if net.ipam == "none":
+        return f"network {nname} has ipam: none: its addresses are set elsewhere"
+    if subnet is None and not net.subnets:
+        # Macvlan and overlay networks are refused without a subnet already: no second error.
+        if net.driver == "bridge" and (addr.version == 4 or net.ipv6):
+            return f"a static address needs network {nname} to declare its subnet"
+        if net.driver == "bridge":
+            return f"network {nname} has no {family} subnet (set ipv6: true or an IPv6 subnet)"
+        return None
+    if subnet is None:
+        if addr.version == 6 and net.ipv6:
+            return f"a static {family} address needs network {nname} to declare its {family} subnet"
+        return f"network {nname} has no {family} subnet"
+    if not _usable(addr, subnet):
+        return f"{addr} is not a usable address of {subnet}"
+    if addr == _gateway(net, addr.version):
+        return f"{addr} is the gateway of network {nname}"
+    if holder is not None:
+        return f"{addr} is already assigned to container {holder}"
+    return None
+
+
 def _ports_need_a_way_out(cname: str, nets: list[Network]) -> list[Problem]:
     if any(not n.internal and n.driver != "macvlan" for n in nets):
         return []
@@ -467,6 +622,24 @@ def _ports_need_a_way_out(cname: str, nets: list[Network]) -> list[Problem]:
     if any(n.driver == "macvlan" for n in nets):
         why += " (macvlan networks publish no ports: the container is reached at its own address)"
     return [Problem(("containers", cname, "ports"), f"ports need {why}")]
+
+
+def _ports_of_a_family(cname: str, ctr: Container, nets: list[Network]) -> list[Problem]:
+    """A port on a host address of one family needs the container to have an address of it where
+    ports are published (its first non-internal network)."""
+    target = next(n for n in nets if not n.internal and n.driver != "macvlan")
+    out = []
+    for index, text in enumerate(ctr.ports):
+        for version, has in ((4, target.has_ipv4), (6, target.has_ipv6)):
+            if (
+                any(pm.host_ip is not None and pm.host_ip.version == version for pm in parse_port(text))
+                and not has
+            ):
+                family = FAMILY[version]
+                msg = f"a port on an {family} host address, but the container has no {family} address"
+                msg += " on the network its ports are published on"
+                out.append(Problem(("containers", cname, "ports", index), msg))
+    return out
 
 
 def _alias_problems(spec: Spec) -> list[Problem]:
@@ -522,9 +695,11 @@ def _port_clashes(
     return out
 
 
-def _gateway(net: Network) -> ipaddress.IPv4Address | None:
-    if net.gateway is not None:
-        return net.gateway
-    if net.subnet is None or net.driver == "macvlan":  # a macvlan network has a gateway only when given
+def _gateway(net: Network, version: int) -> IP | None:
+    given = _first(net.gateways, version)
+    subnet = _first(net.subnets, version)
+    if given is not None:
+        return given  # type: ignore[no-any-return]
+    if subnet is None or net.driver == "macvlan":  # a macvlan network has a gateway only when given
         return None
-    return net.subnet.network_address + 1
+    return subnet.network_address + 1  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import sys
@@ -24,16 +25,25 @@ LOCK_WAIT = float(os.environ.get("RECONCILER_LOCK_WAIT", "60"))
 
 @dataclass
 class NetworkRecord:
-    subnet: str
+    subnet: str  # IPv4; "" on an IPv6-only network
     addresses: dict[str, str] = field(default_factory=dict)  # container -> address
     # A macvlan network's parent (its L2 segment): other scopes may reuse the subnet on another one.
     parent: str = ""
+    subnet6: str = ""  # "" on a network without IPv6
+    addresses6: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"subnet": self.subnet, "addresses": self.addresses}
         if self.parent:
             out["parent"] = self.parent
+        # Only when set: an IPv4-only record reads as it did before IPv6, and old records load as such.
+        if self.subnet6:
+            out["subnet6"] = self.subnet6
+            out["addresses6"] = self.addresses6
         return out
+
+    def prefixes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(s) for s in (self.subnet, self.subnet6) if s]
 
 
 @dataclass
@@ -54,7 +64,13 @@ class ScopeRecord:
         assert isinstance(nets, dict) and isinstance(adopted, dict)
         return cls(
             networks={
-                n: NetworkRecord(r["subnet"], dict(r.get("addresses", {})), r.get("parent", ""))
+                n: NetworkRecord(
+                    r["subnet"],
+                    dict(r.get("addresses", {})),
+                    r.get("parent", ""),
+                    r.get("subnet6", ""),
+                    dict(r.get("addresses6", {})),
+                )
                 for n, r in nets.items()
             },
             adopted=dict(adopted),

@@ -88,7 +88,10 @@ exec sleep infinity
 SERVER = r"""
 import socket, sys, threading
 port, reply = int(sys.argv[1]), sys.argv[2].encode() + b"\n"
-srv = socket.create_server(("0.0.0.0", port))
+if sys.argv[3:] == ["dual"]:  # both families; an IPv4 peer shows as itself, not as ::ffff:a.b.c.d
+    srv = socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True)
+else:
+    srv = socket.create_server(("0.0.0.0", port))
 print("listening", flush=True)
 def handle(conn, peer):
     with conn:
@@ -97,7 +100,7 @@ def handle(conn, peer):
             conn.recv(65536)
         except OSError:
             pass
-        conn.sendall(reply.replace(b"{peer}", peer[0].encode()))
+        conn.sendall(reply.replace(b"{peer}", peer[0].removeprefix("::ffff:").encode()))
 while True:
     conn, peer = srv.accept()
     threading.Thread(target=handle, args=(conn, peer), daemon=True).start()
@@ -108,8 +111,17 @@ while True:
 CLIENT = r"""
 import json, socket, sys
 host, port, timeout, payload = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+family = {"4": socket.AF_INET, "6": socket.AF_INET6}.get(sys.argv[5])
+def connect():
+    if family is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    found = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0]
+    s = socket.socket(found[0], socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(found[4])
+    return s
 try:
-    with socket.create_connection((host, port), timeout=timeout) as s:
+    with connect() as s:
         s.sendall(payload.encode())
         chunks = []
         while chunk := s.recv(65536):
@@ -361,9 +373,12 @@ class Host:
         )
         return routes
 
-    def serve(self, netns: str | None, port: int, reply: str, timeout: float = 10) -> Server:
-        """Start a TCP server on 0.0.0.0:PORT in a namespace (None: the sandbox's host namespace)."""
-        argv = [sys.executable, "-c", SERVER, str(port), reply]
+    def serve(
+        self, netns: str | None, port: int, reply: str, timeout: float = 10, dual: bool = False
+    ) -> Server:
+        """Start a TCP server on 0.0.0.0:PORT in a namespace (None: the sandbox's host namespace);
+        `dual`: on [::]:PORT, for both families."""
+        argv = [sys.executable, "-c", SERVER, str(port), reply, *(["dual"] if dual else [])]
         if netns is not None:
             argv = ["ip", "netns", "exec", netns, *argv]
         proc = subprocess.Popen(
@@ -383,10 +398,17 @@ class Host:
         return server
 
     def connect(
-        self, netns: str | None, host: str, port: int, timeout: float = 2.0, payload: str = "hello\n"
+        self,
+        netns: str | None,
+        host: str,
+        port: int,
+        timeout: float = 2.0,
+        payload: str = "hello\n",
+        family: int = 0,
     ) -> Connection:
-        """Connect from a namespace (None: the host namespace) to HOST:PORT; HOST may be a name."""
-        argv = [sys.executable, "-c", CLIENT, host, str(port), str(timeout), payload]
+        """Connect from a namespace (None: the host namespace) to HOST:PORT; HOST may be a name,
+        resolved in `family` (4 or 6) when given, else to its first address."""
+        argv = [sys.executable, "-c", CLIENT, host, str(port), str(timeout), payload, str(family)]
         out = self.run(argv, netns=netns, timeout=timeout + 30).stdout
         return Connection(**json.loads(out))
 
@@ -396,8 +418,11 @@ class Host:
         host_ip: str = "198.51.100.1",
         ip: str = "198.51.100.2",
         prefix: int = 24,
+        host_ip6: str | None = None,
+        ip6: str | None = None,
     ) -> Outside:
-        """Create a namespace joined to the host namespace by a veth, routed through the host.
+        """Create a namespace joined to the host namespace by a veth, routed through the host; with
+        `host_ip6` and `ip6` also over IPv6 (a /64, no duplicate detection).
 
         The addresses default to TEST-NET-2 and exist only inside the sandbox.
         """
@@ -410,6 +435,10 @@ class Host:
         self.run(["ip", "link", "set", "eth0", "up"], netns=netns)
         self.run(["ip", "link", "set", "lo", "up"], netns=netns)
         self.run(["ip", "route", "add", "default", "via", host_ip], netns=netns)
+        if host_ip6 and ip6:
+            self.run(["ip", "addr", "add", f"{host_ip6}/64", "dev", host_if, "nodad"])
+            self.run(["ip", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad"], netns=netns)
+            self.run(["ip", "-6", "route", "add", "default", "via", host_ip6], netns=netns)
         return Outside(netns, host_if, host_ip, ip)
 
     def close(self) -> None:

@@ -159,3 +159,18 @@ def test_scope_of_table_inverts_nft_table() -> None:
     for scope in ("default", "pets", "a_b"):
         assert names.scope_of_table(names.nft_table(scope)) == scope
     assert names.scope_of_table("filter") is None
+
+
+def test_an_ipv6_subnet_inside_another_scopes_is_refused_and_families_never_mix() -> None:
+    theirs = ScopeRecord({"front": NetworkRecord("10.8.0.0/24", subnet6="fd00:28::/32")})
+    mine = ScopeRecord({"n": NetworkRecord("", subnet6="fd00:28:1::/64")})
+    problems = subnet_conflicts(
+        spec({"n": {"subnet": "fd00:28:1::/64"}}), mine, record_holders({"pets": theirs})
+    )
+    assert problems == [
+        "network n: subnet fd00:28:1::/64 overlaps fd00:28::/32 of network front of scope pets"
+        " (pool overlaps with another one)"
+    ]
+    # 0.0.0.0/0 "overlaps" every IPv6 prefix by raw integers; by family it overlaps none.
+    everything4 = SubnetHolder(ipaddress.IPv4Network("0.0.0.0/0"), "interface wide", interface=True)
+    assert subnet_conflicts(spec({"n": {"subnet": "fd00:28:1::/64"}}), mine, [everything4]) == []

@@ -16,6 +16,7 @@ from ..rtnl import (
     IFLA_MASTER,
     IFLA_MTU,
     IFLA_NET_NS_FD,
+    Rtnl,
     attr,
 )
 from .context import Context, missing_ok
@@ -59,12 +60,34 @@ def _create_iface(ctx: Context, res: Iface) -> None:
         CHILD_MODES[res.mode or ""].create_child(ctx, res)
     else:
         _create_veth(ctx, res)
+    if res.address and ":" in res.address:
+        _quiet_ipv6(res)
     ns = ctx.rns(res.netns)
     ns.set_link(0, attr(IFLA_IFALIAS, names.mark(ctx.scope, "iface", res.id)), ifname=res.ifname, up=True)
     if res.address:
         index = ns.ifindex(res.ifname)
         assert index is not None
-        addr, prefixlen = res.address.split("/")
+        _add_addresses(ns, index, res.address)
+
+
+def _quiet_ipv6(res: Iface) -> None:
+    """Before the interface comes up: no SLAAC and no router advertisements (another container on the
+    bridge could send one), no duplicate detection, so its link-local address is never tentative. Our
+    addresses, set with IFA_F_NODAD, are usable the moment apply returns."""
+    conf = f"net/ipv6/conf/{res.ifname}"
+    netns.write_sysctls(
+        res.netns,
+        {
+            f"{conf}/accept_ra": "0",
+            f"{conf}/autoconf": "0",
+            f"{conf}/accept_dad": "0",
+        },
+    )
+
+
+def _add_addresses(ns: Rtnl, index: int, cidrs: str) -> None:
+    for cidr in cidrs.split(","):
+        addr, prefixlen = cidr.split("/")
         ns.add_address(index, addr, int(prefixlen))
 
 
@@ -105,8 +128,9 @@ def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
     if "address" in fields:
         ns.flush_addresses(index)
         if res.address:
-            addr, prefixlen = res.address.split("/")
-            ns.add_address(index, addr, int(prefixlen))
+            if ":" in res.address:
+                _quiet_ipv6(res)
+            _add_addresses(ns, index, res.address)
     if "up" in fields:
         if host_index is not None:
             ctx.rtnl.set_link(host_index, up=True)

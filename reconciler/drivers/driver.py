@@ -7,7 +7,6 @@ order and what goes with what (`model.Resource.rank`, `follows`).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     from ..observe.host import Observed
     from ..observe.links import Link
     from ..rtnl import Rtnl
-    from ..spec import Broken, Network, Spec
+    from ..spec import IP, Broken, Net, Network, Spec
     from ..statedir import ScopeRecord
     from .overlay.clusteripam import Allocation
 
@@ -87,7 +86,7 @@ class Driver(Protocol):
         shape checks) is not reported again."""
         ...
 
-    def gateway(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
+    def gateway(self, net: Network, subnet: Net) -> IP | None:
         """IPAM: the network's gateway address, kept free of containers."""
         ...
 

@@ -20,11 +20,18 @@ inet table (per scope):
   networks go nowhere; nothing else enters a bridge of this scope, which isolates networks from each
   other (another scope's table guards its own bridges the same way).
 bridge table (only when some network sets icc: false): frames between two ports of such a network drop.
+
+ip6 table (only when some network has IPv6): what the inet table's rules do for IPv4 and cannot for
+IPv6, whose addresses are another type: localnet6 drops ::1 from anything but `lo` (the kernel does
+too; this keeps the rule explicit), DNAT of published ports to containers' IPv6 addresses, NAT66
+masquerade of outbound traffic and hairpin connections. The inet table's forward chain matches
+interfaces, not addresses: isolation between networks, internal and icc hold for IPv6 as they do for
+IPv4. Neighbour discovery never meets a drop: it is link-local, to the gateway or between the ports
+of one bridge, and never forwarded.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from .. import names
@@ -56,13 +63,13 @@ _L4 = [_meta("l4proto"), _payload("th", "dport")]
 _HOST_L4 = [_payload("ip", "daddr"), *_L4]
 
 
-def _dnat(key: list[Any], maps: str) -> dict[str, Any]:
+def _dnat(key: list[Any], maps: str, family: str = "ip") -> dict[str, Any]:
     # Address and port come from two maps with the same key: libnftables 1.0.6's JSON parser crashes
     # on a map whose data is a concatenation (address . port).
     lookup = {"concat": key}
     return {
         "dnat": {
-            "family": "ip",
+            "family": family,
             "addr": {"map": {"key": lookup, "data": f"@{maps}_addr"}},
             "port": {"map": {"key": lookup, "data": f"@{maps}_port"}},
         }
@@ -129,6 +136,43 @@ INET_CHAINS = (
         ),
     ),
 )
+_HOST_L4_6 = [_payload("ip6", "daddr"), *_L4]
+_DNAT6_ANY = (_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"), _dnat(_L4, "ports", "ip6"))
+_DNAT6_HOST = (_dnat(_HOST_L4_6, "hostports", "ip6"),)
+_SADDR_MASQ6 = _match(_payload("ip6", "saddr"), "@masq_subnets")
+_NOT_LOOPBACK6 = _match(_payload("ip6", "daddr"), "::1", "!=")
+IP6_SETS = (
+    SetDecl("bridges", "ifname"),
+    SetDecl("masq_subnets", "ipv6_addr", flags=("interval",)),
+    SetDecl("ports_addr", ["inet_proto", "inet_service"], map="ipv6_addr"),
+    SetDecl("ports_port", ["inet_proto", "inet_service"], map="inet_service"),
+    SetDecl("hostports_addr", ["ipv6_addr", "inet_proto", "inet_service"], map="ipv6_addr"),
+    SetDecl("hostports_port", ["ipv6_addr", "inet_proto", "inet_service"], map="inet_service"),
+)
+_LOCALNET6_DROP = (
+    _match(_meta("iifname"), "lo", "!="),
+    _match(_payload("ip6", "daddr"), "::1"),
+    {"drop": None},
+)
+IP6_CHAINS = (
+    ChainDecl("localnet", "filter", "prerouting", -300, (_LOCALNET6_DROP,)),
+    ChainDecl("prerouting", "nat", "prerouting", -100, (_DNAT6_ANY, _DNAT6_HOST)),
+    # Not from ::1: IPv6 has no route_localnet, a loopback source never leaves the host, and the
+    # connection would hang instead of being refused.
+    ChainDecl(
+        "output", "nat", "output", -100, ((_NOT_LOOPBACK6, *_DNAT6_ANY), (_NOT_LOOPBACK6, *_DNAT6_HOST))
+    ),
+    ChainDecl(
+        "postrouting",
+        "nat",
+        "postrouting",
+        100,
+        (
+            (_SADDR_MASQ6, _match(_meta("oifname"), BRIDGE_GLOB, "!="), _MASQ),
+            (_CT_DNAT, _SADDR_MASQ6, _TO_OUR_BRIDGE, _MASQ),
+        ),
+    ),
+)
 BRIDGE_SETS = (SetDecl("noicc_ports", "ifname"),)
 BRIDGE_CHAINS = (
     ChainDecl(
@@ -143,6 +187,7 @@ def tables(scope: str) -> dict[str, TableDecl]:
     out = {
         "inet": TableDecl("inet", name, INET_SETS, INET_CHAINS),
         "bridge": TableDecl("bridge", name, BRIDGE_SETS, BRIDGE_CHAINS),
+        "ip6": TableDecl("ip6", name, IP6_SETS, IP6_CHAINS),
     }
     for driver in DRIVERS.values():
         out.update(driver.tables(scope))
@@ -163,32 +208,40 @@ def desired_firewall(
     def element(family: str, set_name: str, value: Any) -> None:
         out.append(NftElement(family, inet.name, set_name, element_json(value)))
 
+    ip6 = any(net.has_ipv6 for net in bridged.values())
+    if ip6:
+        out.append(NftTable("ip6", inet.name, decls["ip6"].fingerprint()))
     for n, net in bridged.items():
         bridge = names.bridge_ifname(scope, n)
         element("inet", "bridges", bridge)
+        if ip6:
+            element("ip6", "bridges", bridge)
         if net.icc:
             element("inet", "intra", {"concat": [bridge, bridge]})
         if net.internal:
             element("inet", "internal", bridge)
-        else:
-            subnet = ipaddress.IPv4Network(record.networks[n].subnet)
-            element(
-                "inet",
-                "masq_subnets",
-                {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}},
-            )
+            continue
+        for subnet in record.networks[n].prefixes():
+            family = "inet" if subnet.version == 4 else "ip6"
+            prefix = {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}
+            element(family, "masq_subnets", prefix)
     for c, ctr in spec.containers.items():
         target = next(
             (ep for ep in eps[c] if ep.network in bridged and not bridged[ep.network].internal), None
         )
         for pm in ctr.port_mappings() if target else []:
             assert target is not None
-            if pm.host_ip is None:
-                key, maps = {"concat": [pm.protocol, pm.host_port]}, "ports"
-            else:
-                key, maps = {"concat": [str(pm.host_ip), pm.protocol, pm.host_port]}, "hostports"
-            element("inet", f"{maps}_addr", [key, str(target.address)])
-            element("inet", f"{maps}_port", [key, pm.container_port])
+            # Every host address of both families when none is given; a family the container has no
+            # address of is not published.
+            for family, address in (("inet", target.address), ("ip6", target.address6)):
+                if address is None or (pm.host_ip is not None and pm.host_ip.version != address.version):
+                    continue
+                if pm.host_ip is None:
+                    key, maps = {"concat": [pm.protocol, pm.host_port]}, "ports"
+                else:
+                    key, maps = {"concat": [str(pm.host_ip), pm.protocol, pm.host_port]}, "hostports"
+                element(family, f"{maps}_addr", [key, str(address)])
+                element(family, f"{maps}_port", [key, pm.container_port])
     noicc = [
         names.host_veth_ifname(scope, ep.container, ep.network)
         for their in eps.values()

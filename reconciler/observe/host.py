@@ -30,6 +30,10 @@ class Observed:
     missing_netns: set[str] = field(default_factory=set)
     # Prefixes on host interfaces we do not own: default pools must avoid them.
     host_prefixes: list[ipaddress.IPv4Network] = field(default_factory=list)
+    host_prefixes6: list[ipaddress.IPv6Network] = field(default_factory=list)
+    # Host interfaces that take their default route from router advertisements (accept_ra=1), which
+    # switching IPv6 forwarding on would make them ignore.
+    ra_dependent: list[str] = field(default_factory=list)
     # Every host link's MTU by name: a macvlan network's default is its parent's.
     link_mtus: dict[str, int] = field(default_factory=dict)
     # Addresses on host interfaces we do not own, by holder: explicit subnets must avoid them too.
@@ -57,6 +61,7 @@ def observe(
         ours = _host_links(scope, links, obs)
         our_indexes = {link.index for link in ours}
         obs.host_prefixes = route_prefixes(sock, skip=our_indexes)
+        obs.ra_dependent = _ra_dependent(sock, links)
         obs.link_mtus = {link.ifname: link.mtu for link in links.values()}
         for driver in DRIVERS.values():
             for resource in driver.observe_host(ours, links, sock):
@@ -65,8 +70,12 @@ def observe(
         if link.index not in our_indexes:
             prefixes = [ipaddress.IPv4Network(a, strict=False) for a in link.addresses]
             obs.host_prefixes.extend(prefixes)
+            prefixes6 = [ipaddress.IPv6Network(a, strict=False) for a in link.addresses6]
+            obs.host_prefixes6.extend(prefixes6)
             owner = _owner(link)
-            obs.interface_prefixes.extend(SubnetHolder(p, owner, interface=True) for p in prefixes)
+            held: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [*prefixes, *prefixes6]
+            obs.interface_prefixes.extend(SubnetHolder(p, owner, interface=True) for p in held)
+
     veths = {m[2]: link for link in ours if (m := link.mark) and m[1] == "veth"}
     ns_ifaces = _observe_namespaces(scope, adopted, obs, containers)
     for key, ns_iface in ns_ifaces.items():
@@ -104,7 +113,7 @@ def _host_links(scope: str, links: dict[int, Link], obs: Observed) -> list[Link]
                 Bridge(
                     network=m[2],
                     ifname=link.ifname,
-                    address=",".join(link.addresses) or "",
+                    address=",".join(link.addresses + link.addresses6) or "",
                     mtu=link.mtu,
                     up=link.up,
                     route_localnet=_sysctl(f"net/ipv4/conf/{link.ifname}/route_localnet") == "1",
@@ -112,6 +121,18 @@ def _host_links(scope: str, links: dict[int, Link], obs: Observed) -> list[Link]
                 )
             )
     return ours
+
+
+def _ra_dependent(sock: Rtnl, links: dict[int, Link]) -> list[str]:
+    """Host interfaces whose IPv6 default route came from a router advertisement and that drop such
+    routes once forwarding is on (accept_ra=1; 2 keeps them)."""
+    out = []
+    for route in default_routes(sock):
+        link = links.get(route.oif or 0)
+        learned = route.proto == names.RTPROT_RA and link is not None and ":" in (route.gateway or "")
+        if learned and link and _sysctl(f"net/ipv6/conf/{link.ifname}/accept_ra") == "1":
+            out.append(link.ifname)
+    return sorted(set(out))
 
 
 def _iface(key: str, ns_iface: _NsIface, host: Link | None, host_links: dict[int, Link]) -> Iface:
@@ -128,7 +149,7 @@ def _iface(key: str, ns_iface: _NsIface, host: Link | None, host_links: dict[int
         ifname=link.ifname,
         host_ifname=host.ifname if host else "",
         bridge=master.ifname if master else "",
-        address=",".join(link.addresses) or "",
+        address=",".join(link.addresses + link.addresses6) or "",
         mac=link.mac,
         # Both ends are set together; ends that disagree (a half-applied change) read as MTU 0, which
         # differs from any desired MTU, so the next apply or a rollback sets both again.
@@ -191,6 +212,7 @@ def _observe_namespaces(
 
 def _observe_files(scope: str, obs: Observed) -> None:
     obs.state.add(Sysctl("net.ipv4.ip_forward", _sysctl("net/ipv4/ip_forward") or "0"))
+    obs.state.add(Sysctl(names.IPV6_FORWARDING, _sysctl(names.IPV6_FORWARDING.replace(".", "/")) or "0"))
     header = f"{names.HOSTS_HEADER} (scope {scope})"
     for container in _listdir(names.ETC_NETNS_DIR):
         try:

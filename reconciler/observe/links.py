@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,8 @@ class Link:
     up: bool
     mtu: int
     mac: str
-    addresses: list[str] = field(default_factory=list)  # address/prefixlen, IPv4 only
+    addresses: list[str] = field(default_factory=list)  # address/prefixlen, IPv4
+    addresses6: list[str] = field(default_factory=list)  # address/prefixlen, IPv6 but link-local
     link: int | None = None  # macvlan/vlan: the parent's index (in the host namespace)
     macvlan_mode: str | None = None
     vlan_id: int | None = None
@@ -67,18 +69,22 @@ def read_links(sock: Rtnl) -> dict[int, Link]:
 
 
 def read_addresses(sock: Rtnl, links: dict[int, Link]) -> None:
-    for msg in sock.addresses():
+    """Both families in one dump (a namespace costs one request, not two)."""
+    for msg in sock.addresses(socket.AF_UNSPEC):
         link = links.get(msg.index)
         if link is not None:
-            link.addresses.append(f"{msg.address}/{msg.prefixlen}")
+            family = link.addresses6 if ":" in msg.address else link.addresses
+            family.append(f"{msg.address}/{msg.prefixlen}")
     for link in links.values():
         link.addresses.sort()
+        link.addresses6.sort()
 
 
 def default_routes(sock: Rtnl) -> list[DefaultRoute]:
+    """Both families: a container has one default route per family it has a way out in."""
     return [
         DefaultRoute(r.gateway, r.oif, r.proto, onlink=bool(r.flags & RTNH_F_ONLINK))
-        for r in sock.routes()
+        for r in sock.routes(socket.AF_UNSPEC)
         if r.dst_len == 0
     ]
 

@@ -45,7 +45,7 @@ def other_ports(nft: Nft, scope: str) -> list[LivePort]:
     out: list[LivePort] = []
     for family, name in nft.list_tables():
         other = names.scope_of_table(name)
-        if other is None or other == scope or family not in ("inet", "ip"):
+        if other is None or other == scope or family not in ("inet", "ip", "ip6"):
             continue
         for obj in nft.list_table(family, name) or []:
             body = obj.get("map") or obj.get("set")
@@ -54,7 +54,7 @@ def other_ports(nft: Nft, scope: str) -> list[LivePort]:
     return out
 
 
-# Where published ports live: the DNAT maps of the inet table, the routing mesh of the ip table.
+# Where published ports live: the DNAT maps of the inet and ip6 tables, the routing mesh of the ip table.
 _PORT_SETS = {"ports_addr", "hostports_addr", "mesh"}
 
 

@@ -74,6 +74,11 @@ def execute(ctx: Context, action: Action) -> None:
     if action.op == "create":
         ctx.host_link_changed(res.ifname)
         ctx.rtnl.add_link(res.ifname, "bridge")
+        if res.address and ":" in res.address:
+            # The kernel solicits a neighbour for a forwarded packet (a published port's) from the
+            # bridge's link-local address, and sends nothing while that is tentative: without DAD it
+            # is usable the moment the first port brings the bridge's carrier up.
+            write(f"net/ipv6/conf/{res.ifname}/accept_dad", "0")
     index = ctx.host_index(res.ifname)
     assert index is not None
     before = action.before if isinstance(action.before, Bridge) else None

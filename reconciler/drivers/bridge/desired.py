@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from ... import names
 from ...model import Bridge, Iface, Resource
-from ...spec import Network
+from ...spec import IP, Net, Network
 from ..driver import Attachment, NetworkPart
 
 # An omitted `mtu` is the driver's default, whatever an earlier spec set: Docker's for a bridge network
@@ -15,18 +13,21 @@ from ..driver import Attachment, NetworkPart
 BRIDGE_MTU = 1500
 
 
-def gateway(net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
-    """A bridge network always has one (default: the first address)."""
-    if net.gateway is not None:
-        return net.gateway
+def gateway(net: Network, subnet: Net) -> IP:
+    """A bridge network always has one per family (default: the first address)."""
+    given = net.gateway if subnet.version == 4 else net.gateway6
+    if given is not None:
+        return given
     return subnet.network_address + 1
 
 
 def bridge(part: NetworkPart) -> list[Resource]:
+    """The gateway of each family the network has, IPv4 first."""
     name, net, scope = part.name, part.net, part.scope
-    subnet = ipaddress.IPv4Network(part.record.networks[name].subnet)
-    gw = gateway(net, subnet)
-    return [Bridge(name, names.bridge_ifname(scope, name), f"{gw}/{subnet.prefixlen}", _mtu(net))]
+    cidrs = []
+    for subnet in part.record.networks[name].prefixes():
+        cidrs.append(f"{gateway(net, subnet)}/{subnet.prefixlen}")
+    return [Bridge(name, names.bridge_ifname(scope, name), ",".join(cidrs), _mtu(net))]
 
 
 def veth(att: Attachment) -> Iface:

@@ -3,7 +3,6 @@ registry for the spec checks only, and the model's dataclasses alone cost it 15 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
@@ -12,7 +11,7 @@ from ..driver import Attachment, Base, Executor, NetworkPart
 if TYPE_CHECKING:
     from ...diff import Action
     from ...model import Iface, Resource
-    from ...spec import Network
+    from ...spec import IP, Net, Network
 
 
 class BridgeDriver(Base):
@@ -20,7 +19,7 @@ class BridgeDriver(Base):
     kinds: ClassVar[tuple[str, ...]] = ("bridge",)
     per_container = True
 
-    def gateway(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+    def gateway(self, net: Network, subnet: Net) -> IP:
         from .desired import gateway
 
         return gateway(net, subnet)

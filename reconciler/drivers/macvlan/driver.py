@@ -3,7 +3,6 @@ registry for the spec checks only."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, get_args
 
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
     from ...observe.host import Observed
     from ...observe.links import Link
     from ...rtnl import Rtnl
-    from ...spec import Spec
+    from ...spec import IP, Net, Spec
     from ..driver import Stage
     from ..overlay.clusteripam import Allocation
 
@@ -29,9 +28,9 @@ class MacvlanDriver(Base):
     child_kind: ClassVar[str | None] = "macvlan"
     child_modes = frozenset(get_args(Network.model_fields["mode"].annotation))  # the modes a spec gives
 
-    def gateway(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
+    def gateway(self, net: Network, subnet: Net) -> IP | None:
         """Only when given: the LAN's router is not ours to pick."""
-        return net.gateway
+        return net.gateway if subnet.version == 4 else net.gateway6
 
     def network(self, part: NetworkPart) -> list[Resource]:
         from .desired import host_objects

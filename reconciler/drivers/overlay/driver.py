@@ -3,7 +3,6 @@ VXLAN device, with cluster-wide addresses and services."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
@@ -14,7 +13,7 @@ if TYPE_CHECKING:
     from ...firewall.decl import TableDecl
     from ...model import Iface, Resource
     from ...observe.host import Observed
-    from ...spec import Broken, Network, Spec
+    from ...spec import IP, Broken, Net, Network, Spec
     from ..driver import Stage
 
 
@@ -27,7 +26,7 @@ class OverlayDriver(Base):
 
         return cluster_problems(spec, broken)
 
-    def gateway(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+    def gateway(self, net: Network, subnet: Net) -> IP:
         from ..bridge.desired import gateway
 
         return gateway(net, subnet)
