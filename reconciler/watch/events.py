@@ -59,6 +59,8 @@ from ..rtnl import (
 
 NETLINK_NETFILTER = 12
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
+RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
+RT_SCOPE_LINK = 253
 NFNLGRP_NFTABLES = 7
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 AF_BRIDGE, NDA_DST, NDA_LLADDR = 7, 1, 2
@@ -130,9 +132,8 @@ class Events:
         self._owners = _Owners(scope)
         self.scope = scope
         self._notify = notify
-        self._rt = _socket(
-            NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE, rcvbuf
-        )
+        groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+        self._rt = _socket(NETLINK_ROUTE, groups | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE, rcvbuf)
         # Events of every namespace that has an id here, each tagged with it: our containers' without a
         # socket in each (which would also keep a deleted namespace, and its veth, alive).
         self._rt.setsockopt(SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)
@@ -255,8 +256,12 @@ class Events:
                 return None
             return hint or self._unknown(at)
         if msg_type in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= 8:
+            if body[0] == socket.AF_INET6 and body[3] == RT_SCOPE_LINK:
+                return None  # the kernel's own link-local address (and its DAD), not ours
             return self._owners.owned(struct.unpack_from("=I", body, 4)[0], at) or self._unknown(at)
         if msg_type in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
+            if body[0] == socket.AF_INET6 and body[5] != names.RTPROT:
+                return None  # the kernel's per-link IPv6 routes (fe80::/64, multicast); ours carry RTPROT
             oif = rtnl.attrs(body, 12).get(RTA_OIF)
             if not oif or len(oif) < 4:
                 return None

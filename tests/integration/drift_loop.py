@@ -113,7 +113,9 @@ class Daemon:
 
     def applied(self, trigger: str) -> int:
         """Applied reconciles logged so far whose trigger includes `trigger` ("": any)."""
-        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+        # Complete lines only: the daemon may be half-way through writing the last one.
+        complete = self.log.read_text().split("\n")[:-1]
+        lines = [json.loads(line) for line in complete if line.startswith("{")]
         return sum(1 for e in lines if e.get("result") == "applied" and trigger in e["trigger"])
 
     def wait_applied(self, trigger: str, deadline: float = 60.0) -> None:

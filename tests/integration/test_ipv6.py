@@ -229,3 +229,27 @@ def test_ipv6_added_to_a_running_ipv4_network_and_taken_away_again(host: Host) -
     assert "default" not in host.run(["ip", "-6", "route"], netns="a").stdout
     assert not any("ip6" in t for t in host.nft_tables()), host.nft_tables()
     reached(host, "a", "b", 7000, "b", family=4)
+
+
+def test_the_daemon_repairs_ipv6_drift_from_events(host: Host) -> None:
+    """A removed IPv6 address and IPv6 default route inside a container are repaired by the watch
+    daemon from kernel events alone (its resync is an hour away)."""
+    from test_watch import reconciles, start_watch, wait_for
+
+    specs = host.workdir / "specs"
+    specs.mkdir()
+    front = {"front": SPEC["networks"]["front"]}
+    pair = {"web": {"networks": SPEC["containers"]["web"]["networks"]}, "client": {"networks": ["front"]}}
+    host.write_spec({"version": 1, "networks": front, "containers": pair}, "specs/all.yaml")
+    daemon = start_watch(host, specs)
+    wait_for("the first reconcile", lambda: bool(reconciles(daemon, "applied")), daemon)
+    assert addresses(host, "web", 6) == ["fd00:28:1::10/64"]
+
+    host.run(["ip", "-6", "addr", "del", "fd00:28:1::10/64", "dev", "eth0"], netns="web")
+    wait_for("web's IPv6 address back", lambda: addresses(host, "web", 6) == ["fd00:28:1::10/64"], daemon)
+    host.run(["ip", "-6", "route", "del", "default"], netns="client")
+    routes = lambda: host.run(["ip", "-6", "route", "show", "default"], netns="client").stdout  # noqa: E731
+    wait_for("client's IPv6 default route back", lambda: "via fd00:28:1::1" in routes(), daemon)
+    assert all(r["trigger"] != "resync" for r in reconciles(daemon)[1:]), reconciles(daemon)
+    host.serve("web", 7000, "web", dual=True)
+    reached(host, "client", "web", 7000, "web", family=6)

@@ -68,7 +68,8 @@ def wait_for(what: str, check: Callable[[], bool], daemon: Background | None = N
 
 def log_lines(daemon: Background) -> list[dict[str, Any]]:
     out = []
-    for line in daemon.output().splitlines():
+    # Complete lines only: the daemon may be half-way through writing the last one.
+    for line in daemon.output().split("\n")[:-1]:
         if line.startswith("{"):
             out.append(json.loads(line))
     return out
