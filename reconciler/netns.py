@@ -56,6 +56,15 @@ def _in_thread(fn: Callable[[], T]) -> T:
             os.abort()
 
 
+def _enter(path: str) -> None:
+    """Move the calling thread into the namespace at `path` (from a function `_in_thread` runs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
 def _prepare_run_dir() -> None:
     """Make /run/netns a shared mount point, as iproute2 does, so namespaces we mount there are seen
     from other mount namespaces (e.g. a container runtime's)."""
@@ -131,13 +140,9 @@ def rtnl_in(path: str) -> Rtnl:
 def _netlink_fd_in(path: str, kind: int) -> int:
     """A NETLINK_ROUTE socket created inside the namespace at `path`: a socket keeps the namespace it
     was born in, so it is made in a thread that entered it."""
-    fd = os.open(path, os.O_RDONLY)
 
     def run() -> int:
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
-        finally:
-            os.close(fd)
+        _enter(path)
         return socket.socket(socket.AF_NETLINK, kind, NETLINK_ROUTE).detach()
 
     return _in_thread(run)
@@ -148,11 +153,7 @@ def each(paths: Iterable[str], fn: Callable[[str, Rtnl], None]) -> None:
 
     def run() -> None:
         for path in paths:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
-            finally:
-                os.close(fd)
+            _enter(path)
             with Rtnl() as sock:
                 fn(path, sock)
 
@@ -162,13 +163,9 @@ def each(paths: Iterable[str], fn: Callable[[str, Rtnl], None]) -> None:
 def write_sysctls(path: str, values: dict[str, str]) -> None:
     """Write sysctls (`net/ipv6/conf/eth0/accept_ra` -> "0") of the namespace at `path`: /proc/sys/net
     shows the namespace of whoever opens it, so the files are opened in a thread that entered it."""
-    fd = os.open(path, os.O_RDONLY)
 
     def run() -> None:
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
-        finally:
-            os.close(fd)
+        _enter(path)
         for name, value in values.items():
             with open(f"/proc/sys/{name}", "w") as f:
                 f.write(value)

@@ -21,9 +21,7 @@ from typing import Any
 import pytest
 from sandbox import Background, Host
 from test_watch import (
-    METRICS,
     NETWORKS,
-    NO_RESYNC,
     WEB,
     containers,
     db,
@@ -31,6 +29,7 @@ from test_watch import (
     log_lines,
     reconciles,
     replace,
+    start_daemon,
     start_watch,
     wait_for,
 )
@@ -88,23 +87,7 @@ def revision(sha: str) -> str:
 
 
 def start_gitops(host: Host, repo: Repo, *extra: str, interval: str = "1s") -> Background:
-    return host.reconciler_background(
-        "watch",
-        "--git",
-        repo.url,
-        "--path",
-        "specs",
-        "--interval",
-        interval,
-        "--log-format",
-        "json",
-        "--resync-interval",
-        NO_RESYNC,
-        "--metrics-address",
-        f"{METRICS[0]}:{METRICS[1]}",
-        *extra,
-        log=host.workdir / "watch.log",
-    )
+    return start_daemon(host, "--git", repo.url, "--path", "specs", "--interval", interval, *extra)
 
 
 def status(host: Host) -> dict[str, Any]:

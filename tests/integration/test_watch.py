@@ -118,9 +118,14 @@ def specs(host: Host) -> Path:
 
 def start_watch(host: Host, specs: Path, env: dict[str, str] | None = None) -> Background:
     """The daemon on `specs`, logging JSON lines to watch.log, with metrics and no periodic resync."""
+    return start_daemon(host, str(specs), env=env)
+
+
+def start_daemon(host: Host, *source: str, env: dict[str, str] | None = None) -> Background:
+    """`reconciler watch SOURCE...` as `start_watch` runs it (SOURCE: a path, or --git options)."""
     return host.reconciler_background(
         "watch",
-        str(specs),
+        *source,
         "--log-format",
         "json",
         "--resync-interval",
