@@ -12,7 +12,7 @@ from .diff import Action, conflicts, plan
 from .drivers.overlay.clusteripam import Allocation
 from .drivers.registry import DRIVERS
 from .errors import HostConflict, PermissionProblem, RolledBack
-from .model import Iface, Netns, Resource, Route, State, Sysctl
+from .model import State, Sysctl, container_of
 from .observe import Observed, observe
 from .spec import Net, Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
@@ -233,19 +233,14 @@ def verification(
 
 def touched(actions: list[Action]) -> set[str]:
     """The containers whose namespaces `actions` change: every other namespace is as observed before."""
-    return {c for action in actions if (c := _container_of(action.resource)) is not None}
+    return {c for action in actions if (c := container_of(action.resource)) is not None}
 
 
 def over(snapshot: State, fresh: State, containers: set[str]) -> State:
     """`fresh` (the host level and `containers`' namespaces) over the snapshot's other namespaces."""
-    out = State({k: r for k, r in snapshot.resources.items() if _container_of(r) not in containers | {None}})
+    out = State({k: r for k, r in snapshot.resources.items() if container_of(r) not in containers | {None}})
     out.resources.update(fresh.resources)
     return out
-
-
-def _container_of(res: Resource) -> str | None:
-    """The container whose namespace holds `res`; None for host-level resources."""
-    return res.container if isinstance(res, Netns | Iface | Route) else None
 
 
 def snapshot(state_dir: StateDir, scope: str | None = None) -> dict[str, Observed]:

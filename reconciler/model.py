@@ -300,3 +300,8 @@ class State:
 
     def of_kind(self, kind: str) -> list[Resource]:
         return [r for (k, _), r in self.resources.items() if k == kind]
+
+
+def container_of(res: Resource) -> str | None:
+    """The container whose namespace holds `res`; None for host-level resources."""
+    return res.container if isinstance(res, Netns | Iface | Route) else None

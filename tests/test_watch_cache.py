@@ -8,7 +8,7 @@ from typing import Any
 from reconciler import ipam
 from reconciler.desired import desired_state
 from reconciler.diff import plan
-from reconciler.model import State
+from reconciler.model import State, container_of
 from reconciler.observe import Observed
 from reconciler.spec import Spec
 from reconciler.statedir import ScopeRecord
@@ -49,7 +49,7 @@ def test_merge_keeps_other_containers_and_takes_fresh_host_level() -> None:
     remembered = Observed(state=old, foreign_netns={"/run/netns/b", "/run/netns/x"})
     fresh_state = State()
     for key, res in old.resources.items():
-        if cache.container_of(res) != "a" and key[0] not in cache.NAMESPACE_KINDS:
+        if container_of(res) != "a" and key[0] not in cache.NAMESPACE_KINDS:
             fresh_state.add(res)
     merged = cache.merge(remembered, Observed(state=fresh_state, foreign_links={"eth0"}), {"b"}, {})
     assert ("netns", "a") in merged.state.resources and ("netns", "b") not in merged.state.resources

@@ -16,17 +16,12 @@ from collections.abc import Iterable
 
 from .. import names
 from ..drivers.overlay.model import Fdb, Neigh
-from ..model import Iface, Netns, Resource, Route, State
+from ..model import Resource, State, container_of
 from ..observe import Observed
 from ..spec import Spec
 
 # Kinds read from container namespaces; every other kind is re-read on each reconcile.
 NAMESPACE_KINDS = ("netns", "iface", "route")
-
-
-def container_of(res: Resource) -> str | None:
-    """The container a namespace-level resource belongs to, None for host-level ones."""
-    return res.container if isinstance(res, Netns | Iface | Route) else None
 
 
 def entry_of(res: Resource) -> str | None:
