@@ -28,6 +28,27 @@ if ((${#containers[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${containers[@]}" >/dev/null
 fi
 
+# This round's peers and helpers: wireguard-go and wg (encrypted overlay), etcd (the cluster store's tests),
+# dnsperf, aardvark-dns and dnsmasq (the DNS benchmark's peers), tcpdump (captures on the sandboxed
+# switch), iperf3 (overlay throughput). Installing etcd-server or dnsmasq must not start their services on
+# this machine: a policy-rc.d refuses every start while they install.
+tools=()
+for pair in wireguard-go:wireguard-go wg:wireguard-tools etcd:etcd-server etcdctl:etcd-client \
+            dnsperf:dnsperf dnsmasq:dnsmasq-base tcpdump:tcpdump iperf3:iperf3; do
+  command -v "${pair%%:*}" >/dev/null || tools+=("${pair#*:}")
+done
+[ -x /usr/lib/podman/aardvark-dns ] || tools+=(aardvark-dns)
+if ((${#tools[@]})); then
+  echo "== installing Debian packages: ${tools[*]}"
+  policy=/usr/sbin/policy-rc.d
+  restore=""
+  [ -e "$policy" ] && restore=$(mktemp) && cp -p "$policy" "$restore"
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
+  if [ -n "$restore" ]; then mv "$restore" "$policy"; else rm -f "$policy"; fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
