@@ -16,6 +16,7 @@ import types
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .drivers.overlay.wgkeys import DEFAULT_KEY_FILE
 from .errors import ReconcilerError, SpecError
 
 if TYPE_CHECKING:
@@ -119,6 +120,14 @@ def _parser() -> argparse.ArgumentParser:
             help="which of the spec's hosts this machine is (default: the one with a local address)",
         )
 
+    def key_file(cp: argparse.ArgumentParser) -> None:
+        cp.add_argument(
+            "--key-file",
+            metavar="PATH",
+            default=DEFAULT_KEY_FILE,
+            help=f"this host's WireGuard private key, for encrypted overlays (default {DEFAULT_KEY_FILE})",
+        )
+
     def quiet(cp: argparse.ArgumentParser) -> None:
         cp.add_argument(
             "-q", "--quiet", action="store_true", help="no progress display (it is off anyway when not a TTY)"
@@ -150,10 +159,20 @@ def _parser() -> argparse.ArgumentParser:
         "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
     )
     host(a)
+    key_file(a)
     no_rollback(a)
     output(a)
     quiet(a)
     state_dir(a)
+
+    kg = command(
+        "keygen",
+        "create this host's WireGuard private key if it has none (mode 0600) and print its public key, "
+        "the host's public_key in a spec with encrypted overlays",
+        "reconciler keygen                                   # " + DEFAULT_KEY_FILE,
+        "reconciler keygen --key-file /etc/netreconciler/b.key",
+    )
+    key_file(kg)
 
     lk = command(
         "lock",
@@ -245,6 +264,7 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-address", type=_address, metavar="HOST:PORT", help="serve /metrics and /healthz here"
     )
     host(w)
+    key_file(w)
     state_dir(w)
 
     st = command(
@@ -366,6 +386,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "lock":
         return _lock(args.spec, check=args.check)
+    if args.command == "keygen":
+        from .drivers.overlay.wgkeys import keygen
+
+        public, created = keygen(args.key_file)
+        print(public)
+        if created:
+            print(f"created {args.key_file}", file=sys.stderr)
+        return 0
     from . import engine
 
     if args.command in ("status", "sync", "suspend", "resume"):
@@ -418,6 +446,7 @@ def _watch_options(args: argparse.Namespace, state_dir: StateDir) -> Options:
         log_format=args.log_format,
         metrics_address=args.metrics_address,
         host=args.host,
+        key_file=args.key_file,
         git=git,
         fetch_interval=args.interval,
     )
@@ -449,6 +478,7 @@ def _reconcile(
                 host=getattr(args, "host", None),
                 lock=lock,
                 rollback=not args.no_rollback,
+                key_file=getattr(args, "key_file", DEFAULT_KEY_FILE),
             )
         except KeyboardInterrupt:
             if interrupt.received() is None:

@@ -10,6 +10,7 @@ from . import interrupt, ipam, names, progress, scopes
 from .desired import desired_state
 from .diff import Action, conflicts, plan
 from .drivers.overlay.clusteripam import Allocation
+from .drivers.overlay.wgkeys import DEFAULT_KEY_FILE
 from .drivers.registry import DRIVERS
 from .errors import HostConflict, PermissionProblem, RolledBack
 from .model import State, Sysctl, container_of
@@ -53,9 +54,11 @@ def reconcile(
     host: str | None = None,
     lock: Allocation | None = None,
     rollback: bool = True,
+    key_file: str = DEFAULT_KEY_FILE,
 ) -> Outcome:
     """Bring this spec's scope to the spec (or, with `destroy`, remove everything the scope owns).
-    `host` names this host among the spec's hosts; `lock` is the cluster allocation of SPEC.lock.
+    `host` names this host among the spec's hosts; `lock` is the cluster allocation of SPEC.lock;
+    `key_file` holds this host's WireGuard private key (read only for encrypted overlays).
     The caller has checked privileges (`require_privileges`)."""
     from .journal import Journal
     from .nft import Nft
@@ -73,7 +76,15 @@ def reconcile(
         if dry_run:
             journal.excuse(observed)
         return converge(
-            spec, state_dir, observed, nft, dry_run=dry_run, host=host, lock=lock, rollback=rollback
+            spec,
+            state_dir,
+            observed,
+            nft,
+            dry_run=dry_run,
+            host=host,
+            lock=lock,
+            rollback=rollback,
+            key_file=key_file,
         )
 
 
@@ -95,13 +106,16 @@ def converge(
     lock: Allocation | None = None,
     keep: ScopeRecord | None = None,
     rollback: bool = True,
+    key_file: str = DEFAULT_KEY_FILE,
 ) -> Outcome:
     """Plan against `observed` (fresh, or kept current by a caller such as `session`) and apply.
     `keep`: when `spec` is a part of the scope's spec (`session`), the record entries of the rest.
     The caller holds the state lock."""
     scope = scope_of(spec)
     previous = state_dir.load(scope)
-    record, desired = prepare(spec, scope, previous, observed, state_dir, host=host, lock=lock, keep=keep)
+    record, desired = prepare(
+        spec, scope, previous, observed, state_dir, host=host, lock=lock, keep=keep, key_file=key_file
+    )
     actions = plan(desired, observed.state)
     if dry_run:
         return Outcome(actions, applied=False)
@@ -125,6 +139,7 @@ def prepare(
     host: str | None = None,
     lock: Allocation | None = None,
     keep: ScopeRecord | None = None,
+    key_file: str = DEFAULT_KEY_FILE,
 ) -> tuple[ScopeRecord, State]:
     """Allocate addresses and build the desired state; refuse one that would touch what is not ours.
 
@@ -138,7 +153,7 @@ def prepare(
             observed.state.add(resource)
     local = spec
     for stage in stages:
-        local = stage.narrow(local, host, lock)
+        local = stage.narrow(local, host, lock, key_file)
     others = state_dir.others(scope)
     record = ipam.allocate(local, previous, _in_use(observed, others))
     if keep is not None:

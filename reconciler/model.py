@@ -278,6 +278,7 @@ KIND_ORDER = [
     "bridge",
     "vlan",
     "shim",
+    "wireguard",
     "vxlan",
     "fdb",
     "neigh",

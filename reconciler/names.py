@@ -99,3 +99,8 @@ def derived_vni(scope: str, network: str) -> int:
 
 def vxlan_ifname(scope: str, network: str) -> str:
     return "nrx" + _digest(scope, network, length=IFNAMSIZ - 3)
+
+
+def wireguard_ifname(scope: str) -> str:
+    """The scope's WireGuard device (one per host, for every encrypted overlay of the scope)."""
+    return "nrw" + _digest(scope, "wireguard", length=IFNAMSIZ - 3)

@@ -7,6 +7,7 @@ from typing import Any
 
 from .diff import Action, summary
 from .drivers.overlay.model import Fdb, Neigh, Vxlan
+from .drivers.overlay.wgmodel import Wireguard
 from .model import (
     Bridge,
     HostsFile,
@@ -63,6 +64,8 @@ def describe(res: Resource) -> str:
         return f"{res.mac} via {res.dst} dev {res.dev}"
     if isinstance(res, Neigh):
         return f"{res.ip} lladdr {res.mac} dev {res.dev}"
+    if isinstance(res, Wireguard):
+        return f"{res.address} port {res.port}, {len(res.peers)} peers"
     if isinstance(res, (NftTable, Sysctl)):
         return ""
     return res.id
@@ -112,6 +115,8 @@ def _entries(res: Resource, name: str) -> Callable[[Any], list[str]] | None:
         ]
     if isinstance(res, MacvlanShim) and name == "routes":
         return lambda text: [r for r in (text or "").split(",") if r]
+    if isinstance(res, Wireguard) and name == "peers":
+        return lambda peers: [f"peer {key} endpoint {at} allowed-ips {ip}" for key, at, ip in peers or ()]
     return None
 
 

@@ -23,7 +23,9 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
+from .drivers.overlay.wgkeys import valid_public_key
 from .errors import Problem
 
 # A container name becomes a namespace file name and a host name: no '/', no '..', no shell magic.
@@ -126,10 +128,20 @@ class Network(_Model):
     mode: Literal["bridge", "private", "vepa", "passthru"] = "bridge"
     host_access: StrictBool = False  # a macvlan shim on the host, so the host reaches its containers
     ipam: Literal["default", "none"] = "default"  # none: L2 only, addresses are configured elsewhere
-    # overlay only: the VXLAN network identifier (derived from the name when omitted) and IPsec.
+    # overlay only: the VXLAN network identifier (derived from the name when omitted); `encrypted`
+    # sends its VXLAN traffic through the hosts' WireGuard tunnel (drivers/overlay/wireguard.py).
     vni: Annotated[StrictInt, Field(ge=1, le=16777215)] | None = None
     encrypted: StrictBool = False
-    key_file: str | None = None
+    # Gone with IPsec: kept only to say what replaces it (every value is refused).
+    key_file: SkipJsonSchema[None] = Field(None, exclude=True)
+
+    @field_validator("key_file", mode="before")
+    @classmethod
+    def _key_file(cls, v: object) -> None:
+        raise ValueError(
+            "key_file is gone: an encrypted network uses each host's WireGuard key "
+            "(`reconciler keygen` on the host, its public key as hosts.NAME.public_key)"
+        )
 
     @property
     def subnet(self) -> ipaddress.IPv4Network | None:
@@ -315,6 +327,15 @@ class Container(_Model):
 
 class ClusterHost(_Model):
     address: ipaddress.IPv4Address  # the underlay address: this host's VXLAN tunnel endpoint
+    # Its WireGuard public key (`reconciler keygen` prints it); needed once an overlay is encrypted.
+    public_key: str | None = None
+
+    @field_validator("public_key")
+    @classmethod
+    def _public_key(cls, v: str | None) -> str | None:
+        if v is not None and not valid_public_key(v):
+            raise ValueError(f"invalid WireGuard public key {v!r}: expected the base64 of 32 bytes")
+        return v
 
     @field_validator("address", mode="before")
     @classmethod
@@ -358,6 +379,7 @@ class Spec(_Model):
     version: Literal[1]
     name: str | None = None
     hosts: dict[str, ClusterHost] = {}
+    wireguard_port: Annotated[StrictInt, Field(ge=1, le=65535)] = 51820  # of encrypted overlays
     networks: dict[str, Network] = {}
     containers: dict[str, Container] = {}
     services: dict[str, Service] = {}

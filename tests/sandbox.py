@@ -518,8 +518,9 @@ def cable(a: Host, b: Host, a_ifname: str, b_ifname: str, mtu: int = 1500) -> No
     )  # fmt: skip
 
 
-def make_cluster(count: int, workdir: Path, mtu: int = 1500) -> Cluster:
-    """COUNT sandboxed hosts sharing WORKDIR (so they read the same spec), cabled to an underlay switch."""
+def make_cluster(count: int, workdir: Path, mtu: int = 1500, private_dirs: tuple[str, ...] = ()) -> Cluster:
+    """COUNT sandboxed hosts sharing WORKDIR (so they read the same spec), cabled to an underlay switch;
+    `private_dirs`: more directories each host covers with a private tmpfs (see `Host`)."""
     underlay = Host(workdir=workdir)
     hosts: list[Host] = []
     try:
@@ -527,7 +528,7 @@ def make_cluster(count: int, workdir: Path, mtu: int = 1500) -> Cluster:
         underlay.run(f"ip addr add {UNDERLAY_PREFIX}.1/24 dev ul")
         addresses = []
         for i in range(count):
-            host = Host(workdir=workdir)
+            host = Host(workdir=workdir, private_dirs=private_dirs)
             hosts.append(host)
             address = f"{UNDERLAY_PREFIX}.{11 + i}"
             cable(host, underlay, "ul0", f"ul-h{i}", mtu)

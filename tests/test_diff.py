@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from reconciler.diff import Action, plan, summary
+from reconciler.drivers.overlay.wgmodel import WgPeer
 from reconciler.model import (
     KIND_ORDER,
     Bridge,
@@ -42,6 +43,8 @@ def load_state(path: Path) -> State:
     state = State()
     for row in rows:
         fields = dict(row)
+        if "peers" in fields:  # a WireGuard device's: YAML lists -> the tuples it holds
+            fields["peers"] = tuple(WgPeer(*p) for p in fields["peers"])
         resource = KINDS[fields.pop("kind")](**fields)
         assert resource.key not in state.resources, f"{path}: {resource.key} listed twice"
         state.add(resource)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from reconciler.apply import EXECUTORS
 from reconciler.drivers.overlay.model import Fdb, Neigh, Vxlan
+from reconciler.drivers.overlay.wgmodel import Wireguard
 from reconciler.drivers.registry import CHILD_MODES, CHILDREN, DRIVERS, driver_of
 from reconciler.model import (
     KIND_ORDER,
@@ -27,6 +28,7 @@ KINDS = (
     Bridge,
     Vlan,
     MacvlanShim,
+    Wireguard,
     Vxlan,
     Fdb,
     Neigh,

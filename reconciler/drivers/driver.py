@@ -57,8 +57,8 @@ class Stage(Protocol):
 
     resources: list[Resource]  # what it observed of its own kinds (merged into the observed state)
 
-    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None) -> Spec:
-        """The part of the spec this host applies."""
+    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None, key_file: str) -> Spec:
+        """The part of the spec this host applies; `key_file` holds this host's WireGuard key."""
         ...
 
     def merge_record(self, record: ScopeRecord) -> None: ...
@@ -143,7 +143,7 @@ class NoStage:
     def __init__(self) -> None:
         self.resources: list[Resource] = []
 
-    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None) -> Spec:
+    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None, key_file: str) -> Spec:
         return spec
 
     def merge_record(self, record: ScopeRecord) -> None:

@@ -33,6 +33,7 @@ from types import FrameType
 from .. import engine, names
 from ..diff import Action, plan
 from ..drivers.overlay import clusteripam
+from ..drivers.overlay.wgkeys import DEFAULT_KEY_FILE
 from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError
 from ..model import Key, State
 from ..nft import Nft
@@ -67,6 +68,7 @@ class Options:
     log_format: str = "text"
     metrics_address: tuple[str, int] | None = None
     host: str | None = None  # which of a cluster spec's hosts this is (None: by local address)
+    key_file: str = DEFAULT_KEY_FILE  # this host's WireGuard private key (encrypted overlays)
     git: GitRemote | None = None  # follow this remote; `path` is then its checkout's spec path
     fetch_interval: float = 30.0
 
@@ -526,7 +528,14 @@ class Daemon:
         assert self._nft is not None
         nft = self._nft
         record, desired = engine.prepare(
-            spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
+            spec,
+            scope,
+            previous,
+            observed,
+            state_dir,
+            host=self.opts.host,
+            lock=lock,
+            key_file=self.opts.key_file,
         )
         if containers is not None:
             # Allocation can reach past what the spec edit named (an address freed and reused).
@@ -535,7 +544,14 @@ class Daemon:
                 fresh = observe(scope, adopted, nft, extra)
                 observed = cache.merge(observed, fresh, extra, adopted)
                 record, desired = engine.prepare(
-                    spec, scope, previous, observed, state_dir, host=self.opts.host, lock=lock
+                    spec,
+                    scope,
+                    previous,
+                    observed,
+                    state_dir,
+                    host=self.opts.host,
+                    lock=lock,
+                    key_file=self.opts.key_file,
                 )
         if containers is None:
             check = engine.verification(desired, observed.state, scope, adopted, nft)
@@ -577,6 +593,7 @@ class Daemon:
             host=self.opts.host,
             lock=lock,
             keep=narrowed.keep,
+            key_file=self.opts.key_file,
         )
         whole = State({k: r for k, r in before.resources.items() if k not in narrowed.old_keys})
         whole.resources.update(desired.resources)

@@ -209,21 +209,6 @@ def test_new_container_only_adds_entries_elsewhere(cluster: Cluster) -> None:
         assert plan(host, spec, name) == [], name
 
 
-def test_encrypted_overlay_is_refused_without_esp(cluster: Cluster, tmp_path: Path) -> None:
-    a = cluster.hosts[0]
-    key = tmp_path / "pets.key"
-    key.write_bytes(os.urandom(32))
-    data = cluster_spec(cluster.addresses)
-    data["networks"]["pets"] |= {"encrypted": True, "key_file": str(key)}
-    spec = a.write_spec(data)
-    links, ruleset = a.links(), a.run("nft list ruleset").stdout
-    proc = a.reconciler("apply", str(spec), "--host", "host-a")
-    assert proc.returncode == 1, proc.stdout
-    assert "IPsec ESP" in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert a.links() == links and a.run("nft list ruleset").stdout == ruleset and a.netns_list() == []
-
-
 def test_overlay_without_hosts_is_local_and_warns_without_lock(host: Host) -> None:
     spec = host.write_spec(
         {

@@ -79,7 +79,7 @@ class _Parents(NoStage):
         super().__init__()
         self.link_mtus = link_mtus
 
-    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None) -> Spec:
+    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None, key_file: str) -> Spec:
         from .parents import parent_mtus
 
         return parent_mtus(spec, self.link_mtus)

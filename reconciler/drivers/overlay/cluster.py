@@ -14,16 +14,18 @@ from dataclasses import dataclass, replace
 from ... import names
 from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
 from ...errors import HostConflict
-from ...model import Bridge, HostsFile, Resource, State
+from ...model import Bridge, HostsFile, NftTable, Resource, State
 from ...spec import Spec
 from ...statedir import ScopeRecord
 from ..bridge.desired import gateway
+from . import wireguard
 from .clusteripam import Allocation, allocate
-from .clusterspec import IMPLICIT_HOST, overlay_networks, vni_of
+from .clusterspec import IMPLICIT_HOST, vni_of
 from .model import Fdb, Neigh, Vxlan
 from .observe import OverlayObserved
-from .services import desired_services
-from .xfrm import missing_feature
+from .services import desired_services, table
+from .wgmodel import Wireguard
+from .wireguard import Tunnel
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 DEFAULT_UNDERLAY_MTU = 1500
@@ -37,27 +39,16 @@ class Cluster:
     vtep: str  # this host's underlay address; "" for the implicit single host
     underlay_mtu: int
     alloc: Allocation
+    tunnel: Tunnel | None  # this host's WireGuard side, when an overlay is encrypted
 
 
 def prepare(
-    spec: Spec, scope: str, host: str | None, lock: Allocation | None, obs: OverlayObserved
+    spec: Spec, scope: str, host: str | None, lock: Allocation | None, obs: OverlayObserved, key_file: str
 ) -> Cluster:
     me, vtep = select_host(spec, host, obs.local_addresses)
-    encrypted = [n for n in overlay_networks(spec) if spec.networks[n].encrypted]
-    if encrypted:
-        missing = missing_feature()
-        reason = (
-            f"this kernel lacks {missing}"
-            if missing
-            else "installing IPsec SAs and policies is not implemented yet "
-            "(see reconciler.drivers.overlay.xfrm)"
-        )
-        raise HostConflict(
-            f"refusing to apply encrypted overlay network {', '.join(encrypted)}: {reason}; "
-            "nothing was changed (an encrypted network is never sent in plaintext)"
-        )
+    tunnel = wireguard.prepare(spec, me, key_file)
     mtu = obs.local_addresses.get(vtep, DEFAULT_UNDERLAY_MTU) if vtep else DEFAULT_UNDERLAY_MTU
-    return Cluster(spec, scope, me, vtep, mtu, allocate(spec, lock))
+    return Cluster(spec, scope, me, vtep, mtu, allocate(spec, lock), tunnel)
 
 
 def select_host(spec: Spec, requested: str | None, local_addresses: dict[str, int]) -> tuple[str, str]:
@@ -93,7 +84,8 @@ def local_spec(cluster: Cluster) -> Spec:
     networks = {}
     for n, net in spec.networks.items():
         if net.driver == "overlay":
-            mtu = net.mtu if net.mtu is not None else cluster.underlay_mtu - VXLAN_OVERHEAD
+            tunnel = wireguard.OVERHEAD if cluster.tunnel and net.encrypted else 0
+            mtu = net.mtu if net.mtu is not None else cluster.underlay_mtu - VXLAN_OVERHEAD - tunnel
             networks[n] = net.model_copy(update={"mtu": mtu})
         elif n in used or n not in anywhere:
             networks[n] = net
@@ -129,9 +121,15 @@ def extend_desired(cluster: Cluster, local: Spec, record: ScopeRecord, state: St
             )
         )
         dev = names.vxlan_ifname(scope, n)
-        state.add(Vxlan(n, dev, vni_of(spec, n), cluster.vtep, names.VXLAN_PORT, bridge, mtu=net.mtu))
+        vtep, port = _vtep(cluster, cluster.me, n), wireguard.vxlan_port(spec, n)
+        state.add(Vxlan(n, dev, vni_of(spec, n), vtep, port, bridge, mtu=net.mtu))
         for resource in _remote_entries(cluster, n, dev):
             state.add(resource)
+    if cluster.tunnel is not None:
+        decl = table(scope)
+        state.add(NftTable(decl.family, decl.name, decl.fingerprint()))
+        state.add(wireguard.guard(decl.family, decl.name))
+        state.add(wireguard.device(spec, scope, cluster.me, cluster.tunnel, cluster.underlay_mtu))
     _hosts_files(cluster, local, record, state)
     vips = {s: cluster.alloc[svc.network].services[s] for s, svc in spec.services.items()}
     targets = {
@@ -151,8 +149,14 @@ def _remote_entries(cluster: Cluster, network: str, dev: str) -> list[Resource]:
         if host is None or host == cluster.me:
             continue
         mac = names.container_mac(ipaddress.IPv4Address(ip))
-        out += [Fdb(network, dev, mac, str(spec.hosts[host].address)), Neigh(network, dev, ip, mac)]
+        out += [Fdb(network, dev, mac, _vtep(cluster, host, network)), Neigh(network, dev, ip, mac)]
     return out
+
+
+def _vtep(cluster: Cluster, host: str, network: str) -> str:
+    """A host's VXLAN endpoint on a network: its tunnel address if the network is encrypted, else its
+    underlay address ("" for the implicit single host)."""
+    return wireguard.vtep(cluster.spec, host, network) if cluster.spec.hosts else cluster.vtep
 
 
 def _hosts_files(cluster: Cluster, local: Spec, record: ScopeRecord, state: State) -> None:
@@ -177,6 +181,8 @@ def _hosts_files(cluster: Cluster, local: Spec, record: ScopeRecord, state: Stat
 def conflicts(desired: State, obs: OverlayObserved, foreign_links: set[str]) -> list[str]:
     out = []
     for res in desired.resources.values():
+        if isinstance(res, Wireguard) and res.ifname in foreign_links:
+            out.append(f"WireGuard device {res.ifname} exists and is not managed by this spec")
         if not isinstance(res, Vxlan):
             continue
         if res.ifname in foreign_links:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ...errors import Problem
 from ...names import derived_vni
 from ...spec import Broken, ServicePort, Spec
+from . import wireguard
 
 # The name the single implicit host goes by (in the lock file) when the spec declares no hosts.
 IMPLICIT_HOST = "local"
@@ -35,7 +36,12 @@ def host_names(spec: Spec) -> list[str]:
 
 def cluster_problems(spec: Spec, broken: Broken) -> list[Problem]:
     """`broken`: what failed the shape checks; a reference to it is not reported again."""
-    return [*_overlay_problems(spec), *_host_problems(spec, broken), *_service_problems(spec, broken)]
+    return [
+        *_overlay_problems(spec),
+        *_host_problems(spec, broken),
+        *wireguard.problems(spec),
+        *_service_problems(spec, broken),
+    ]
 
 
 def _overlay_problems(spec: Spec) -> list[Problem]:
@@ -44,9 +50,8 @@ def _overlay_problems(spec: Spec) -> list[Problem]:
     for name, net in spec.networks.items():
         at = ("networks", name)
         if net.driver != "overlay":
-            for field in ("vni", "key_file"):
-                if getattr(net, field) is not None:
-                    out.append(Problem((*at, field), f"{field} applies to overlay networks only"))
+            if net.vni is not None:
+                out.append(Problem((*at, "vni"), "vni applies to overlay networks only"))
             if net.encrypted:
                 out.append(Problem((*at, "encrypted"), "encrypted applies to overlay networks only"))
             continue
@@ -54,14 +59,6 @@ def _overlay_problems(spec: Spec) -> list[Problem]:
             out.append(
                 Problem((*at, "subnet"), "an overlay network needs a subnet: every host must agree on it")
             )
-        if net.encrypted and net.key_file is None:
-            out.append(
-                Problem(
-                    (*at, "key_file"), "an encrypted network needs key_file (the key is never in the spec)"
-                )
-            )
-        if net.key_file is not None and not net.key_file.startswith("/"):
-            out.append(Problem((*at, "key_file"), f"key_file must be an absolute path, got {net.key_file!r}"))
         vni = vni_of(spec, name)
         if vni in vnis:
             hint = "" if net.vni is not None else " (derived from the name: set vni explicitly)"

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 class OverlayDriver(Base):
     name = "overlay"
-    kinds: ClassVar[tuple[str, ...]] = ("vxlan", "fdb", "neigh")
+    kinds: ClassVar[tuple[str, ...]] = ("vxlan", "fdb", "neigh", "wireguard")
 
     def problems(self, spec: Spec, broken: Broken) -> list[Problem]:
         from .clusterspec import cluster_problems
@@ -43,8 +43,14 @@ class OverlayDriver(Base):
 
     def executors(self) -> Mapping[str, Executor]:
         from .apply import execute_fdb, execute_neigh, execute_vxlan
+        from .wgstate import execute_wireguard
 
-        return {"vxlan": execute_vxlan, "fdb": execute_fdb, "neigh": execute_neigh}
+        return {
+            "vxlan": execute_vxlan,
+            "fdb": execute_fdb,
+            "neigh": execute_neigh,
+            "wireguard": execute_wireguard,
+        }
 
     def observe(self, scope: str) -> list[Resource]:
         from .observe import observe_overlay

@@ -11,6 +11,7 @@ from ...model import Resource
 from ...rtnl import IFF_UP, Rtnl
 from .model import Fdb, Neigh, Vxlan
 from .netlink import AF_BRIDGE, NTF_SELF, neighbours, vxlan_data
+from .wgstate import observe_wireguard
 
 
 @dataclass
@@ -60,6 +61,7 @@ def observe_overlay(scope: str) -> OverlayObserved:
         for addr in addresses:
             owner = links.get(addr.index)
             obs.local_addresses[addr.address] = owner.mtu if owner else 0
+        obs.resources += observe_wireguard(sock, scope, addresses)
         if not ours:
             return obs
         # Every entry on our devices is ours: the devices are.

@@ -22,6 +22,7 @@ from ... import names
 from ...firewall.decl import ChainDecl, SetDecl, TableDecl, element_json
 from ...model import NftElement, NftTable, Resource
 from ...spec import Spec
+from . import wireguard
 
 SLOTS = 12
 FAMILY = "ip"
@@ -107,7 +108,8 @@ CHAINS = (
 
 
 def table(scope: str) -> TableDecl:
-    return TableDecl(FAMILY, names.nft_table(scope), SETS, CHAINS)
+    """The services' sets and chains, and the plaintext guard of encrypted overlays (`wireguard`)."""
+    return TableDecl(FAMILY, names.nft_table(scope), SETS + wireguard.SETS, CHAINS + wireguard.chains(scope))
 
 
 def desired_services(

@@ -21,8 +21,8 @@ class ClusterStage:
         self.resources = self.observed.resources
         self.cluster: cluster.Cluster | None = None
 
-    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None) -> Spec:
-        self.cluster = cluster.prepare(spec, self.scope, host, lock, self.observed)
+    def narrow(self, spec: Spec, host: str | None, lock: Allocation | None, key_file: str) -> Spec:
+        self.cluster = cluster.prepare(spec, self.scope, host, lock, self.observed, key_file)
         return cluster.local_spec(self.cluster)
 
     def _prepared(self) -> cluster.Cluster:

@@ -41,13 +41,13 @@ def cluster_spec(**extra: Any) -> dict[str, Any]:
 
 
 def build(
-    data: dict[str, Any], host: str = "host-a", underlay_mtu: int = 1500
+    data: dict[str, Any], host: str = "host-a", underlay_mtu: int = 1500, key_file: str = "/nonexistent"
 ) -> tuple[State, overlay.Cluster]:
+    """`key_file`: this host's WireGuard key, read only when an overlay is encrypted."""
     spec = Spec.model_validate(data)
     address = str(spec.hosts[host].address)
-    cluster = overlay.prepare(
-        spec, "default", host, None, OverlayObserved(local_addresses={address: underlay_mtu})
-    )
+    observed = OverlayObserved(local_addresses={address: underlay_mtu})
+    cluster = overlay.prepare(spec, "default", host, None, observed, key_file)
     local = overlay.local_spec(cluster)
     record = ipam.allocate(local, ScopeRecord(), [])
     overlay.merge_record(cluster, record)
