@@ -17,6 +17,7 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from ...rtnl import NetlinkError, Rtnl
 from .wgmodel import WgPeer
 
 RUN_DIR = "/var/run/wireguard"
-WG_TIMEOUT = 10.0  # seconds for one `wg` or `wireguard-go` call
+WG_TIMEOUT = 10.0  # seconds for one `wg` call
 START_TIMEOUT = 5.0  # for wireguard-go's device to appear
 STOP_TIMEOUT = 5.0  # for it to go after SIGTERM
 _POLL = 0.02
@@ -50,33 +51,34 @@ def create(sock: Rtnl, ifname: str) -> None:
 
 
 def _start_userspace(sock: Rtnl, ifname: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("LOG_LEVEL", "WG_PROCESS_FOREGROUND")}
-    try:
-        # It forks itself into the background (its own session) once the device and socket exist;
-        # without LOG_LEVEL that child holds none of our descriptors.
-        proc = subprocess.run(
-            ["wireguard-go", ifname],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=WG_TIMEOUT,
-            env=env,
-            start_new_session=True,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise ApplyFailed(
-            "this kernel has no WireGuard and wireguard-go is not installed (Debian: wireguard-go)"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise ApplyFailed(f"wireguard-go {ifname} did not start within {WG_TIMEOUT:g}s") from None
-    if proc.returncode != 0:
-        raise ApplyFailed(f"wireguard-go {ifname} failed: {_last_line(proc.stderr)}")
-    deadline = time.monotonic() + START_TIMEOUT
-    while sock.ifindex(ifname) is None or not os.path.exists(uapi_socket(ifname)):
-        if time.monotonic() > deadline:
-            raise ApplyFailed(f"wireguard-go {ifname}: no device and UAPI socket after {START_TIMEOUT:g}s")
-        time.sleep(_POLL)
+    env = {k: v for k, v in os.environ.items() if k != "LOG_LEVEL"}
+    # In the foreground, in a session of its own: it is the process that serves the UAPI socket (the
+    # socket's peer credentials name it) and outlives us. Its messages go to an unlinked file, read
+    # here if it fails to start; a pipe would kill it with SIGPIPE once we are gone.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        try:
+            proc = subprocess.Popen(
+                ["wireguard-go", "--foreground", ifname],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise ApplyFailed(
+                "this kernel has no WireGuard and wireguard-go is not installed (Debian: wireguard-go)"
+            ) from None
+        deadline = time.monotonic() + START_TIMEOUT
+        while sock.ifindex(ifname) is None or userspace_pid(ifname) != proc.pid:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise ApplyFailed(f"wireguard-go {ifname} exited {proc.returncode}: {_last_line(log.read())}")
+            if time.monotonic() > deadline:
+                proc.kill()  # ours, and of no use
+                proc.wait()
+                raise ApplyFailed(f"wireguard-go {ifname}: no device and socket after {START_TIMEOUT:g}s")
+            time.sleep(_POLL)
 
 
 def delete(sock: Rtnl, ifname: str) -> None:
