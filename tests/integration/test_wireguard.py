@@ -305,6 +305,22 @@ def test_no_plaintext_when_wireguard_dies_or_a_peer_key_is_wrong(keyed: Keyed) -
     conn = a.connect("web", "db", 6379, payload=secret)
     assert conn.ok and conn.data == "db-on-b\n", conn
 
+    # No encrypted overlay left: wireguard-go is stopped, its device and the guard's element go.
+    pid = wireguard_pid(a)
+    data["networks"]["secure"]["encrypted"] = False
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    apply(a, spec, "host-a")
+    assert DEVICE not in a.links()
+    running = a.run(["test", "-d", f"/proc/{pid}"], check=False).returncode == 0
+    assert not running or zombie(a, pid), f"wireguard-go {pid} still runs"
+    assert str(TUNNEL_VXLAN_PORT) not in a.run("nft list ruleset").stdout
+
+
+def zombie(host: Host, pid: int) -> bool:
+    """A process that has exited but not been reaped (the sandbox's init reaps no one)."""
+    status = host.run(["cat", f"/proc/{pid}/status"], check=False).stdout
+    return "State:\tZ" in status
+
 
 def keygen_elsewhere(host: Host) -> str:
     """A valid public key no host has."""
