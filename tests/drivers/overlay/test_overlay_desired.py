@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,9 +13,12 @@ from reconciler import ipam
 from reconciler.desired import desired_state
 from reconciler.diff import plan
 from reconciler.drivers.overlay import cluster as overlay
+from reconciler.drivers.overlay import wgkeys
 from reconciler.drivers.overlay.model import Fdb, Neigh, Vxlan
 from reconciler.drivers.overlay.observe import OverlayObserved
 from reconciler.drivers.overlay.services import SLOTS
+from reconciler.drivers.overlay.wgmodel import WgPeer, Wireguard
+from reconciler.drivers.overlay.wireguard import TUNNEL_VXLAN_PORT, tunnel_address
 from reconciler.errors import HostConflict
 from reconciler.model import Bridge, HostsFile, Iface, NftElement, NftTable, State
 from reconciler.spec import Spec
@@ -148,3 +154,70 @@ def test_host_selection() -> None:
     assert overlay.select_host(single, None, {}) == ("local", "")
     with pytest.raises(HostConflict, match="declares no hosts"):
         overlay.select_host(single, "host-a", {})
+
+
+def keyed_spec(tmp_path: Path) -> tuple[dict[str, Any], str]:
+    """The cluster spec with pets encrypted and a plain overlay beside it; host-a's key file."""
+    files = [str(tmp_path / f"{h}.key") for h in ("host-a", "host-b")]
+    keys = [wgkeys.keygen(f)[0] for f in files]
+    data = cluster_spec()
+    for host, key in zip(data["hosts"].values(), keys, strict=True):
+        host["public_key"] = key
+    data["networks"]["pets"]["encrypted"] = True
+    data["networks"]["plain"] = {"driver": "overlay", "subnet": "10.201.0.0/24", "vni": 4098}
+    return data, files[0]
+
+
+def test_an_encrypted_overlay_tunnels_vxlan_between_tunnel_addresses(tmp_path: Path) -> None:
+    data, key_file = keyed_spec(tmp_path)
+    state, _ = build(data, key_file=key_file)
+    vx = {v.network: v for v in of(state, Vxlan)}
+    assert (vx["pets"].local, vx["pets"].port, vx["pets"].mtu) == ("100.64.2.11", TUNNEL_VXLAN_PORT, 1390)
+    assert (vx["plain"].local, vx["plain"].port, vx["plain"].mtu) == (A, 4789, 1450)
+    assert {f.dst for f in of(state, Fdb) if f.network == "pets"} == {"100.64.2.12"}
+    assert {f.dst for f in of(state, Fdb) if f.network == "plain"} == {B}
+    (wg,) = of(state, Wireguard)
+    host_b = data["hosts"]["host-b"]
+    assert wg.public_key == data["hosts"]["host-a"]["public_key"]
+    assert (wg.address, wg.port, wg.mtu) == ("100.64.2.11/10", 51820, 1440)
+    assert wg.peers == (WgPeer(host_b["public_key"], f"{B}:51820", "100.64.2.12/32"),)
+    guard = [e for e in of(state, NftElement) if e.set == "tunnel_vxlan"]
+    assert [e.value for e in guard] == [TUNNEL_VXLAN_PORT]
+    private = Path(key_file).read_text().strip()
+    assert private not in json.dumps([r.describe() for r in state.resources.values()], default=str)
+
+
+def test_a_rotated_peer_key_is_one_change_of_the_device(tmp_path: Path) -> None:
+    data, key_file = keyed_spec(tmp_path)
+    before, _ = build(data, key_file=key_file)
+    data["hosts"]["host-b"]["public_key"] = wgkeys.keygen(str(tmp_path / "new-b.key"))[0]
+    after, _ = build(data, key_file=key_file)
+    actions = plan(after, before)
+    assert [(a.op, a.resource.kind, a.fields) for a in actions] == [("change", "wireguard", ("peers",))]
+
+
+def test_this_hosts_key_file_must_match_its_public_key(tmp_path: Path) -> None:
+    data, _ = keyed_spec(tmp_path)
+    with pytest.raises(HostConflict, match=r"hosts\.host-a\.public_key is"):
+        build(data, key_file=str(tmp_path / "host-b.key"))
+    with pytest.raises(wgkeys.KeyFileError, match="does not exist"):
+        build(data, key_file=str(tmp_path / "none.key"))
+    # Without encryption the key file is not read at all.
+    build(cluster_spec(), key_file=str(tmp_path / "none.key"))
+
+
+def test_keygen_makes_a_private_file_once(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "wireguard.key"
+    public, created = wgkeys.keygen(str(path))
+    assert created and wgkeys.valid_public_key(public)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert wgkeys.keygen(str(path)) == (public, False)
+    assert wgkeys.public_key_of(str(path)) == public
+    path.write_text("garbage\n")
+    with pytest.raises(wgkeys.KeyFileError, match="holds no WireGuard private key"):
+        wgkeys.public_key_of(str(path))
+
+
+def test_tunnel_addresses_keep_the_low_bits_of_the_underlay() -> None:
+    assert str(tunnel_address(ipaddress.IPv4Address("192.0.2.11"))) == "100.64.2.11"
+    assert str(tunnel_address(ipaddress.IPv4Address("10.1.200.7"))) == "100.65.200.7"
