@@ -84,7 +84,7 @@ def local_spec(cluster: Cluster) -> Spec:
     networks = {}
     for n, net in spec.networks.items():
         if net.driver == "overlay":
-            tunnel = wireguard.OVERHEAD if cluster.tunnel and net.encrypted else 0
+            tunnel = wireguard.overhead(spec, cluster.me) if cluster.tunnel and net.encrypted else 0
             mtu = net.mtu if net.mtu is not None else cluster.underlay_mtu - VXLAN_OVERHEAD - tunnel
             networks[n] = net.model_copy(update={"mtu": mtu})
         elif n in used or n not in anywhere:

@@ -29,8 +29,8 @@ from .wgmodel import WgPeer, Wireguard
 
 TUNNEL_RANGE = ipaddress.IPv4Network("100.64.0.0/10")  # shared address space (RFC 6598)
 TUNNEL_VXLAN_PORT = 14789  # the VXLAN port of encrypted overlays, used inside the tunnel only
-# Outer IPv4 20 + UDP 8 + WireGuard's header 16 and authentication tag 16 (80 with an IPv6 outer).
-OVERHEAD = 60
+# By the underlay's family: outer IPv4 20 (IPv6 40) + UDP 8 + WireGuard's header 16 and its tag 16.
+OVERHEAD = {4: 60, 6: 80}
 SET = "tunnel_vxlan"  # holds TUNNEL_VXLAN_PORT while the scope has an encrypted overlay here
 
 
@@ -54,6 +54,15 @@ def vtep(spec: Spec, host: str, network: str) -> str:
     """Where a host's end of a network's VXLAN tunnel is: its tunnel address on an encrypted network."""
     address = spec.hosts[host].address
     return str(tunnel_address(address) if spec.networks[network].encrypted else address)
+
+
+def overhead(spec: Spec, host: str) -> int:
+    """What WireGuard adds to each packet on this host's underlay."""
+    return OVERHEAD[spec.hosts[host].address.version]
+
+
+def _endpoint(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
 def vxlan_port(spec: Spec, network: str) -> int:
@@ -115,7 +124,7 @@ def prepare(spec: Spec, me: str, key_file: str) -> Tunnel | None:
 def device(spec: Spec, scope: str, me: str, tunnel: Tunnel, underlay_mtu: int) -> Wireguard:
     port = spec.wireguard_port
     peers = sorted(
-        WgPeer(h.public_key or "", f"{h.address}:{port}", f"{tunnel_address(h.address)}/32")
+        WgPeer(h.public_key or "", _endpoint(h.address, port), f"{tunnel_address(h.address)}/32")
         for name, h in spec.hosts.items()
         if name != me
     )
@@ -125,7 +134,7 @@ def device(spec: Spec, scope: str, me: str, tunnel: Tunnel, underlay_mtu: int) -
         public_key=tunnel.public_key,
         address=f"{tunnel_address(spec.hosts[me].address)}/{TUNNEL_RANGE.prefixlen}",
         peers=tuple(peers),
-        mtu=underlay_mtu - OVERHEAD,
+        mtu=underlay_mtu - overhead(spec, me),
         key_file=tunnel.key_file,
     )
 
