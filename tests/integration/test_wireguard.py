@@ -218,14 +218,16 @@ def frag_creates(host: Host) -> int:
 def test_encrypted_traffic_crosses_the_switch_only_inside_wireguard(keyed: Keyed) -> None:
     c = keyed.cluster
     a, b, h3 = c.hosts
+    # From before the first apply: nothing leaves in clear while the tunnel comes up either.
+    capture = Capture(c.underlay, "mixed")
     spec, _ = setup(keyed)
     b.serve("db", 6379, "db-on-b")
     b.serve("pdb", 6379, "pdb-on-b")
     a.serve("web", 80, "web-on-a")
-    reach_again(a)  # the handshakes done before the capture, whatever the load
-    wait_for("client to reach web", lambda: h3.connect("client", "web", 80).data == "web-on-a\n")
-    capture = Capture(c.underlay, "mixed")
     secret, control = "SECRET-PAYLOAD-7f3a", "PLAIN-PAYLOAD-9c1e"
+    # The first connections carry the secret too: sent before any handshake is done.
+    wait_for("web to reach db", lambda: a.connect("web", "db", 6379, payload=secret).data == "db-on-b\n")
+    wait_for("client to reach web", lambda: h3.connect("client", "web", 80).data == "web-on-a\n")
     conn = a.connect("web", "db", 6379, payload=secret * 50)
     assert conn.ok and conn.data == "db-on-b\n", conn
     conn = h3.connect("client", "web", 80, payload=secret)
@@ -439,6 +441,8 @@ def test_refusals_change_nothing(keyed: Keyed) -> None:
     a.run("echo not-a-key > /etc/netreconciler/bad.key")
     err = refused("--key-file", "/etc/netreconciler/bad.key")
     assert "holds no WireGuard private key" in err, err
+    err = refused("--key-file", "/etc/netreconciler")
+    assert "/etc/netreconciler cannot be read: Is a directory" in err, err
     other = keygen_elsewhere(a)
     err = refused("--key-file", "/etc/netreconciler/unused.key")
     assert "hosts.host-a.public_key" in err and other in err, err

@@ -94,7 +94,15 @@ def problems(spec: Spec) -> list[Problem]:
         else:
             keys[host.public_key] = name
         tunnel = tunnel_address(host.address)
-        if tunnel in tunnels:
+        if host.address in TUNNEL_RANGE:
+            out.append(
+                Problem(
+                    (*at, "address"),
+                    f"{host.address} is in {TUNNEL_RANGE}, the range of the WireGuard tunnel addresses "
+                    "of encrypted overlays",
+                )
+            )
+        elif tunnel in tunnels:
             out.append(
                 Problem(
                     (*at, "address"),
