@@ -70,4 +70,5 @@ class OverlayDriver(Base):
     def facts(self, spec: Spec, name: str, net: Network, common: list[str]) -> list[str]:
         from .clusterspec import vni_of
 
-        return [net.driver, *common, f"vni {vni_of(spec, name)}"]
+        encrypted = ["encrypted (WireGuard)"] if net.encrypted else []
+        return [net.driver, *common, f"vni {vni_of(spec, name)}", *encrypted]
