@@ -70,44 +70,54 @@ def vxlan_port(spec: Spec, network: str) -> int:
 
 
 def problems(spec: Spec) -> list[Problem]:
-    """An encrypted network needs every host's public key, each different, and distinct tunnel addresses."""
+    """An encrypted network needs every host's public key, each different, distinct tunnel addresses
+    and a WireGuard port apart from the VXLAN ones."""
     encrypted = encrypted_networks(spec)
     if not encrypted:
         return []
+    out = _key_problems(spec, encrypted[0]) + _address_problems(spec)
+    if spec.wireguard_port in (names.VXLAN_PORT, TUNNEL_VXLAN_PORT):
+        out.append(Problem(("wireguard_port",), f"UDP {spec.wireguard_port} is a VXLAN port of ours"))
+    return out
+
+
+def _key_problems(spec: Spec, network: str) -> list[Problem]:
     out: list[Problem] = []
     keys: dict[str, str] = {}
-    tunnels: dict[ipaddress.IPv4Address, str] = {}
     for name, host in spec.hosts.items():
-        at = ("hosts", name)
+        at = ("hosts", name, "public_key")
         if host.public_key is None:
             out.append(
                 Problem(
-                    (*at, "public_key"),
-                    f"network {encrypted[0]} is encrypted: every host needs its WireGuard public key "
+                    at,
+                    f"network {network} is encrypted: every host needs its WireGuard public key "
                     "(`reconciler keygen` on the host prints it)",
                 )
             )
         elif host.public_key in keys:
-            out.append(
-                Problem((*at, "public_key"), f"is already the public key of host {keys[host.public_key]}")
-            )
+            out.append(Problem(at, f"is already the public key of host {keys[host.public_key]}"))
         else:
             keys[host.public_key] = name
+    return out
+
+
+def _address_problems(spec: Spec) -> list[Problem]:
+    out: list[Problem] = []
+    tunnels: dict[ipaddress.IPv4Address, str] = {}
+    edges = (TUNNEL_RANGE.network_address, TUNNEL_RANGE.broadcast_address)
+    for name, host in spec.hosts.items():
+        at = ("hosts", name, "address")
         tunnel = tunnel_address(host.address)
         if host.address in TUNNEL_RANGE:
+            why = f"{host.address} is in {TUNNEL_RANGE}, the range of encrypted overlays' tunnel addresses"
+            out.append(Problem(at, why))
+        elif tunnel in tunnels or tunnel in edges:
+            whose = f"is host {tunnels[tunnel]}'s too" if tunnel in tunnels else "is not a host address"
             out.append(
                 Problem(
-                    (*at, "address"),
-                    f"{host.address} is in {TUNNEL_RANGE}, the range of the WireGuard tunnel addresses "
-                    "of encrypted overlays",
-                )
-            )
-        elif tunnel in tunnels:
-            out.append(
-                Problem(
-                    (*at, "address"),
-                    f"its tunnel address {tunnel} is host {tunnels[tunnel]}'s too: tunnel addresses are "
-                    f"the low {32 - TUNNEL_RANGE.prefixlen} bits of the underlay address in {TUNNEL_RANGE}",
+                    at,
+                    f"its tunnel address {tunnel} {whose}: tunnel addresses are the low "
+                    f"{32 - TUNNEL_RANGE.prefixlen} bits of the underlay address in {TUNNEL_RANGE}",
                 )
             )
         tunnels[tunnel] = name
