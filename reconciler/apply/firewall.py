@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import fault
+from .. import fault, names
 from ..diff import Action
 from ..firewall.decl import TableDecl, rule_comment
 from ..firewall.layout import tables
 from ..model import NftElement, NftTable
+from ..policy.conntrack import sweep
+from ..policy.nft import POLICY_SET_NAMES
 from .context import Context
 
 
@@ -72,3 +74,5 @@ def execute(ctx: Context, actions: list[Action]) -> None:
     if commands:
         ctx.nft.transaction(commands)
         fault.step()
+    if any(isinstance(a.resource, NftElement) and a.resource.set in POLICY_SET_NAMES for a in actions):
+        sweep(ctx.nft, names.nft_table(ctx.scope))

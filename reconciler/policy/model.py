@@ -93,7 +93,8 @@ def admits(
         on = "every port" if not rule.ports else ", ".join(map(str, rule.ports))
         return Verdict(True, rule.policy, f"policy {rule.policy} admits {who} to {dst} on {on}")
     names = ", ".join(r.policy for r in their)
-    why = f"{dst} is isolated by {names}, and none admits this source on {port}/{protocol}"
+    source = src if src is not None else str(src_address)
+    why = f"{dst} is isolated by {names}, and none admits {source} on {port}/{protocol}"
     return Verdict(False, None, why)
 
 
