@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +113,8 @@ def _entries(res: Resource, name: str) -> Callable[[Any], list[str]] | None:
         ]
     if isinstance(res, MacvlanShim) and name == "routes":
         return lambda text: [r for r in (text or "").split(",") if r]
+    if isinstance(getattr(res, name, None), tuple):  # (set, element JSON) pairs: a namespace's table
+        return lambda pairs: [f"{s} {nft_value(json.loads(v))}" for s, v in pairs or ()]
     return None
 
 

@@ -20,6 +20,7 @@ from reconciler.model import (
     Sysctl,
     Vlan,
 )
+from reconciler.policy.nsfw import NsPolicy
 from reconciler.spec import DRIVERS_SUPPORTED, Network
 
 KINDS = (
@@ -36,6 +37,7 @@ KINDS = (
     HostsFile,
     NftTable,
     NftElement,
+    NsPolicy,
 )
 
 

@@ -54,7 +54,7 @@ def _match(left: Any, right: Any, op: str = "==") -> dict[str, Any]:
     return {"match": {"op": op, "left": left, "right": right}}
 
 
-def _rules(version: int) -> tuple[tuple[Any, ...], ...]:
+def rules_of(version: int) -> tuple[tuple[Any, ...], ...]:
     proto = _PROTO[version]
     daddr = {"payload": {"protocol": proto, "field": "daddr"}}
     saddr = {"payload": {"protocol": proto, "field": "saddr"}}
@@ -69,8 +69,8 @@ def _rules(version: int) -> tuple[tuple[Any, ...], ...]:
 
 
 POLICY_SETS = (*_sets(4), *_sets(6))
-_ESTABLISHED = (_match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None})
-POLICY_CHAINS = (ChainDecl("policy", "filter", "forward", -10, (_ESTABLISHED, *_rules(4), *_rules(6))),)
+ESTABLISHED = (_match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None})
+POLICY_CHAINS = (ChainDecl("policy", "filter", "forward", -10, (ESTABLISHED, *rules_of(4), *rules_of(6))),)
 POLICY_SET_NAMES = frozenset(s.name for s in POLICY_SETS)
 
 
@@ -84,17 +84,21 @@ def desired_policy(
         return []
     out: list[Resource] = []
 
-    def element(base: str, version: int, value: Any) -> None:
-        out.append(NftElement(FAMILY, table, set_name(base, version), element_json(value)))
-
     for node in nodes:
-        element("pol_nodes", node.version, str(node))
+        out.append(NftElement(FAMILY, table, set_name("pol_nodes", node.version), element_json(str(node))))
     for dst, their in selected.items():
         for addr in addresses.get(dst, []):
-            element("pol_sel", addr.version, str(addr))
-            for base, value in _elements(their, addr, addresses):
-                element(base, addr.version, value)
+            for name, value in destination_elements(their, addr, addresses):
+                out.append(NftElement(FAMILY, table, name, element_json(value)))
     return out
+
+
+def destination_elements(
+    their: list[Rule], dst: IP, addresses: Mapping[str, list[IP]]
+) -> list[tuple[str, Any]]:
+    """(set, value) of everything that selects and admits connections to one address."""
+    found = [("pol_sel", str(dst)), *_elements(their, dst, addresses)]
+    return [(set_name(base, dst.version), value) for base, value in found]
 
 
 def _elements(their: list[Rule], dst: IP, addresses: Mapping[str, list[IP]]) -> list[tuple[str, Any]]:

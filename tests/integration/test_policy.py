@@ -285,3 +285,52 @@ def test_overlay_across_hosts_through_a_vip_and_the_routing_mesh(cluster: Cluste
     for name, host in zip(OVERLAY_HOSTS, cluster.hosts, strict=True):
         again = host.reconciler("apply", str(path), "--host", name, "--dry-run", "--exit-code")
         assert again.returncode == 0, f"{name}: {again.stdout}"
+
+
+def macvlan_spec(policies: dict[str, Any]) -> dict[str, Any]:
+    lan = {"driver": "macvlan", "parent": "lan0", "subnet": "192.168.10.0/24", "gateway": "192.168.10.1"}
+    addressed = {n: {"networks": {"lan": {"ipv4_address": a}}} for n, a in (("db", "192.168.10.10"),
+                 ("web", "192.168.10.11"), ("other", "192.168.10.12"))}  # fmt: skip
+    return {
+        "version": 1,
+        "name": "polmv",
+        "networks": {"lan": lan},
+        "containers": addressed,
+        "policies": policies,
+    }
+
+
+def test_macvlan_siblings_and_the_lan(host: Host) -> None:
+    """A macvlan child gets frames from its siblings and the LAN without the host's forward hook: the
+    policy is enforced in the container's namespace."""
+    host.run(
+        "ip netns add router && ip link add lan0 type veth peer name eth0 netns router && ip link set lan0 up"
+    )
+    host.run(
+        "ip addr add 192.168.10.1/24 dev eth0 && ip link set eth0 up && ip link set lo up", netns="router"
+    )
+    path = apply(host, macvlan_spec({"db-from-web": {"to": ["db"], "from": ["web"], "ports": ["6379/tcp"]}}))
+    host.serve("db", 6379, "db")
+    host.serve("web", 80, "web")
+
+    reached(host, "web", "192.168.10.10", 6379, "db")  # a sibling, admitted
+    blocked(host, "other", "192.168.10.10", 6379)  # a sibling, not admitted
+    blocked(host, "router", "192.168.10.10", 6379)  # the LAN, not admitted
+    reached(host, "router", "192.168.10.11", 80, "web")  # web is selected by nothing
+    assert host.reconciler("apply", str(path), "--dry-run", "--exit-code").returncode == 0
+
+    # The router joins the policy: an element update in db's namespace, nothing else.
+    grown = macvlan_spec(
+        {"db-from-web": {"to": ["db"], "from": ["web", "192.168.10.1"], "ports": ["6379/tcp"]}}
+    )
+    planned = json.loads(
+        host.reconciler("apply", str(host.write_spec(grown, "g.yaml")), "--dry-run", "-o", "json").stdout
+    )
+    assert [(a["kind"], a["op"]) for a in planned["actions"]] == [("ns-policy", "change")], planned
+    apply(host, grown, "g.yaml")
+    reached(host, "router", "192.168.10.10", 6379, "db")
+
+    # Without any policy the namespace's table goes.
+    apply(host, macvlan_spec({}), "none.yaml")
+    reached(host, "other", "192.168.10.10", 6379, "db")
+    assert "netreconciler" not in host.run(["nft", "list", "tables"], netns="db").stdout

@@ -147,7 +147,7 @@ def extend_desired(cluster: Cluster, local: Spec, record: ScopeRecord, state: St
 def _policy(cluster: Cluster, local: Spec, record: ScopeRecord, state: State) -> None:
     """Policy elements for the whole cluster: every host checks what it routes to any selected
     container, and passes what other hosts translated (and checked) for a VIP."""
-    if not cluster.spec.policies:
+    if not cluster.spec.policies or not cluster.alloc:  # no overlay network: the layout's elements stand
         return
     addresses = addresses_of(endpoints(local, record))
     for a in cluster.alloc.values():
