@@ -334,3 +334,33 @@ def test_macvlan_siblings_and_the_lan(host: Host) -> None:
     apply(host, macvlan_spec({}), "none.yaml")
     reached(host, "other", "192.168.10.10", 6379, "db")
     assert "netreconciler" not in host.run(["nft", "list", "tables"], netns="db").stdout
+
+
+# A UDP probe: "refused" when an ICMP port unreachable comes back, "silent" when nothing does.
+UDP_PROBE = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.5)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"?")
+try:
+    s.recv(64)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except TimeoutError:
+    print("silent")
+"""
+
+
+def test_icmp_errors_of_allowed_flows_pass(host: Host) -> None:
+    """web is isolated too (only db may reach it, on tcp): the port unreachable db's kernel sends back
+    for web's datagram passes as related; a datagram no policy admits gets nothing back at all."""
+    apply(host, spec({
+        "db-from-web": {"to": ["db"], "from": ["web"], "ports": ["7000/udp"]},
+        "web-from-db": {"to": ["web"], "from": ["db"], "ports": ["5000/tcp"]},
+    }))  # fmt: skip
+    probe = [sys.executable, "-c", UDP_PROBE, "10.88.0.10"]
+    assert host.run([*probe, "7000"], netns="web").stdout.strip() == "refused"
+    assert host.run([*probe, "7001"], netns="web").stdout.strip() == "silent"  # not admitted: dropped
+    assert host.run([*probe, "7000"], netns="other").stdout.strip() == "silent"
