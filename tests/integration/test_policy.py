@@ -300,7 +300,7 @@ def macvlan_spec(policies: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_macvlan_siblings_and_the_lan(host: Host) -> None:
+def test_macvlan_siblings_and_the_lan(host: Host, tmp_path: Path) -> None:
     """A macvlan child gets frames from its siblings and the LAN without the host's forward hook: the
     policy is enforced in the container's namespace."""
     host.run(
@@ -321,7 +321,7 @@ def test_macvlan_siblings_and_the_lan(host: Host) -> None:
 
     # The router joins the policy: an element update in db's namespace, nothing else.
     grown = macvlan_spec(
-        {"db-from-web": {"to": ["db"], "from": ["web", "192.168.10.1"], "ports": ["6379/tcp"]}}
+        {"db-from-web": {"to": ["db"], "from": ["web", "192.168.10.1"], "ports": ["6379/tcp", "7379/tcp"]}}
     )
     planned = json.loads(
         host.reconciler("apply", str(host.write_spec(grown, "g.yaml")), "--dry-run", "-o", "json").stdout
@@ -330,10 +330,22 @@ def test_macvlan_siblings_and_the_lan(host: Host) -> None:
     apply(host, grown, "g.yaml")
     reached(host, "router", "192.168.10.10", 6379, "db")
 
+    # The router's allowance goes: its open connection is cut in db's namespace.
+    host.background(["ip", "netns", "exec", "db", sys.executable, "-c", ECHO, "7379"], tmp_path / "echo.log")
+    wait_for(tmp_path / "echo.log", "listening", 10)
+    held = tmp_path / "router.log"
+    holder = [sys.executable, "-c", HOLDER, "192.168.10.10", "7379"]
+    host.background(["ip", "netns", "exec", "router", *holder], held)
+    wait_for(held, "ok 3", 10)
+    apply(host, macvlan_spec({"db-from-web": DB_FROM_WEB["db-from-web"]}), "back.yaml")
+    wait_for(held, "stalled", 10)
+
     # Without any policy the namespace's table goes.
     apply(host, macvlan_spec({}), "none.yaml")
     reached(host, "other", "192.168.10.10", 6379, "db")
     assert "netreconciler" not in host.run(["nft", "list", "tables"], netns="db").stdout
+    proc = host.reconciler("destroy", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # A UDP probe: "refused" when an ICMP port unreachable comes back, "silent" when nothing does.
@@ -364,3 +376,17 @@ def test_icmp_errors_of_allowed_flows_pass(host: Host) -> None:
     assert host.run([*probe, "7000"], netns="web").stdout.strip() == "refused"
     assert host.run([*probe, "7001"], netns="web").stdout.strip() == "silent"  # not admitted: dropped
     assert host.run([*probe, "7000"], netns="other").stdout.strip() == "silent"
+
+
+def test_ipv6_sources_are_judged_as_ipv4_ones(host: Host) -> None:
+    data = spec(DB_FROM_WEB)
+    data["networks"]["net"]["subnet"] = ["10.88.0.0/24", "fd00:88::/64"]
+    for name, last in (("db", "10"), ("web", "11"), ("other", "12"), ("front", "13")):
+        data["containers"][name]["networks"]["net"]["ipv6_address"] = f"fd00:88::{last}"
+    data["containers"]["front"]["ports"] = []
+    apply(host, data)
+    host.serve("db", 6379, "db", dual=True)
+
+    for target in ("fd00:88::10", "10.88.0.10"):
+        reached(host, "web", target, 6379, "db")
+        blocked(host, "other", target, 6379)
