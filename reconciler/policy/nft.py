@@ -83,7 +83,6 @@ def desired_policy(
     if not selected:
         return []
     out: list[Resource] = []
-
     for node in nodes:
         out.append(NftElement(FAMILY, table, set_name("pol_nodes", node.version), element_json(str(node))))
     for dst, their in selected.items():
