@@ -217,6 +217,18 @@ def test_explain_matches_the_kernel(host: Host) -> None:
 
 
 OVERLAY_HOSTS = ("host-a", "host-b", "host-c")
+# A TCP connection from a chosen source address: "connected" or "timeout".
+BOUND = r"""
+import socket, sys
+s = socket.socket()
+s.bind((sys.argv[1], 0))
+s.settimeout(1.5)
+try:
+    s.connect((sys.argv[2], int(sys.argv[3])))
+    print("connected")
+except TimeoutError:
+    print("timeout")
+"""
 
 
 def overlay_spec(addresses: list[str]) -> dict[str, Any]:
@@ -278,10 +290,16 @@ def test_overlay_across_hosts_through_a_vip_and_the_routing_mesh(cluster: Cluste
     for _ in range(8):  # each try goes to either backend: both are tried but once in 128 runs
         blocked(a, "stranger", "api", 5000)
     blocked(c, "other", "api", 5000)
-    # The routing mesh from the underlay's own address, which one policy names.
+    # The routing mesh from the underlay's own address, which one policy names, and from another
+    # address of the underlay's, which none does (judged where the mesh translates it).
+    cluster.underlay.run(f"ip addr add {UNDERLAY_PREFIX}.2/24 dev ul")
+    a.serve(None, 7100, "host-a")  # the control: .2 reaches host-a itself
+    bound = [sys.executable, "-c", BOUND, f"{UNDERLAY_PREFIX}.2"]
+    assert cluster.underlay.run([*bound, cluster.addresses[0], "7100"]).stdout.strip() == "connected"
     for address in cluster.addresses:
         conn = cluster.underlay.connect(None, address, 8000)
         assert conn.ok and conn.data.strip() in ("api-1", "api-2"), (address, conn)
+        assert cluster.underlay.run([*bound, address, "8000"]).stdout.strip() == "timeout", address
     for name, host in zip(OVERLAY_HOSTS, cluster.hosts, strict=True):
         again = host.reconciler("apply", str(path), "--host", name, "--dry-run", "--exit-code")
         assert again.returncode == 0, f"{name}: {again.stdout}"
