@@ -58,6 +58,7 @@ examples:
   reconciler status                                     # the daemon's applied and attempted revisions
   reconciler sync                                       # fetch and reconcile now, wait for the result
   reconciler suspend / reconciler resume                # hold new revisions (drift repair goes on)
+  reconciler explain specs/pets-bridge.yaml web db 6379/tcp   # allowed? by which policy?
   reconciler graph specs/pets-bridge.yaml --format dot | dot -Tsvg > pets.svg
   reconciler schema > spec.schema.json                  # for editors (yaml-language-server)
   source <(reconciler completion bash)
@@ -297,6 +298,20 @@ def _parser() -> argparse.ArgumentParser:
     rs = command("resume", "apply new revisions again, and reconcile now", "reconciler resume")
     state_dir(rs)
 
+    ex = command(
+        "explain",
+        "say whether SRC may open a connection to DST on PORT/PROTO, and which policy or isolation rule "
+        "decides, from the spec alone (exit 0 allowed, 1 denied, 2 bad input)",
+        "reconciler explain spec.yaml web db 6379/tcp",
+        "reconciler explain spec.yaml 198.51.100.7 front 80/tcp     # a client outside",
+        "reconciler explain spec.yaml web api 8080/tcp -o json      # a service: each backend",
+    )
+    ex.add_argument("spec", metavar="SPEC", help="YAML spec file")
+    ex.add_argument("src", metavar="SRC", help="a container of the spec, or an address (a client outside)")
+    ex.add_argument("dst", metavar="DST", help="a container or a service of the spec")
+    ex.add_argument("port", metavar="PORT/PROTO", help="the destination port, e.g. 6379/tcp")
+    output(ex)
+
     g = command(
         "graph",
         "draw SPEC's topology: networks, containers, their addresses and published ports",
@@ -384,6 +399,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("graph", "schema", "completion"):
         print(_offline(args))
         return 0
+    if args.command == "explain":
+        return _explain(args)
     if args.command == "lock":
         return _lock(args.spec, check=args.check)
     if args.command == "keygen":
@@ -564,6 +581,20 @@ def _show_text(result: dict[str, object]) -> str:
     from .show import text
 
     return text(result)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .policy.explain import EXIT_ALLOWED, EXIT_BAD_INPUT, EXIT_DENIED, explain
+
+    try:
+        spec = _load(args.spec)
+    except SpecError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    result = explain(spec, args.src, args.dst, args.port)
+    print(json.dumps(result.json(), indent=2) if args.output == "json" else result.text())
+    return EXIT_ALLOWED if result.allowed else EXIT_DENIED
 
 
 def _offline(args: argparse.Namespace) -> str:

@@ -280,7 +280,7 @@ def observe_all(
     `containers`: read only their namespaces (as `observe`)."""
     observed = observe(scope, adopted, nft, containers)
     for driver in DRIVERS.values():
-        for resource in driver.observe(scope):
+        for resource in driver.observe(scope, observed.state):
             observed.state.add(resource)
     return observed
 

@@ -37,6 +37,8 @@ class Resource:
     immutable: ClassVar[tuple[str, ...]] = ()
     # The objects this one goes along with (`diff._cascade`); the first that applies wins.
     follows: ClassVar[tuple[Follows, ...]] = ()
+    # Held in the namespace of its `container` (beyond the core's netns, iface and route).
+    namespaced: ClassVar[bool] = False
 
     @property
     def id(self) -> str:
@@ -288,6 +290,7 @@ KIND_ORDER = [
     "hosts",
     "nft-table",
     "nft-element",
+    "ns-policy",
 ]
 KIND_RANK = {kind: i for i, kind in enumerate(KIND_ORDER)}
 
@@ -305,4 +308,4 @@ class State:
 
 def container_of(res: Resource) -> str | None:
     """The container whose namespace holds `res`; None for host-level resources."""
-    return res.container if isinstance(res, Netns | Iface | Route) else None
+    return res.container if isinstance(res, Netns | Iface | Route) or res.namespaced else None  # type: ignore[attr-defined]

@@ -182,3 +182,13 @@ def scratch() -> Rtnl:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE).detach()
 
     return Rtnl(_in_thread(run))
+
+
+def run_in(path: str, fn: Callable[[], T]) -> T:
+    """`fn()` in this thread, inside the namespace at `path` (libnftables acts on the caller's)."""
+
+    def run() -> T:
+        _enter(path)
+        return fn()
+
+    return _in_thread(run)

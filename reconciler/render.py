@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,8 @@ def _entries(res: Resource, name: str) -> Callable[[Any], list[str]] | None:
         return lambda text: [r for r in (text or "").split(",") if r]
     if isinstance(res, Wireguard) and name == "peers":
         return lambda peers: [f"peer {key} endpoint {at} allowed-ips {ip}" for key, at, ip in peers or ()]
+    if isinstance(getattr(res, name, None), tuple):  # (set, element JSON) pairs: a namespace's table
+        return lambda pairs: [f"{s} {nft_value(json.loads(v))}" for s, v in pairs or ()]
     return None
 
 

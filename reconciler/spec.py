@@ -375,6 +375,61 @@ class Service(_Model):
         return [parse_service_port(text) for text in self.ports]
 
 
+@dataclass(frozen=True, order=True)
+class PolicyPort:
+    """A port range a policy allows, as a destination port of the selected containers."""
+
+    protocol: str
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        span = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{span}/{self.protocol}"
+
+
+_POLICY_PORT_RE = re.compile(r"^(?P<p1>\d+)(?:-(?P<p2>\d+))?(?:/(?P<proto>tcp|udp|sctp))?\Z", re.ASCII)
+
+
+def parse_policy_port(text: str) -> PolicyPort:
+    """PORT[-END][/tcp|udp|sctp], tcp when no protocol is given (as in `ports` of a container)."""
+    m = _POLICY_PORT_RE.match(text)
+    if not m:
+        raise ValueError(f"invalid policy port {text!r}: expected PORT[-END][/tcp|udp|sctp]")
+    first = int(m["p1"])
+    last = int(m["p2"]) if m["p2"] else first
+    for p in (first, last):
+        if not 1 <= p <= 65535:
+            raise ValueError(f"invalid policy port {text!r}: port {p} is not in 1-65535")
+    if last < first:
+        raise ValueError(f"invalid policy port {text!r}: a range must go upwards")
+    return PolicyPort(m["proto"] or "tcp", first, last)
+
+
+def _policy_port_is_text(value: object) -> object:
+    if isinstance(value, int):
+        raise ValueError(f'policy port {value} is a number: write it as "{value}/tcp"')
+    return value
+
+
+def _policy_port(text: str) -> str:
+    parse_policy_port(text)
+    return text
+
+
+class Policy(_Model):
+    """Ingress allow-list: the containers (or services' backends) of `to` accept new connections only
+    from `from` (containers, services, CIDRs) on `ports` (every port when empty), united with every other
+    policy naming them. An empty `from` admits nobody: the policy only isolates."""
+
+    to: list[str]
+    from_: list[str] = Field(alias="from")
+    ports: list[Annotated[str, BeforeValidator(_policy_port_is_text), AfterValidator(_policy_port)]] = []
+
+    def policy_ports(self) -> list[PolicyPort]:
+        return [parse_policy_port(text) for text in self.ports]
+
+
 class Spec(_Model):
     version: Literal[1]
     name: str | None = None
@@ -383,6 +438,7 @@ class Spec(_Model):
     networks: dict[str, Network] = {}
     containers: dict[str, Container] = {}
     services: dict[str, Service] = {}
+    policies: dict[str, Policy] = {}
 
     @field_validator("version", mode="before")
     @classmethod
@@ -401,10 +457,11 @@ class Spec(_Model):
             )
         return v
 
-    @field_validator("networks", "containers", "hosts", "services")
+    @field_validator("networks", "containers", "hosts", "services", "policies")
     @classmethod
     def _names(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        kind = (info.field_name or "")[:-1]  # "networks" -> "network"
+        field = info.field_name or ""
+        kind = "policy" if field == "policies" else field[:-1]  # "networks" -> "network"
         for name in v:
             _check_name(name, kind)
         return v

@@ -19,6 +19,7 @@ from yaml.constructor import SafeConstructor
 
 from .drivers.registry import spec_problems
 from .errors import Problem, SpecError
+from .policy.check import policy_problems
 from .spec import Spec, semantic_problems
 from .specrest import Rest
 
@@ -116,6 +117,7 @@ def validate_spec_data(data: dict[str, Any], locate: Locate) -> Spec:
     if rest.spec is not None:
         found += [(rest.original(p.path), p.message) for p in semantic_problems(rest.spec, rest.broken)]
         found += [(rest.original(p.path), p.message) for p in spec_problems(rest.spec, rest.broken)]
+        found += [(rest.original(p.path), p.message) for p in policy_problems(rest.spec, rest.broken)]
     if found or rest.spec is None:
         raise _spec_error([Problem(path, message, *locate(path)) for path, message in found])
     return rest.spec

@@ -15,10 +15,10 @@ from .spec import NOTHING_BROKEN, Broken, Spec, valid_name
 
 FieldPath = tuple[str | int, ...]
 Found = list[tuple[FieldPath, str]]
-SECTIONS = ("networks", "containers", "hosts", "services")
+SECTIONS = ("networks", "containers", "hosts", "services", "policies")
 # Lists whose items only add to the whole-spec checks: a bad item is left out alone, the rest of its
 # object is still checked. Any other shape problem leaves its whole object out.
-_LEAF_LISTS = {("containers", "ports"), ("services", "ports")}
+_LEAF_LISTS = {("containers", "ports"), ("services", "ports"), ("policies", "ports")}
 # pydantic skips a mapping's own validator (the names of its keys) when a value inside fails: what is
 # left is validated again, a few rounds at most (each round leaves out more).
 _ROUNDS = 4

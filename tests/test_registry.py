@@ -21,6 +21,7 @@ from reconciler.model import (
     Sysctl,
     Vlan,
 )
+from reconciler.policy.nsfw import NsPolicy
 from reconciler.spec import DRIVERS_SUPPORTED, Network
 
 KINDS = (
@@ -38,6 +39,7 @@ KINDS = (
     HostsFile,
     NftTable,
     NftElement,
+    NsPolicy,
 )
 
 

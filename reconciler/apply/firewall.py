@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import fault
+from .. import fault, names
 from ..diff import Action
-from ..firewall.decl import TableDecl, rule_comment
+from ..firewall.decl import table_commands
 from ..firewall.layout import tables
 from ..model import NftElement, NftTable
+from ..policy.conntrack import sweep
+from ..policy.nft import POLICY_SET_NAMES
 from .context import Context
 
 
@@ -27,7 +29,7 @@ def transaction(ctx: Context, actions: list[Action]) -> list[dict[str, Any]]:
                 # "add" first: deleting a table that is already gone would fail the whole transaction.
                 drop_tables += [{"add": {"table": ref}}, {"delete": {"table": ref}}]
             if action.op in ("create", "replace"):
-                make_tables += _table_commands(decls[res.family])
+                make_tables += table_commands(decls[res.family])
         elif isinstance(res, NftElement):
             ref = {"family": res.family, "table": res.table, "name": res.set}
             if action.op == "delete":
@@ -41,34 +43,10 @@ def transaction(ctx: Context, actions: list[Action]) -> list[dict[str, Any]]:
     return drop_tables + drop_elements + make_tables + add_elements
 
 
-def _table_commands(decl: TableDecl) -> list[dict[str, Any]]:
-    fam, name = decl.family, decl.name
-    out: list[dict[str, Any]] = [{"add": {"table": {"family": fam, "name": name}}}]
-    out += [{"add": s.json(fam, name)} for s in decl.sets]
-    for chain in decl.chains:
-        out.append(
-            {
-                "add": {
-                    "chain": {
-                        "family": fam,
-                        "table": name,
-                        "name": chain.name,
-                        "type": chain.type,
-                        "hook": chain.hook,
-                        "prio": chain.prio,
-                        "policy": "accept",
-                    }
-                }
-            }
-        )
-        for rule in chain.rules:
-            body = {"family": fam, "table": name, "chain": chain.name, "expr": list(rule)}
-            out.append({"add": {"rule": {**body, "comment": rule_comment(rule)}}})
-    return out
-
-
 def execute(ctx: Context, actions: list[Action]) -> None:
     commands = transaction(ctx, actions)
     if commands:
         ctx.nft.transaction(commands)
         fault.step()
+    if any(isinstance(a.resource, NftElement) and a.resource.set in POLICY_SET_NAMES for a in actions):
+        sweep(ctx.nft, names.nft_table(ctx.scope))

@@ -112,8 +112,8 @@ class Driver(Protocol):
         """A container interface of `child_kind`, as observed."""
         ...
 
-    def observe(self, scope: str) -> list[Resource]:
-        """Objects it reads itself, beyond the core's dump (verification reads them again)."""
+    def observe(self, scope: str, state: State) -> list[Resource]:
+        """Objects it reads itself, beyond the core's dump `state` (verification reads them again)."""
         ...
 
     def stage(self, scope: str, observed: Observed) -> Stage:
@@ -180,7 +180,7 @@ class Base:
     ) -> Iface:
         raise NotImplementedError(f"{type(self).__name__} makes no child interfaces")
 
-    def observe(self, scope: str) -> list[Resource]:
+    def observe(self, scope: str, state: State) -> list[Resource]:
         return []
 
     def stage(self, scope: str, observed: Observed) -> Stage:

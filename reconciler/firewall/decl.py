@@ -58,5 +58,39 @@ def fingerprint(chains: list[tuple[str, str, int, list[str]]], sets: list[str]) 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def table_commands(decl: TableDecl) -> list[dict[str, Any]]:
+    """The commands that create a table as declared (sets, chains, rules), in libnftables JSON."""
+    fam, name = decl.family, decl.name
+    out: list[dict[str, Any]] = [{"add": {"table": {"family": fam, "name": name}}}]
+    out += [{"add": s.json(fam, name)} for s in decl.sets]
+    for chain in decl.chains:
+        body = {"family": fam, "table": name, "name": chain.name, "type": chain.type}
+        out.append({"add": {"chain": {**body, "hook": chain.hook, "prio": chain.prio, "policy": "accept"}}})
+        for rule in chain.rules:
+            ref = {"family": fam, "table": name, "chain": chain.name, "expr": list(rule)}
+            out.append({"add": {"rule": {**ref, "comment": rule_comment(rule)}}})
+    return out
+
+
+def summary(objects: list[dict[str, Any]]) -> tuple[str, list[tuple[str, str]]]:
+    """A listed table's skeleton fingerprint and its elements, as (set, element JSON)."""
+    chains: dict[str, tuple[str, int, list[str]]] = {}
+    sets: list[str] = []
+    elements: list[tuple[str, str]] = []
+    for obj in objects:
+        if "chain" in obj:
+            c = obj["chain"]
+            chains[c["name"]] = (c.get("hook", ""), c.get("prio", 0), [])
+        elif "rule" in obj:
+            r = obj["rule"]
+            chains.setdefault(r["chain"], ("", 0, []))[2].append(r.get("comment", ""))
+        elif "set" in obj or "map" in obj:
+            s = obj.get("set") or obj["map"]
+            sets.append(s["name"])
+            elements.extend((s["name"], element_json(e)) for e in s.get("elem", []))
+    listed = [(chain, hook, prio, rules) for chain, (hook, prio, rules) in chains.items()]
+    return fingerprint(listed, sets), elements
+
+
 def element_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))

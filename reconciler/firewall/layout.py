@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from .. import names
 from ..drivers.registry import DRIVERS, driver_of
 from ..model import NftElement, NftTable, Resource
+from ..policy.nft import POLICY_CHAINS, POLICY_SETS, addresses_of, desired_policy
 from ..spec import Spec
 from ..statedir import ScopeRecord
 from .decl import ChainDecl, SetDecl, TableDecl, element_json
@@ -92,6 +93,7 @@ INET_SETS = (
     SetDecl("ports_port", ["inet_proto", "inet_service"], map="inet_service"),
     SetDecl("hostports_addr", ["ipv4_addr", "inet_proto", "inet_service"], map="ipv4_addr"),
     SetDecl("hostports_port", ["ipv4_addr", "inet_proto", "inet_service"], map="inet_service"),
+    *POLICY_SETS,
 )
 _LOOPBACK = {"prefix": {"addr": "127.0.0.0", "len": 8}}
 # Raw priority: before conntrack (no entry for a dropped probe) and before our DNAT.
@@ -135,6 +137,7 @@ INET_CHAINS = (
             (_TO_OUR_BRIDGE, {"drop": None}),
         ),
     ),
+    *POLICY_CHAINS,
 )
 _HOST_L4_6 = [_payload("ip6", "daddr"), *_L4]
 _DNAT6_ANY = (_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"), _dnat(_L4, "ports", "ip6"))
@@ -248,6 +251,7 @@ def desired_firewall(
         for ep in their
         if not spec.networks[ep.network].icc
     ]
+    out += desired_policy(spec, inet.name, addresses_of(eps))
     if any(not net.icc for net in bridged.values()):
         bridge_table = decls["bridge"]
         out.append(NftTable("bridge", bridge_table.name, bridge_table.fingerprint()))

@@ -21,7 +21,7 @@ from ..observe import Observed
 from ..spec import Spec
 
 # Kinds read from container namespaces; every other kind is re-read on each reconcile.
-NAMESPACE_KINDS = ("netns", "iface", "route")
+NAMESPACE_KINDS = ("netns", "iface", "route", "ns-policy")  # ns-policy: a macvlan container's policy table
 
 
 def entry_of(res: Resource) -> str | None:

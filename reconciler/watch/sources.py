@@ -15,7 +15,7 @@ from ..errors import Problem, SpecError
 from ..spec import Spec
 from ..specload import FieldPath, Locate, load_spec, parse_spec_data, read_spec_text, validate_spec_data
 
-SECTIONS = ("networks", "containers", "hosts", "services")
+SECTIONS = ("networks", "containers", "hosts", "services", "policies")
 # Both spellings: compose users name their files `.yml`, and a file left unread is a silent deletion.
 SUFFIXES = (".yaml", ".yml")
 Parsed = tuple[dict[str, Any], Locate]

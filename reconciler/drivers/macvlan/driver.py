@@ -16,13 +16,15 @@ if TYPE_CHECKING:
     from ...observe.links import Link
     from ...rtnl import Rtnl
     from ...spec import IP, Net, Spec
+    from ...statedir import ScopeRecord
     from ..driver import Stage
     from ..overlay.clusteripam import Allocation
 
 
 class MacvlanDriver(Base):
     name = "macvlan"
-    kinds: ClassVar[tuple[str, ...]] = ("vlan", "shim")
+    # ns-policy: network policy inside its containers' namespaces, the one hook their traffic crosses.
+    kinds: ClassVar[tuple[str, ...]] = ("vlan", "shim", "ns-policy")
     # Its containers are on the parent's LAN: the host's IP stack, NAT and published ports are bypassed.
     routed = False
     child_kind: ClassVar[str | None] = "macvlan"
@@ -43,9 +45,10 @@ class MacvlanDriver(Base):
         return child(att)
 
     def executors(self) -> Mapping[str, Executor]:
+        from ...policy import nsfw
         from . import apply
 
-        return {"vlan": apply.execute_vlan, "shim": apply.execute_shim}
+        return {"vlan": apply.execute_vlan, "shim": apply.execute_shim, nsfw.KIND: nsfw.execute}
 
     def observe_host(self, ours: list[Link], links: dict[int, Link], sock: Rtnl) -> list[Resource]:
         from .observe import macvlan_host
@@ -64,8 +67,17 @@ class MacvlanDriver(Base):
 
         create_child(ctx, res)
 
+    def observe(self, scope: str, state: State) -> list[Resource]:
+        from ...policy.nsfw import observe_ns_policies
+
+        return observe_ns_policies(state, scope)
+
     def stage(self, scope: str, observed: Observed) -> Stage:
-        return _Parents(observed.link_mtus)
+        from ...policy.nsfw import observe_ns_policies
+
+        stage = _Parents(scope, observed.link_mtus)
+        stage.resources = observe_ns_policies(observed.state, scope)
+        return stage
 
     def facts(self, spec: Spec, name: str, net: Network, common: list[str]) -> list[str]:
         return [net.driver, f"parent {net.parent}, {net.mode} mode", *common]
@@ -73,11 +85,19 @@ class MacvlanDriver(Base):
 
 class _Parents(NoStage):
     """Gives networks without `mtu` their parent's; refuses a spec whose parent interface cannot be used
-    on this host."""
+    on this host; adds the policy tables of its containers' namespaces."""
 
-    def __init__(self, link_mtus: Mapping[str, int]) -> None:
+    def __init__(self, scope: str, link_mtus: Mapping[str, int]) -> None:
         super().__init__()
+        self.scope = scope
         self.link_mtus = link_mtus
+
+    def extend_desired(self, local: Spec, record: ScopeRecord, desired: State) -> None:
+        from ...policy.nsfw import desired_ns_policies
+
+        mine = {n for n, net in local.networks.items() if net.driver == MacvlanDriver.name}
+        for res in desired_ns_policies(local, record, self.scope, mine):
+            desired.add(res)
 
     def narrow(self, spec: Spec, host: str | None, lock: Allocation | None, key_file: str) -> Spec:
         from .parents import parent_mtus

@@ -15,6 +15,7 @@ from ... import names
 from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
 from ...errors import HostConflict
 from ...model import Bridge, HostsFile, NftTable, Resource, State
+from ...policy.nft import addresses_of, desired_policy, replace_policy
 from ...spec import Spec
 from ...statedir import ScopeRecord
 from ..bridge.desired import gateway
@@ -138,6 +139,23 @@ def extend_desired(cluster: Cluster, local: Spec, record: ScopeRecord, state: St
     }
     for resource in desired_services(spec, scope, vips, targets, node_addr):
         state.add(resource)
+    _policy(cluster, local, record, state)
+
+
+def _policy(cluster: Cluster, local: Spec, record: ScopeRecord, state: State) -> None:
+    """Policy elements for the whole cluster: every host checks what it routes to any selected
+    container, and passes what other hosts translated (and checked) for a VIP."""
+    if not cluster.spec.policies or not cluster.alloc:  # no overlay network: the layout's elements stand
+        return
+    addresses = addresses_of(endpoints(local, record))
+    for a in cluster.alloc.values():
+        for c, ip in a.containers.items():
+            known = addresses.setdefault(c, [])
+            if ipaddress.ip_address(ip) not in known:  # a local container's is there already
+                known.append(ipaddress.ip_address(ip))
+    nodes = [ipaddress.ip_address(ip) for a in cluster.alloc.values() for ip in a.hosts.values()]
+    table = names.nft_table(cluster.scope)
+    replace_policy(state, desired_policy(cluster.spec, table, addresses, sorted(set(nodes), key=str)))
 
 
 def _remote_entries(cluster: Cluster, network: str, dev: str) -> list[Resource]:

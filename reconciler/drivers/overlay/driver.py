@@ -11,7 +11,7 @@ from ..driver import Attachment, Base, Executor, NetworkPart
 if TYPE_CHECKING:
     from ...errors import Problem
     from ...firewall.decl import TableDecl
-    from ...model import Iface, Resource
+    from ...model import Iface, Resource, State
     from ...observe.host import Observed
     from ...spec import IP, Broken, Net, Network, Spec
     from ..driver import Stage
@@ -52,7 +52,7 @@ class OverlayDriver(Base):
             "wireguard": execute_wireguard,
         }
 
-    def observe(self, scope: str) -> list[Resource]:
+    def observe(self, scope: str, state: State) -> list[Resource]:
         from .observe import observe_overlay
 
         return observe_overlay(scope).resources

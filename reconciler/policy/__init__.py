@@ -1,0 +1,1 @@
+"""Network policy: ingress allow-lists between containers and services (spec `policies:`)."""
