@@ -148,10 +148,12 @@ def _addresses(spec: Spec, name: str, net: Network, subnet: Net, old: dict[str, 
 def _free(pool: Net, subnet: Net, used: set[IP]) -> Iterator[IP]:
     """Every address of the pool (an ip_range may start or end anywhere) but the subnet's own: its
     network and broadcast addresses (IPv4), its subnet-router anycast address (IPv6)."""
-    if subnet.version == 6:
-        reserved: tuple[IP, ...] = (subnet.network_address,)
+    if subnet.prefixlen >= subnet.max_prefixlen - 1:  # /31, /32, /127, /128 (macvlan): none reserved
+        reserved: tuple[IP, ...] = ()
+    elif subnet.version == 6:
+        reserved = (subnet.network_address,)
     else:
-        reserved = () if subnet.prefixlen >= 31 else (subnet.network_address, subnet.broadcast_address)
+        reserved = (subnet.network_address, subnet.broadcast_address)
     for addr in pool:
         if addr not in used and addr not in reserved:
             yield addr

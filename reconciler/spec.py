@@ -40,7 +40,7 @@ MAX_PORT_RANGE = 1024
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The drivers that carry IPv6 so far; the others refuse it by name rather than half-configure it.
-IPV6_DRIVERS = {"bridge"}
+IPV6_DRIVERS = {"bridge", "macvlan"}
 IPV6_MIN_MTU = 1280  # below it the kernel turns IPv6 off on the interface
 FAMILY = {4: "IPv4", 6: "IPv6"}
 
@@ -492,6 +492,10 @@ def _ipv6_problems(name: str, net: Network) -> list[Problem]:
     if net.driver not in IPV6_DRIVERS:
         field = "subnet" if net.subnet6 is not None else "ipv6"
         return [Problem((*at, field), f"IPv6 on {net.driver} networks is not supported yet")]
+    if net.driver == "macvlan" and net.subnet6 is None and net.ipam != "none":
+        msg = "ipv6: true picks a ULA prefix of our own; "
+        msg += "a macvlan network needs the IPv6 subnet of its parent's LAN"
+        return [Problem((*at, "ipv6"), msg)]
     if net.mtu is not None and net.mtu < IPV6_MIN_MTU:
         msg = f"mtu {net.mtu} is below {IPV6_MIN_MTU}, the least IPv6 works with (the kernel turns it off)"
         return [Problem((*at, "mtu"), msg)]
@@ -544,10 +548,11 @@ def _macvlan_problems(spec: Spec, name: str, net: Network) -> list[Problem]:
 
 
 def _usable(addr: IP, subnet: Net) -> bool:
+    if subnet.prefixlen >= subnet.max_prefixlen - 1:
+        # Point-to-point /31 (RFC 3021) and /127 (RFC 6164), single-address /32 and /128: no reserved ends.
+        return addr in subnet
     if subnet.version == 6:  # no broadcast; the subnet-router anycast address (::) is the router's
         return addr in subnet and addr != subnet.network_address
-    if subnet.prefixlen >= 31:  # RFC 3021 point-to-point /31, and single-address /32: no reserved ends
-        return addr in subnet
     return addr in subnet and addr not in (subnet.network_address, subnet.broadcast_address)
 
 
