@@ -40,7 +40,7 @@ MAX_PORT_RANGE = 1024
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The drivers that carry IPv6 so far; the others refuse it by name rather than half-configure it.
-IPV6_DRIVERS = {"bridge", "macvlan"}
+IPV6_DRIVERS = {"bridge", "macvlan", "overlay"}
 IPV6_MIN_MTU = 1280  # below it the kernel turns IPv6 off on the interface
 FAMILY = {4: "IPv4", 6: "IPv6"}
 
@@ -314,7 +314,7 @@ class Container(_Model):
 
 
 class ClusterHost(_Model):
-    address: ipaddress.IPv4Address  # the underlay address: this host's VXLAN tunnel endpoint
+    address: IP  # the underlay address: this host's VXLAN tunnel endpoint (IPv4 or IPv6)
 
     @field_validator("address", mode="before")
     @classmethod
@@ -495,6 +495,9 @@ def _ipv6_problems(name: str, net: Network) -> list[Problem]:
     if net.driver == "macvlan" and net.subnet6 is None and net.ipam != "none":
         msg = "ipv6: true picks a ULA prefix of our own; "
         msg += "a macvlan network needs the IPv6 subnet of its parent's LAN"
+        return [Problem((*at, "ipv6"), msg)]
+    if net.driver == "overlay" and net.subnet6 is None and net.subnets:
+        msg = "an overlay network with ipv6: true needs an IPv6 subnet: every host must agree on it"
         return [Problem((*at, "ipv6"), msg)]
     if net.mtu is not None and net.mtu < IPV6_MIN_MTU:
         msg = f"mtu {net.mtu} is below {IPV6_MIN_MTU}, the least IPv6 works with (the kernel turns it off)"

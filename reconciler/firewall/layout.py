@@ -32,6 +32,7 @@ of one bridge, and never forwarded.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .. import names
@@ -190,7 +191,14 @@ def tables(scope: str) -> dict[str, TableDecl]:
         "ip6": TableDecl("ip6", name, IP6_SETS, IP6_CHAINS),
     }
     for driver in DRIVERS.values():
-        out.update(driver.tables(scope))
+        for family, decl in driver.tables(scope).items():
+            # One table per family and scope: a driver's sets and chains join ours of its family.
+            mine = out.get(family)
+            out[family] = (
+                decl
+                if mine is None
+                else replace(mine, sets=mine.sets + decl.sets, chains=mine.chains + decl.chains)
+            )
     return out
 
 
