@@ -86,5 +86,7 @@ def _default_route(spec: Spec, record: ScopeRecord, container: str, path: str, v
         subnet = _subnet(text)
         gw = gateway(net, subnet)
         if gw is not None:
-            return Route(container, path, str(gw), names.container_ifname(index), onlink=gw not in subnet)
+            # A link-local gateway is on-link by definition: the kernel takes it without the flag.
+            onlink = gw not in subnet and not gw.is_link_local
+            return Route(container, path, str(gw), names.container_ifname(index), onlink=onlink)
     return None

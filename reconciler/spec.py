@@ -461,7 +461,9 @@ def _subnet_problems(
         longest = 30 if subnet.version == 4 else 64
         if subnet.prefixlen > longest:
             why = "" if subnet.version == 4 else f" (IPv6 ones need /{longest} or shorter)"
-            out.append(Problem((*at, "subnet"), f"subnet {subnet} is too small for a bridge network{why}"))
+            article = "an" if net.driver == "overlay" else "a"
+            msg = f"subnet {subnet} is too small for {article} {net.driver} network{why}"
+            out.append(Problem((*at, "subnet"), msg))
     for other, other_net, other_subnet in seen:
         if other_subnet.version != subnet.version or not subnet.overlaps(other_subnet):
             continue
@@ -474,8 +476,11 @@ def _subnet_problems(
             msg += ": the host routes an address to one network only"
             out.append(Problem((*at, "host_access"), msg))
     gw = _first(net.gateways, subnet.version)
-    # A /32 has no room for a gateway: it is reached on-link, outside the subnet.
-    outside_ok = net.driver == "macvlan" and subnet.prefixlen == subnet.max_prefixlen
+    # A /32 has no room for a gateway: it is reached on-link, outside the subnet. An IPv6 LAN's router
+    # is often known by its link-local address only (the one its router advertisements come from).
+    outside_ok = net.driver == "macvlan" and (
+        subnet.prefixlen == subnet.max_prefixlen or (gw is not None and gw.version == 6 and gw.is_link_local)
+    )
     if gw is not None and not _usable(gw, subnet) and not outside_ok:
         out.append(Problem((*at, "gateway"), f"gateway {gw} is not a usable address of {subnet}"))
     ip_range = _first(net.ip_ranges, subnet.version)
@@ -487,6 +492,8 @@ def _subnet_problems(
 def _ipv6_problems(name: str, net: Network) -> list[Problem]:
     """IPv6 where it is not carried yet is refused, named, rather than half configured."""
     at = ("networks", name)
+    if "ipv6" in net.model_fields_set and not net.ipv6 and net.subnet6 is not None:
+        return [Problem((*at, "ipv6"), f"ipv6: false, but the network's subnets include {net.subnet6}")]
     if not net.has_ipv6:
         return []
     if net.driver not in IPV6_DRIVERS:

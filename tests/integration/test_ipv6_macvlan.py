@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 ROUTER6 = "2001:db8:10::1"
 SUBNET6 = "2001:db8:10::/64"
+BEYOND = "2001:db8:99::1"  # an address behind router1, reached through the default route
 
 
 def add_lan6(host: Host, parent: str, router: str, router_cidr: str, router_cidr6: str) -> None:
@@ -40,8 +41,9 @@ NETWORKS: dict[str, Any] = {
         "gateway": ["192.168.10.1", ROUTER6],
         "host_access": True,
     },
-    # Another parent, another LAN, the same IPv6 subnet: IPv6 only, no gateway.
-    "other": {"driver": "macvlan", "parent": "lan1", "subnet": SUBNET6},
+    # Another parent, another LAN, the same IPv6 subnet: IPv6 only, its router known by its
+    # link-local address (as router advertisements name it).
+    "other": {"driver": "macvlan", "parent": "lan1", "subnet": SUBNET6, "gateway": "fe80::1"},
 }
 CONTAINERS: dict[str, Any] = {
     "web": {"networks": {"lan": {"ipv6_address": "2001:db8:10::80"}}},
@@ -53,6 +55,8 @@ CONTAINERS: dict[str, Any] = {
 def lans(host: Host) -> Path:
     add_lan6(host, "lan0", "router", "192.168.10.1/24", f"{ROUTER6}/64")
     add_lan6(host, "lan1", "router1", "192.168.11.1/24", f"{ROUTER6}/64")
+    host.run(["ip", "addr", "add", "fe80::1/64", "dev", "eth0", "nodad"], netns="router1")
+    host.run(["ip", "addr", "add", f"{BEYOND}/128", "dev", "lo"], netns="router1")
     return host.write_spec(spec(NETWORKS, CONTAINERS))
 
 
@@ -90,6 +94,9 @@ def test_ipv6_only_macvlan_on_a_second_parent_with_the_same_subnet(host: Host) -
     host.serve("router", 7000, "router {peer}", dual=True)
     reached6(host, "solo", ROUTER6, 7000, "router1 2001:db8:10::99")
     reached6(host, "web", ROUTER6, 7000, "router 2001:db8:10::80")
+    # Beyond its router, through the default route via the router's link-local address.
+    assert "default via fe80::1 dev eth0" in host.run(["ip", "-6", "route"], netns="solo").stdout
+    reached6(host, "solo", BEYOND, 7000, "router1 2001:db8:10::99")
 
 
 def test_host_reaches_its_macvlan_containers_over_ipv6_through_the_shim(host: Host) -> None:

@@ -145,3 +145,10 @@ def test_same_ipv6_subnet_on_two_parents_and_a_dual_stack_shim() -> None:
     shim = get(state, "shim", "lan0")
     assert isinstance(shim, MacvlanShim)
     assert (shim.address, shim.routes) == ("10.5.0.2/32,2001:db8:5::2/128", "10.5.0.1/32,2001:db8:5::1/128")
+
+
+def test_a_link_local_ipv6_gateway_gives_a_plain_default_route() -> None:
+    state, _ = build(
+        make_spec({"lan": mv("eth0", "2001:db8:10::/64", gateway="fe80::1")}, {"a": {"networks": ["lan"]}})
+    )
+    assert get(state, "route", "a ipv6") == Route("a", "/run/netns/a", "fe80::1", "eth0")
