@@ -8,7 +8,7 @@ import ipaddress
 from . import names
 from .drivers.driver import Attachment, NetworkPart
 from .drivers.registry import driver_of
-from .endpoints import Endpoint, endpoints, hosts_file, hosts_line
+from .endpoints import Endpoint, endpoints, hosts_file, hosts_line, text
 from .firewall.layout import desired_firewall
 from .ipam import gateway
 from .model import HostsFile, Iface, Netns, Route, State, Sysctl
@@ -68,7 +68,7 @@ def _iface(scope: str, net: Network, record: ScopeRecord, ep: Endpoint, path: st
         if ep.address is not None:
             cidrs.append(f"{ep.address}/{_subnet(rec.subnet).prefixlen}")
         if ep.address6 is not None:
-            cidrs.append(f"{ep.address6}/{_subnet(rec.subnet6).prefixlen}")
+            cidrs.append(f"{text(ep.address6)}/{_subnet(rec.subnet6).prefixlen}")
     address = ",".join(cidrs) or None
     mac = names.container_mac(ep.address) if ep.address else names.stable_mac(scope, ep.container, ep.network)
     return driver_of(net).attachment(Attachment(scope, net, ep, path, ifname, address, mac))

@@ -69,18 +69,19 @@ def allocate(spec: Spec, previous: ScopeRecord, in_use: Sequence[Net]) -> ScopeR
             continue  # L2 only: nothing to allocate or record
         old = previous.networks.get(name)
         rec = NetworkRecord("", parent=net.parent or "")  # parent: a network on a host link's LAN (macvlan)
+        members = _members(spec, name, net)
         if net.has_ipv4:
             subnet = subnets.get(name) or _auto_subnet(name, taken)
             taken.append(subnet)
             old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
             rec.subnet = str(subnet)
-            rec.addresses = _addresses(spec, name, net, subnet, old_addresses)
+            rec.addresses = _addresses(members, name, net, subnet, old_addresses)
         if net.has_ipv6:
             subnet6 = subnets6.get(name) or _auto_subnet6(name, taken6)
             taken6.append(subnet6)
             old_addresses = old.addresses6 if old and old.subnet6 == str(subnet6) else {}
             rec.subnet6 = str(subnet6)
-            rec.addresses6 = _addresses(spec, name, net, subnet6, old_addresses)
+            rec.addresses6 = _addresses(members, name, net, subnet6, old_addresses)
         record.networks[name] = rec
     return record
 
@@ -113,11 +114,18 @@ def _auto_subnet6(name: str, taken: list[IPv6Net]) -> IPv6Net:
     raise HostConflict(f"network {name}: every IPv6 pool prefix overlaps a prefix in use; set an IPv6 subnet")
 
 
-def _addresses(spec: Spec, name: str, net: Network, subnet: Net, old: dict[str, str]) -> dict[str, str]:
-    version = subnet.version
+def _members(spec: Spec, name: str, net: Network) -> dict[str, Attachment]:
+    """Who takes an address on the network, in spec order (once per network, for both families)."""
     members = {c: att for c, ctr in spec.containers.items() if (att := ctr.attachments().get(name))}
     if net.host_access:  # the host's shim takes an address too, after the containers
         members[HOST_SHIM] = Attachment()
+    return members
+
+
+def _addresses(
+    members: dict[str, Attachment], name: str, net: Network, subnet: Net, old: dict[str, str]
+) -> dict[str, str]:
+    version = subnet.version
     gw = gateway(net, subnet)
     used: set[IP] = {gw} if gw is not None else set()
     result: dict[str, IP] = {}

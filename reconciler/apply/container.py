@@ -35,7 +35,8 @@ def execute_netns(ctx: Context, action: Action) -> None:
         ctx.forget(res.path)
         netns.delete(res.path)
     elif action.op == "create":
-        netns.create(res.path)
+        netns.create(res.path, QUIET_IPV6_DEFAULTS if IPV6_KERNEL else None)
+        ctx.quiet_netns.add(res.path)
         mark = names.mark(ctx.scope, "container", res.container)
         ctx.rns(res.path).set_link(1, attr(IFLA_IFALIAS, mark), up=True)
 
@@ -60,7 +61,7 @@ def _create_iface(ctx: Context, res: Iface) -> None:
         CHILD_MODES[res.mode or ""].create_child(ctx, res)
     else:
         _create_veth(ctx, res)
-    if res.address and ":" in res.address:
+    if res.address and ":" in res.address and res.netns not in ctx.quiet_netns:
         _quiet_ipv6(res)
     ns = ctx.rns(res.netns)
     ns.set_link(0, attr(IFLA_IFALIAS, names.mark(ctx.scope, "iface", res.id)), ifname=res.ifname, up=True)
@@ -68,6 +69,14 @@ def _create_iface(ctx: Context, res: Iface) -> None:
         index = ns.ifindex(res.ifname)
         assert index is not None
         _add_addresses(ns, index, res.address)
+
+
+# A namespace of ours has them as its defaults from its start: every interface born in it takes them
+# (one thread per interface less at a cold apply). Also on IPv4-only networks: a container there
+# could otherwise send router advertisements that give the others IPv6 addresses and routes
+# (CVE-2020-13401 in Docker).
+IPV6_KERNEL = os.path.isdir("/proc/sys/net/ipv6")  # not with ipv6.disable=1, where IPv4 still works
+QUIET_IPV6_DEFAULTS = {f"net/ipv6/conf/default/{key}": "0" for key in ("accept_ra", "autoconf", "accept_dad")}
 
 
 def _quiet_ipv6(res: Iface) -> None:

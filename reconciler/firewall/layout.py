@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import names
 from ..drivers.registry import DRIVERS, driver_of
+from ..endpoints import text
 from ..model import NftElement, NftTable, Resource
 from ..spec import Spec
 from ..statedir import ScopeRecord
@@ -248,7 +249,7 @@ def desired_firewall(
                     key, maps = {"concat": [pm.protocol, pm.host_port]}, "ports"
                 else:
                     key, maps = {"concat": [str(pm.host_ip), pm.protocol, pm.host_port]}, "hostports"
-                element(family, f"{maps}_addr", [key, str(address)])
+                element(family, f"{maps}_addr", [key, text(address)])
                 element(family, f"{maps}_port", [key, pm.container_port])
     noicc = [
         names.host_veth_ifname(scope, ep.container, ep.network)
