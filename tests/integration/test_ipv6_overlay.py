@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sandbox import Cluster, Host, make_cluster
 from test_ipv6 import addresses
+from test_watch import NO_RESYNC, reconciles, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +178,38 @@ def test_overlays_over_an_ipv6_underlay(cluster: Cluster) -> None:
         if len(seen) == 2:
             break
     assert seen == {"api-1", "api-2"}
+
+
+def test_the_daemon_restores_a_deleted_ipv6_neighbour_entry_from_its_event(cluster: Cluster) -> None:
+    a, b = cluster.hosts
+    specs = a.workdir / "specs"
+    specs.mkdir()
+    spec = specs / "pets.yaml"
+    data = overlay_spec(dict(zip(HOSTS, cluster.addresses, strict=True)))
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = b.reconciler("apply", str(spec), "--host", "host-b")
+    assert proc.returncode == 0, proc.stderr
+    daemon = a.reconciler_background(
+        "watch", str(specs), "--host", "host-a", "--log-format", "json", "--resync-interval", NO_RESYNC,
+        log=a.workdir / "watch.log",
+    )  # fmt: skip
+    wait_for("the first reconcile", lambda: bool(reconciles(daemon, "applied")), daemon)
+    dev = next(d for d in a.links() if d.startswith("nrx") and "fd00:210::db" in neighbours6(a, d))
+    mac = neighbours6(a, dev)["fd00:210::db"]
+    a.run(["ip", "-6", "neigh", "del", "fd00:210::db", "dev", dev])
+    wait_for(
+        "the IPv6 neighbour entry to come back",
+        lambda: neighbours6(a, dev).get("fd00:210::db") == mac,
+        daemon,
+    )
+    drift = [e for e in reconciles(daemon, "applied") if "drift" in e["trigger"]]
+    assert drift and {e["mode"] for e in drift} == {"partial"}, drift
+    b.serve("db", 6379, "db", dual=True)
+    reached6(a, "web", "db", 6379, "db")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0, daemon.output()
+
+
+def neighbours6(host: Host, dev: str) -> dict[str, str]:
+    entries = json.loads(host.run(["ip", "-j", "-6", "neigh", "show", "dev", dev, "nud", "permanent"]).stdout)
+    return {e["dst"]: e.get("lladdr", "") for e in entries}
