@@ -47,19 +47,19 @@ def recorded_address(record: ScopeRecord, network: str, key: str) -> ipaddress.I
 
 def recorded_address6(record: ScopeRecord, network: str, key: str) -> ipaddress.IPv6Address | None:
     rec = record.networks.get(network)
-    return _ipv6(rec.addresses6[key]) if rec and rec.subnet6 else None
+    return ipv6_address(rec.addresses6[key]) if rec and rec.subnet6 else None
 
 
 # ipaddress parses and prints an IPv6 address in tens of microseconds (IPv4 in a few): once per
 # address, not once per use, was a visible share of a dual-stack run at 1,000 containers.
 @functools.lru_cache(maxsize=65536)
-def _ipv6(text: str) -> ipaddress.IPv6Address:
+def ipv6_address(text: str) -> ipaddress.IPv6Address:
     return ipaddress.IPv6Address(text)
 
 
 @functools.lru_cache(maxsize=65536)
 def text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """`str(address)`, computed once per IPv6 address (see `_ipv6`)."""
+    """`str(address)`, computed once per IPv6 address (see `ipv6_address`)."""
     return str(address)
 
 

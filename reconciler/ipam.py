@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 
 from .drivers.registry import driver_of
+from .endpoints import ipv6_address, text
 from .errors import HostConflict
 from .names import HOST_SHIM
 from .spec import IP, Attachment, Net, Network, Spec
@@ -138,7 +139,7 @@ def _addresses(
     for c in members:
         if c in result or c not in old:
             continue
-        addr = ipaddress.ip_address(old[c])
+        addr = ipv6_address(old[c]) if version == 6 else IPv4(old[c])
         if addr not in used and addr in pool:
             result[c] = addr
             used.add(addr)
@@ -150,7 +151,7 @@ def _addresses(
                 raise HostConflict(f"network {name}: no free address left in {pool} for {c}")
             result[c] = found
     # Keep the spec's container order so the record reads naturally.
-    return {c: str(result[c]) for c in members}
+    return {c: text(result[c]) for c in members}
 
 
 def _free(pool: Net, subnet: Net, used: set[IP]) -> Iterator[IP]:
