@@ -228,6 +228,17 @@ def rs_of(runs: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return list(runs.get(key, []))
 
 
+def _order(
+    peers: list[str], reps: int, peer_reps: int | None, interleaved: bool
+) -> list[tuple[str, int, int]]:
+    """(peer, repetition, its repetitions) in the order they run: each peer's in a row, or with
+    `interleaved` (--dual-stack) one repetition of every peer after the other, so that a change of
+    the machine's load falls on the peers compared alike."""
+    count = {p: peer_reps if peer_reps and p in SLOW else reps for p in peers}
+    runs = [(p, rep, count[p]) for p in peers for rep in range(count[p])]
+    return sorted(runs, key=lambda r: r[1]) if interleaved else runs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="bench", description=__doc__)
     p.add_argument("--sizes", default="100,500,1000")
@@ -269,18 +280,16 @@ def main() -> None:
     for _ in range(args.reps):
         results["startup"].append(run("startup", 0, args.timeout))
     for n in sizes:
-        for peer in peers:
-            reps = args.peer_reps if args.peer_reps and peer in SLOW else args.reps
-            for rep in range(reps):
-                t0 = time.time()
-                r = run(peer, n, args.timeout)
-                results["runs"].setdefault(f"{peer}/{n}", []).append(r)
-                status = "error" if "error" in r else "ok"
-                print(
-                    f"  {peer:12} N={n:<5} rep {rep + 1}/{reps}: {status} ({time.time() - t0:.0f} s)",
-                    flush=True,
-                )
-                out.write_text(json.dumps(results, indent=1))
+        for peer, rep, reps in _order(peers, args.reps, args.peer_reps, args.dual_stack):
+            t0 = time.time()
+            r = run(peer, n, args.timeout)
+            results["runs"].setdefault(f"{peer}/{n}", []).append(r)
+            status = "error" if "error" in r else "ok"
+            print(
+                f"  {peer:12} N={n:<5} rep {rep + 1}/{reps}: {status} ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
+            out.write_text(json.dumps(results, indent=1))
     results["loadavg_end"] = os.getloadavg()
     results["table"] = report(results, sizes)
     out.write_text(json.dumps(results, indent=1))
