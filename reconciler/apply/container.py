@@ -65,9 +65,11 @@ def _create_iface(ctx: Context, res: Iface) -> None:
         _quiet_ipv6(res)
     ns = ctx.rns(res.netns)
     ns.set_link(0, attr(IFLA_IFALIAS, names.mark(ctx.scope, "iface", res.id)), ifname=res.ifname, up=True)
+    index = ns.ifindex(res.ifname)
+    assert index is not None
+    # Its routes, created next, go through it: no second lookup per route (a request each).
+    ctx.created_ifaces[res.netns, res.ifname] = index
     if res.address:
-        index = ns.ifindex(res.ifname)
-        assert index is not None
         _add_addresses(ns, index, res.address)
 
 
@@ -147,6 +149,7 @@ def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
 
 
 def _delete_iface(ctx: Context, old: Iface) -> None:
+    ctx.created_ifaces.pop((old.netns, old.ifname), None)
     # Deleting either end of a veth deletes both.
     if old.host_ifname:
         index = ctx.rtnl.ifindex(old.host_ifname)
@@ -171,6 +174,6 @@ def execute_route(ctx: Context, action: Action) -> None:
                 ctx.rns(res.netns).del_default_route(res.gateway)
         return
     ns = ctx.rns(res.netns)
-    index = ns.ifindex(res.dev)
+    index = ctx.created_ifaces.get((res.netns, res.dev)) or ns.ifindex(res.dev)
     assert index is not None
     ns.replace_default_route(res.gateway, index, names.RTPROT, onlink=res.onlink)

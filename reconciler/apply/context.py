@@ -44,6 +44,8 @@ class Context:
         self.in_use: set[str] = set()
         # Namespaces this apply created, with IPv6's quiet defaults (apply.container).
         self.quiet_netns: set[str] = set()
+        # (namespace, interface name) -> index of the interfaces this apply created (apply.container).
+        self.created_ifaces: dict[tuple[str, str], int] = {}
         # What the user should know about this apply besides its plan (printed, or logged by the daemon).
         self.notices: list[str] = []
 

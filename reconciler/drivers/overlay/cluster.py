@@ -15,7 +15,7 @@ from ... import names
 from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
 from ...errors import HostConflict
 from ...model import Bridge, HostsFile, Resource, State
-from ...spec import Spec
+from ...spec import IPV6_MIN_MTU, Spec
 from ...statedir import ScopeRecord
 from ..bridge.desired import gateway
 from .clusteripam import GROUPS, GROUPS6, Allocation, allocate
@@ -96,6 +96,11 @@ def local_spec(cluster: Cluster) -> Spec:
         if net.driver == "overlay":
             overhead = VXLAN_OVERHEAD6 if ":" in cluster.vtep else VXLAN_OVERHEAD
             mtu = net.mtu if net.mtu is not None else cluster.underlay_mtu - overhead
+            if net.has_ipv6 and mtu < IPV6_MIN_MTU:
+                raise HostConflict(
+                    f"network {n}: the underlay's MTU {cluster.underlay_mtu} leaves {mtu} for the overlay, "
+                    f"below {IPV6_MIN_MTU}, the least IPv6 works with; raise the underlay's MTU or drop IPv6"
+                )
             networks[n] = net.model_copy(update={"mtu": mtu})
         elif n in used or n not in anywhere:
             networks[n] = net

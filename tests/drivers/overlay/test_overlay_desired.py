@@ -224,3 +224,12 @@ def test_lock_file_carries_ipv6_addresses_and_reads_back(tmp_path: Path) -> None
     # An IPv4-only network's lock reads as it did before IPv6.
     ipv4_only = clusteripam.to_json(clusteripam.allocate(Spec.model_validate(cluster_spec()), None))
     assert '6"' not in ipv4_only
+
+
+def test_an_underlay_mtu_that_leaves_ipv6_too_little_is_refused() -> None:
+    with pytest.raises(HostConflict, match=r"network pets: .* leaves 1250 .* below 1280"):
+        build(dual_stack(), underlay_mtu=1300)
+    state, _ = build(dual_stack(), underlay_mtu=1330)  # 1280 left: enough
+    assert {i.mtu for i in of(state, Iface) if i.network == "pets"} == {1280}
+    # IPv4 alone gets by with less, as before.
+    build(cluster_spec(), underlay_mtu=1300)
