@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from ... import names
-from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
+from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line, ipv6_address
 from ...errors import HostConflict
 from ...model import Bridge, HostsFile, Resource, State
 from ...spec import IPV6_MIN_MTU, Spec
@@ -151,8 +151,8 @@ def extend_desired(cluster: Cluster, local: Spec, record: ScopeRecord, state: St
         for resource in _remote_entries(cluster, n, dev):
             state.add(resource)
     _hosts_files(cluster, local, record, state)
+    allocs = {s: cluster.alloc[svc.network] for s, svc in spec.services.items()}
     for version, family, (containers, services) in ((4, "ip", GROUPS[:2]), (6, "ip6", GROUPS6[:2])):
-        allocs = {s: cluster.alloc[svc.network] for s, svc in spec.services.items()}
         vips = {s: a.group(services)[s] for s, a in allocs.items() if a.group(services)}
         targets = {s: [allocs[s].group(containers)[b] for b in spec.services[s].backends] for s in vips}
         for resource in desired_services(spec, scope, vips, targets, node_addr[version], family):
@@ -201,7 +201,7 @@ def _endpoint(name: str, network: str, ip: str | None, ip6: str | None, aliases:
         network,
         ipaddress.IPv4Address(ip) if ip else None,
         aliases,
-        ipaddress.IPv6Address(ip6) if ip6 else None,
+        ipv6_address(ip6) if ip6 else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Service VIPs and the routing mesh in nftables: our `ip` table, static rules, elements for the rest.
+"""Service VIPs and the routing mesh in nftables: our `ip` table, static rules, elements for the rest;
+the same for IPv6 VIPs, as sets and chains of the layout's `ip6` table.
 
 A connection to VIP:PORT (or to PUBLISHED on any local address) is sent to one of SLOTS slots by
 `numgen random`, and each slot's map gives the backend for it: slot k holds backend k mod N, so the
