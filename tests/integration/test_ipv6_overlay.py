@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sandbox import Cluster, Host, make_cluster
+from sandbox import Background, Cluster, Host, make_cluster
 from test_ipv6 import addresses
 from test_watch import NO_RESYNC, reconciles, wait_for
 
@@ -202,12 +202,17 @@ def test_the_daemon_restores_a_deleted_ipv6_neighbour_entry_from_its_event(clust
         lambda: neighbours6(a, dev).get("fd00:210::db") == mac,
         daemon,
     )
-    drift = [e for e in reconciles(daemon, "applied") if "drift" in e["trigger"]]
-    assert drift and {e["mode"] for e in drift} == {"partial"}, drift
+    # Logged once the repair is verified, which may be after the entry is back.
+    wait_for("the repair's log line", lambda: drift_repairs(daemon) != [], daemon)
+    assert {e["mode"] for e in drift_repairs(daemon)} == {"partial"}, drift_repairs(daemon)
     b.serve("db", 6379, "db", dual=True)
     reached6(a, "web", "db", 6379, "db")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0, daemon.output()
+
+
+def drift_repairs(daemon: Background) -> list[dict[str, Any]]:
+    return [e for e in reconciles(daemon, "applied") if "drift" in e["trigger"]]
 
 
 def neighbours6(host: Host, dev: str) -> dict[str, str]:
