@@ -18,6 +18,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from sandbox import Host  # noqa: E402
 
 PEERS = ["ours", "netavark", "cni-portmap", "cni-bridge", "shell", "floor"]
+# Ours on the dual-stack workload (an IPv6 /64 per network too): `--dual-stack` runs it beside ours.
+DUAL = "ours-dual"
+DUAL_SCENARIOS = ["cold", "noop", "add_one", "change_port", "destroy"]
 # The peers that run one process per container: slow, so `--peer-reps` applies to them.
 SLOW = ("netavark", "cni-portmap", "cni-bridge")
 CLI_SCENARIOS = ["cold", "noop", "noop_dry", "add_one", "remove_one", "change_port", "destroy"]
@@ -170,6 +173,9 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
                 ]
             )
         )
+    if any(k.startswith(f"{DUAL}/") for k in runs):
+        out.append("")
+        out.extend(dual_stack_report(get, sizes))
     st = [r for r in results.get("startup", []) if "error" not in r]
     if st:
         version, validate = startup(st, "version"), startup(st, "validate")
@@ -188,6 +194,26 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
     return "\n".join(out)
 
 
+def dual_stack_report(get: Any, sizes: list[int]) -> list[str]:
+    """Ours on the dual-stack workload against ours on the IPv4-only one, per scenario: the cost of IPv6
+    (two decimals: the target is within 1.3x)."""
+    out = ["Dual-stack against IPv4-only (ours, CLI): wall (CPU) dual / IPv4-only = wall ratio (CPU ratio)"]
+    out.append(" | ".join(["N", *DUAL_SCENARIOS]))
+    for n in sizes:
+        cells = []
+        for s in DUAL_SCENARIOS:
+            wall = {p: median(get(p, n), s) for p in (DUAL, "ours")}
+            cpu = {p: median(get(p, n), s, "cpu") for p in (DUAL, "ours")}
+            times = f"{both(wall[DUAL], cpu[DUAL])} / {both(wall['ours'], cpu['ours'])}"
+            cells.append(f"{times} = {ratio2(wall[DUAL], wall['ours'])} ({ratio2(cpu[DUAL], cpu['ours'])})")
+        out.append(" | ".join([str(n), *cells]))
+    return out
+
+
+def ratio2(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
 def merged_report(parts: list[dict[str, Any]]) -> str:
     runs: dict[str, list[dict[str, Any]]] = {}
     for part in parts:
@@ -202,6 +228,17 @@ def rs_of(runs: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return list(runs.get(key, []))
 
 
+def _order(
+    peers: list[str], reps: int, peer_reps: int | None, interleaved: bool
+) -> list[tuple[str, int, int]]:
+    """(peer, repetition, its repetitions) in the order they run: each peer's in a row, or with
+    `interleaved` (--dual-stack) one repetition of every peer after the other, so that a change of
+    the machine's load falls on the peers compared alike."""
+    count = {p: peer_reps if peer_reps and p in SLOW else reps for p in peers}
+    runs = [(p, rep, count[p]) for p in peers for rep in range(count[p])]
+    return sorted(runs, key=lambda r: r[1]) if interleaved else runs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="bench", description=__doc__)
     p.add_argument("--sizes", default="100,500,1000")
@@ -209,6 +246,11 @@ def main() -> None:
     p.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
     p.add_argument(
         "--peer-reps", type=int, default=None, help="repetitions for netavark and the CNI peers (slow)"
+    )
+    p.add_argument(
+        "--dual-stack",
+        action="store_true",
+        help=f"also run {DUAL}: ours on the dual-stack workload, beside ours",
     )
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=None, help="JSON file (default bench/results/TIMESTAMP.json)")
@@ -221,6 +263,8 @@ def main() -> None:
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     peers = args.peers.split(",")
+    if args.dual_stack:
+        peers += [p for p in ("ours", DUAL) if p not in peers]
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out = Path(args.out or REPO / "bench" / "results" / f"{stamp}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,18 +280,16 @@ def main() -> None:
     for _ in range(args.reps):
         results["startup"].append(run("startup", 0, args.timeout))
     for n in sizes:
-        for peer in peers:
-            reps = args.peer_reps if args.peer_reps and peer in SLOW else args.reps
-            for rep in range(reps):
-                t0 = time.time()
-                r = run(peer, n, args.timeout)
-                results["runs"].setdefault(f"{peer}/{n}", []).append(r)
-                status = "error" if "error" in r else "ok"
-                print(
-                    f"  {peer:12} N={n:<5} rep {rep + 1}/{reps}: {status} ({time.time() - t0:.0f} s)",
-                    flush=True,
-                )
-                out.write_text(json.dumps(results, indent=1))
+        for peer, rep, reps in _order(peers, args.reps, args.peer_reps, args.dual_stack):
+            t0 = time.time()
+            r = run(peer, n, args.timeout)
+            results["runs"].setdefault(f"{peer}/{n}", []).append(r)
+            status = "error" if "error" in r else "ok"
+            print(
+                f"  {peer:12} N={n:<5} rep {rep + 1}/{reps}: {status} ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
+            out.write_text(json.dumps(results, indent=1))
     results["loadavg_end"] = os.getloadavg()
     results["table"] = report(results, sizes)
     out.write_text(json.dumps(results, indent=1))

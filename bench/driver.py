@@ -29,6 +29,7 @@ from .workload import (
     gateway,
     proof,
     published,
+    published6,
     spec,
     subnet,
 )
@@ -104,18 +105,22 @@ def _reconciler(workdir: Path, *args: str) -> dict[str, Any]:
     return r
 
 
-def run_ours(n: int, workdir: Path) -> dict[str, Any]:
+def run_ours(n: int, workdir: Path, dual: bool = False) -> dict[str, Any]:
+    """`dual`: the dual-stack workload, its ports also proven over IPv6."""
+
     def write(name: str, body: dict[str, Any]) -> str:
         path = workdir / name
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return str(path)
 
-    base = write("base.yaml", spec(n))
-    plus = write("plus.yaml", spec(n, extra=1))
-    moved = write("moved.yaml", spec(n, port_of={0: 30000}))
+    base = write("base.yaml", spec(n, dual=dual))
+    plus = write("plus.yaml", spec(n, extra=1, dual=dual))
+    moved = write("moved.yaml", spec(n, port_of={0: 30000}, dual=dual))
     out: dict[str, Any] = {}
     out["cold"] = _reconciler(workdir, "apply", base)
-    out["cold_proof"] = proof(n, published)
+    out["cold_proof"] = proof(n, published, dual=dual)
+    if dual:
+        out["cold6_proof"] = proof(n, published6, dual=True)
     out["noop"] = _reconciler(workdir, "apply", base)
     out["add_one"] = _reconciler(workdir, "apply", plus)
     out["add_one_proof"] = proof(n + 1, published)
@@ -390,6 +395,7 @@ def run_floor(n: int, workdir: Path) -> dict[str, Any]:
 
 PEERS = {
     "ours": lambda n, w: run_ours(n, w),
+    "ours-dual": lambda n, w: run_ours(n, w, dual=True),
     "cni-portmap": lambda n, w: run_cni(n, portmap=True),
     "cni-bridge": lambda n, w: run_cni(n, portmap=False),
     "netavark": run_netavark,

@@ -1,5 +1,6 @@
 """The workload every peer builds: N containers over 10 bridge networks, each publishing one TCP port,
-and the untimed proof that it was built (namespaces exist, published ports answer over TCP)."""
+and the untimed proof that it was built (namespaces exist, published ports answer over TCP). The
+dual-stack variant (ours only) gives every network an IPv6 /64 too, and proves the ports over IPv6."""
 
 from __future__ import annotations
 
@@ -54,16 +55,26 @@ def gateway(net: int) -> str:
     return f"10.{100 + net}.0.1"
 
 
+def subnet6(net: int) -> str:
+    return f"fd00:{100 + net}::/64"
+
+
+def gateway6(net: int) -> str:
+    return f"fd00:{100 + net}::1"
+
+
 def containers(n: int) -> list[Container]:
     return [Container(i) for i in range(n)]
 
 
-def spec(n: int, extra: int = 0, port_of: dict[int, int] | None = None) -> dict[str, Any]:
-    """The reconciler's spec for the workload (`extra` more containers, some host ports changed)."""
+def spec(n: int, extra: int = 0, port_of: dict[int, int] | None = None, dual: bool = False) -> dict[str, Any]:
+    """The reconciler's spec for the workload (`extra` more containers, some host ports changed;
+    `dual`: every network dual-stack)."""
     port_of = port_of or {}
+    subnets = {j: [subnet(j), subnet6(j)] if dual else subnet(j) for j in range(NETWORKS)}
     return {
         "version": 1,
-        "networks": {f"net{j}": {"driver": "bridge", "subnet": subnet(j)} for j in range(NETWORKS)},
+        "networks": {f"net{j}": {"driver": "bridge", "subnet": subnets[j]} for j in range(NETWORKS)},
         "containers": {
             c.name: {
                 "networks": [f"net{c.net}"],
@@ -74,8 +85,9 @@ def spec(n: int, extra: int = 0, port_of: dict[int, int] | None = None) -> dict[
     }
 
 
-def _listen_in(path: str) -> socket.socket:
-    """A listening socket inside the namespace at `path` (made by a thread that entered it)."""
+def _listen_in(path: str, dual: bool) -> socket.socket:
+    """A listening socket inside the namespace at `path` (made by a thread that entered it); `dual`:
+    for both families."""
     box: list[socket.socket] = []
 
     def run() -> None:
@@ -85,7 +97,12 @@ def _listen_in(path: str) -> socket.socket:
                 raise OSError(ctypes.get_errno(), f"setns {path}")
         finally:
             os.close(fd)
-        box.append(socket.create_server(("0.0.0.0", CONTAINER_PORT)))
+        if dual:
+            box.append(
+                socket.create_server(("::", CONTAINER_PORT), family=socket.AF_INET6, dualstack_ipv6=True)
+            )
+        else:
+            box.append(socket.create_server(("0.0.0.0", CONTAINER_PORT)))
 
     t = threading.Thread(target=run)
     t.start()
@@ -101,14 +118,15 @@ def sample(n: int, k: int = 10) -> list[Container]:
     return [Container(i) for i in picks]
 
 
-def proof(n: int, target: Any, names_prefix: str = "c") -> dict[str, Any]:
+def proof(n: int, target: Any, names_prefix: str = "c", dual: bool = False) -> dict[str, Any]:
     """Every namespace exists; in a sample of containers a server answers through `target(c)` -> (host,
-    port) (a published port, or the container's address for peers without port mapping)."""
+    port) (a published port, or the container's address for peers without port mapping); `dual`: the
+    server listens on both families (the dual-stack workload)."""
     present = sum(1 for c in containers(n) if is_netns(c.netns))
     veths = [x for x in os.listdir("/sys/class/net") if os.path.exists(f"/sys/class/net/{x}/brport")]
     answered, failures = 0, []
     for c in sample(n):
-        srv = _listen_in(c.netns)
+        srv = _listen_in(c.netns, dual)
         try:
             host, port = target(c)
             with socket.create_connection((host, port), timeout=3) as cli:
@@ -136,3 +154,7 @@ def proof(n: int, target: Any, names_prefix: str = "c") -> dict[str, Any]:
 
 def published(c: Container) -> tuple[str, int]:
     return gateway(c.net), c.host_port
+
+
+def published6(c: Container) -> tuple[str, int]:
+    return gateway6(c.net), c.host_port

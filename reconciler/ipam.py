@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 
 from .drivers.registry import driver_of
+from .endpoints import ipv6_address, text
 from .errors import HostConflict
 from .names import HOST_SHIM
 from .spec import IP, Attachment, Net, Network, Spec
@@ -69,18 +70,19 @@ def allocate(spec: Spec, previous: ScopeRecord, in_use: Sequence[Net]) -> ScopeR
             continue  # L2 only: nothing to allocate or record
         old = previous.networks.get(name)
         rec = NetworkRecord("", parent=net.parent or "")  # parent: a network on a host link's LAN (macvlan)
+        members = _members(spec, name, net)
         if net.has_ipv4:
             subnet = subnets.get(name) or _auto_subnet(name, taken)
             taken.append(subnet)
             old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
             rec.subnet = str(subnet)
-            rec.addresses = _addresses(spec, name, net, subnet, old_addresses)
+            rec.addresses = _addresses(members, name, net, subnet, old_addresses)
         if net.has_ipv6:
             subnet6 = subnets6.get(name) or _auto_subnet6(name, taken6)
             taken6.append(subnet6)
             old_addresses = old.addresses6 if old and old.subnet6 == str(subnet6) else {}
             rec.subnet6 = str(subnet6)
-            rec.addresses6 = _addresses(spec, name, net, subnet6, old_addresses)
+            rec.addresses6 = _addresses(members, name, net, subnet6, old_addresses)
         record.networks[name] = rec
     return record
 
@@ -113,11 +115,18 @@ def _auto_subnet6(name: str, taken: list[IPv6Net]) -> IPv6Net:
     raise HostConflict(f"network {name}: every IPv6 pool prefix overlaps a prefix in use; set an IPv6 subnet")
 
 
-def _addresses(spec: Spec, name: str, net: Network, subnet: Net, old: dict[str, str]) -> dict[str, str]:
-    version = subnet.version
+def _members(spec: Spec, name: str, net: Network) -> dict[str, Attachment]:
+    """Who takes an address on the network, in spec order (once per network, for both families)."""
     members = {c: att for c, ctr in spec.containers.items() if (att := ctr.attachments().get(name))}
     if net.host_access:  # the host's shim takes an address too, after the containers
         members[HOST_SHIM] = Attachment()
+    return members
+
+
+def _addresses(
+    members: dict[str, Attachment], name: str, net: Network, subnet: Net, old: dict[str, str]
+) -> dict[str, str]:
+    version = subnet.version
     gw = gateway(net, subnet)
     used: set[IP] = {gw} if gw is not None else set()
     result: dict[str, IP] = {}
@@ -130,7 +139,7 @@ def _addresses(spec: Spec, name: str, net: Network, subnet: Net, old: dict[str, 
     for c in members:
         if c in result or c not in old:
             continue
-        addr = ipaddress.ip_address(old[c])
+        addr = ipv6_address(old[c]) if version == 6 else IPv4(old[c])
         if addr not in used and addr in pool:
             result[c] = addr
             used.add(addr)
@@ -142,16 +151,18 @@ def _addresses(spec: Spec, name: str, net: Network, subnet: Net, old: dict[str, 
                 raise HostConflict(f"network {name}: no free address left in {pool} for {c}")
             result[c] = found
     # Keep the spec's container order so the record reads naturally.
-    return {c: str(result[c]) for c in members}
+    return {c: text(result[c]) for c in members}
 
 
 def _free(pool: Net, subnet: Net, used: set[IP]) -> Iterator[IP]:
     """Every address of the pool (an ip_range may start or end anywhere) but the subnet's own: its
     network and broadcast addresses (IPv4), its subnet-router anycast address (IPv6)."""
-    if subnet.version == 6:
-        reserved: tuple[IP, ...] = (subnet.network_address,)
+    if subnet.prefixlen >= subnet.max_prefixlen - 1:  # /31, /32, /127, /128 (macvlan): none reserved
+        reserved: tuple[IP, ...] = ()
+    elif subnet.version == 6:
+        reserved = (subnet.network_address,)
     else:
-        reserved = () if subnet.prefixlen >= 31 else (subnet.network_address, subnet.broadcast_address)
+        reserved = (subnet.network_address, subnet.broadcast_address)
     for addr in pool:
         if addr not in used and addr not in reserved:
             yield addr

@@ -129,7 +129,8 @@ class Vlan(Resource):
 
 @dataclass(frozen=True)
 class MacvlanShim(Resource):
-    """host_access: a bridge-mode macvlan on the host with a /32 and a host route to each container;
+    """host_access: a bridge-mode macvlan on the host with a /32 (and a /128) and a host route to each
+    container address;
     the parent itself never receives what its macvlan children send."""
 
     kind = "shim"
@@ -139,10 +140,10 @@ class MacvlanShim(Resource):
     network: str
     ifname: str
     parent: str
-    address: str | None = None  # address/32
+    address: str | None = None  # address/32[,address6/128]
     mac: str | None = None
     mtu: int | None = None
-    routes: str | None = None  # sorted, comma-separated container addresses/32
+    routes: str | None = None  # sorted, comma-separated container addresses/32 and /128
     up: bool = True
 
     @property

@@ -81,7 +81,8 @@ def _prepare_run_dir() -> None:
     _run_dir_ready = True
 
 
-def create(path: str) -> None:
+def create(path: str, sysctls: dict[str, str] | None = None) -> None:
+    """`sysctls`: written in the new namespace at once (by the thread that made it)."""
     _prepare_run_dir()
     # O_EXCL unless the file is a crashed run's unmounted leftover: never mount over a live namespace.
     exclusive = 0 if os.path.exists(path) and not is_netns(path) else os.O_EXCL
@@ -89,6 +90,9 @@ def create(path: str) -> None:
 
     def run() -> None:
         _check(_libc.unshare(CLONE_NEWNET), "unshare")
+        for name, value in (sysctls or {}).items():
+            with open(f"/proc/sys/{name}", "w") as f:
+                f.write(value)
         src = f"/proc/self/task/{threading.get_native_id()}/ns/net"
         _check(_libc.mount(src.encode(), path.encode(), b"none", MS_BIND, None), f"mount {path}")
 

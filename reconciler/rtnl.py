@@ -363,13 +363,13 @@ class Rtnl:
         self.request(RTM_DELROUTE, self._default_route(gateway, None, 0))
 
     def _link_route(self, dst: str, dst_len: int, oif: int, proto: int) -> bytes:
-        body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, proto, RT_SCOPE_LINK, RTN_UNICAST, 0)
-        return body + attr(RTA_DST, socket.inet_aton(dst)) + attr(RTA_OIF, oif)
+        body = _RTMSG.pack(_family(dst), dst_len, 0, 0, RT_TABLE_MAIN, proto, RT_SCOPE_LINK, RTN_UNICAST, 0)
+        return body + attr(RTA_DST, _pack(dst)) + attr(RTA_OIF, oif)
 
     def replace_link_route(self, dst: str, dst_len: int, oif: int, proto: int, src: str | None) -> None:
         """`dst/dst_len dev oif scope link [src src]`."""
         body = self._link_route(dst, dst_len, oif, proto)
-        body += attr(RTA_PREFSRC, socket.inet_aton(src)) if src else b""
+        body += attr(RTA_PREFSRC, _pack(src)) if src else b""
         self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_REPLACE)
 
     def del_link_route(self, dst: str, dst_len: int, oif: int) -> None:

@@ -129,7 +129,7 @@ def held_ports(live: list[LivePort], others: dict[str, ScopeRecord]) -> list[Hel
         (s, address): c
         for s, record in others.items()
         for rec in record.networks.values()
-        for c, address in rec.addresses.items()
+        for c, address in (*rec.addresses.items(), *rec.addresses6.items())
     }
     out = []
     for p in live:

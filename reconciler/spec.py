@@ -42,7 +42,7 @@ MAX_PORT_RANGE = 1024
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The drivers that carry IPv6 so far; the others refuse it by name rather than half-configure it.
-IPV6_DRIVERS = {"bridge"}
+IPV6_DRIVERS = {"bridge", "macvlan", "overlay"}
 IPV6_MIN_MTU = 1280  # below it the kernel turns IPv6 off on the interface
 FAMILY = {4: "IPv4", 6: "IPv6"}
 
@@ -326,7 +326,7 @@ class Container(_Model):
 
 
 class ClusterHost(_Model):
-    address: ipaddress.IPv4Address  # the underlay address: this host's VXLAN tunnel endpoint
+    address: IP  # the underlay address: this host's VXLAN tunnel endpoint (IPv4 or IPv6)
     # Its WireGuard public key (`reconciler keygen` prints it); needed once an overlay is encrypted.
     public_key: str | None = None
 
@@ -540,7 +540,9 @@ def _subnet_problems(
         longest = 30 if subnet.version == 4 else 64
         if subnet.prefixlen > longest:
             why = "" if subnet.version == 4 else f" (IPv6 ones need /{longest} or shorter)"
-            out.append(Problem((*at, "subnet"), f"subnet {subnet} is too small for a bridge network{why}"))
+            article = "an" if net.driver == "overlay" else "a"
+            msg = f"subnet {subnet} is too small for {article} {net.driver} network{why}"
+            out.append(Problem((*at, "subnet"), msg))
     for other, other_net, other_subnet in seen:
         if other_subnet.version != subnet.version or not subnet.overlaps(other_subnet):
             continue
@@ -553,8 +555,11 @@ def _subnet_problems(
             msg += ": the host routes an address to one network only"
             out.append(Problem((*at, "host_access"), msg))
     gw = _first(net.gateways, subnet.version)
-    # A /32 has no room for a gateway: it is reached on-link, outside the subnet.
-    outside_ok = net.driver == "macvlan" and subnet.prefixlen == subnet.max_prefixlen
+    # A /32 has no room for a gateway: it is reached on-link, outside the subnet. An IPv6 LAN's router
+    # is often known by its link-local address only (the one its router advertisements come from).
+    outside_ok = net.driver == "macvlan" and (
+        subnet.prefixlen == subnet.max_prefixlen or (gw is not None and gw.version == 6 and gw.is_link_local)
+    )
     if gw is not None and not _usable(gw, subnet) and not outside_ok:
         out.append(Problem((*at, "gateway"), f"gateway {gw} is not a usable address of {subnet}"))
     ip_range = _first(net.ip_ranges, subnet.version)
@@ -566,11 +571,20 @@ def _subnet_problems(
 def _ipv6_problems(name: str, net: Network) -> list[Problem]:
     """IPv6 where it is not carried yet is refused, named, rather than half configured."""
     at = ("networks", name)
+    if "ipv6" in net.model_fields_set and not net.ipv6 and net.subnet6 is not None:
+        return [Problem((*at, "ipv6"), f"ipv6: false, but the network's subnets include {net.subnet6}")]
     if not net.has_ipv6:
         return []
     if net.driver not in IPV6_DRIVERS:
         field = "subnet" if net.subnet6 is not None else "ipv6"
         return [Problem((*at, field), f"IPv6 on {net.driver} networks is not supported yet")]
+    if net.driver == "macvlan" and net.subnet6 is None and net.ipam != "none":
+        msg = "ipv6: true picks a ULA prefix of our own; "
+        msg += "a macvlan network needs the IPv6 subnet of its parent's LAN"
+        return [Problem((*at, "ipv6"), msg)]
+    if net.driver == "overlay" and net.subnet6 is None and net.subnets:
+        msg = "an overlay network with ipv6: true needs an IPv6 subnet: every host must agree on it"
+        return [Problem((*at, "ipv6"), msg)]
     if net.mtu is not None and net.mtu < IPV6_MIN_MTU:
         msg = f"mtu {net.mtu} is below {IPV6_MIN_MTU}, the least IPv6 works with (the kernel turns it off)"
         return [Problem((*at, "mtu"), msg)]
@@ -623,10 +637,11 @@ def _macvlan_problems(spec: Spec, name: str, net: Network) -> list[Problem]:
 
 
 def _usable(addr: IP, subnet: Net) -> bool:
+    if subnet.prefixlen >= subnet.max_prefixlen - 1:
+        # Point-to-point /31 (RFC 3021) and /127 (RFC 6164), single-address /32 and /128: no reserved ends.
+        return addr in subnet
     if subnet.version == 6:  # no broadcast; the subnet-router anycast address (::) is the router's
         return addr in subnet and addr != subnet.network_address
-    if subnet.prefixlen >= 31:  # RFC 3021 point-to-point /31, and single-address /32: no reserved ends
-        return addr in subnet
     return addr in subnet and addr not in (subnet.network_address, subnet.broadcast_address)
 
 

@@ -35,7 +35,8 @@ def execute_netns(ctx: Context, action: Action) -> None:
         ctx.forget(res.path)
         netns.delete(res.path)
     elif action.op == "create":
-        netns.create(res.path)
+        netns.create(res.path, QUIET_IPV6_DEFAULTS if IPV6_KERNEL else None)
+        ctx.quiet_netns.add(res.path)
         mark = names.mark(ctx.scope, "container", res.container)
         ctx.rns(res.path).set_link(1, attr(IFLA_IFALIAS, mark), up=True)
 
@@ -60,14 +61,24 @@ def _create_iface(ctx: Context, res: Iface) -> None:
         CHILD_MODES[res.mode or ""].create_child(ctx, res)
     else:
         _create_veth(ctx, res)
-    if res.address and ":" in res.address:
+    if res.address and ":" in res.address and res.netns not in ctx.quiet_netns:
         _quiet_ipv6(res)
     ns = ctx.rns(res.netns)
     ns.set_link(0, attr(IFLA_IFALIAS, names.mark(ctx.scope, "iface", res.id)), ifname=res.ifname, up=True)
+    index = ns.ifindex(res.ifname)
+    assert index is not None
+    # Its routes, created next, go through it: no second lookup per route (a request each).
+    ctx.created_ifaces[res.netns, res.ifname] = index
     if res.address:
-        index = ns.ifindex(res.ifname)
-        assert index is not None
         _add_addresses(ns, index, res.address)
+
+
+# A namespace of ours has them as its defaults from its start: every interface born in it takes them
+# (one thread per interface less at a cold apply). Also on IPv4-only networks: a container there
+# could otherwise send router advertisements that give the others IPv6 addresses and routes
+# (CVE-2020-13401 in Docker).
+IPV6_KERNEL = os.path.isdir("/proc/sys/net/ipv6")  # not with ipv6.disable=1, where IPv4 still works
+QUIET_IPV6_DEFAULTS = {f"net/ipv6/conf/default/{key}": "0" for key in ("accept_ra", "autoconf", "accept_dad")}
 
 
 def _quiet_ipv6(res: Iface) -> None:
@@ -138,6 +149,7 @@ def _change_iface(ctx: Context, res: Iface, fields: tuple[str, ...]) -> None:
 
 
 def _delete_iface(ctx: Context, old: Iface) -> None:
+    ctx.created_ifaces.pop((old.netns, old.ifname), None)
     # Deleting either end of a veth deletes both.
     if old.host_ifname:
         index = ctx.rtnl.ifindex(old.host_ifname)
@@ -162,6 +174,6 @@ def execute_route(ctx: Context, action: Action) -> None:
                 ctx.rns(res.netns).del_default_route(res.gateway)
         return
     ns = ctx.rns(res.netns)
-    index = ns.ifindex(res.dev)
+    index = ctx.created_ifaces.get((res.netns, res.dev)) or ns.ifindex(res.dev)
     assert index is not None
     ns.replace_default_route(res.gateway, index, names.RTPROT, onlink=res.onlink)

@@ -42,6 +42,10 @@ class Context:
         self._host_index: dict[str, int | None] = {}
         # Namespaces being deleted that something else still holds (apply.execute fills it).
         self.in_use: set[str] = set()
+        # Namespaces this apply created, with IPv6's quiet defaults (apply.container).
+        self.quiet_netns: set[str] = set()
+        # (namespace, interface name) -> index of the interfaces this apply created (apply.container).
+        self.created_ifaces: dict[tuple[str, str], int] = {}
         # What the user should know about this apply besides its plan (printed, or logged by the daemon).
         self.notices: list[str] = []
 

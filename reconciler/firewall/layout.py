@@ -32,10 +32,12 @@ of one bridge, and never forwarded.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .. import names
 from ..drivers.registry import DRIVERS, driver_of
+from ..endpoints import text
 from ..model import NftElement, NftTable, Resource
 from ..policy.nft import POLICY_CHAINS, POLICY_SETS, addresses_of, desired_policy
 from ..spec import Spec
@@ -193,7 +195,14 @@ def tables(scope: str) -> dict[str, TableDecl]:
         "ip6": TableDecl("ip6", name, IP6_SETS, IP6_CHAINS),
     }
     for driver in DRIVERS.values():
-        out.update(driver.tables(scope))
+        for family, decl in driver.tables(scope).items():
+            # One table per family and scope: a driver's sets and chains join ours of its family.
+            mine = out.get(family)
+            out[family] = (
+                decl
+                if mine is None
+                else replace(mine, sets=mine.sets + decl.sets, chains=mine.chains + decl.chains)
+            )
     return out
 
 
@@ -243,7 +252,7 @@ def desired_firewall(
                     key, maps = {"concat": [pm.protocol, pm.host_port]}, "ports"
                 else:
                     key, maps = {"concat": [str(pm.host_ip), pm.protocol, pm.host_port]}, "hostports"
-                element(family, f"{maps}_addr", [key, str(address)])
+                element(family, f"{maps}_addr", [key, text(address)])
                 element(family, f"{maps}_port", [key, pm.container_port])
     noicc = [
         names.host_veth_ifname(scope, ep.container, ep.network)

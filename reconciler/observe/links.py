@@ -99,9 +99,9 @@ def route_prefixes(sock: Rtnl, skip: set[int]) -> list[ipaddress.IPv4Network]:
 
 
 def marked_routes(sock: Rtnl) -> dict[int, list[str]]:
-    """Our (protocol-marked) routes of the main table, dst/len by output interface index."""
+    """Our (protocol-marked) routes of the main table, both families, dst/len by output interface index."""
     out: dict[int, list[str]] = {}
-    for r in sock.routes():
+    for r in sock.routes(socket.AF_UNSPEC):
         if r.proto == names.RTPROT and r.dst_len and r.oif is not None:
             out.setdefault(r.oif, []).append(f"{r.dst}/{r.dst_len}")
     return out

@@ -292,12 +292,13 @@ class Events:
 
 def _entry(body: bytes) -> list[str]:
     """The key of a neighbour event's entry as the overlay model names it: "fdb/MAC" for a bridge FDB
-    entry, "neigh/IP" for an IPv4 neighbour."""
+    entry, "neigh/IP" for a neighbour of either family."""
     attrs = rtnl.attrs(body, 12)
     if body[0] == AF_BRIDGE and len(mac := attrs.get(NDA_LLADDR, b"")) == 6:
         return ["fdb/" + ":".join(f"{b:02x}" for b in mac)]
-    if body[0] == socket.AF_INET and len(ip := attrs.get(NDA_DST, b"")) == 4:
-        return ["neigh/" + socket.inet_ntoa(ip)]
+    ip = attrs.get(NDA_DST, b"")
+    if (body[0], len(ip)) in ((socket.AF_INET, 4), (socket.AF_INET6, 16)):
+        return ["neigh/" + socket.inet_ntop(body[0], ip)]
     return []
 
 

@@ -11,6 +11,7 @@ import struct
 
 from ... import names
 from ...apply.context import Context, missing_ok
+from ...apply.sysctl import write
 from ...diff import Action
 from ...errors import HostConflict
 from ...model import Iface, MacvlanShim, Vlan
@@ -65,6 +66,8 @@ def execute_shim(ctx: Context, action: Action) -> None:
     if action.op == "create":
         bridge = attr(IFLA_MACVLAN_MODE, MACVLAN_MODES["bridge"])
         ctx.rtnl.add_link(res.ifname, "macvlan", _parent(ctx, res.parent), mtu, mac, data=bridge)
+        if ":" in (res.address or ""):
+            _quiet_ipv6(res.ifname)
     index = ctx.rtnl.ifindex(res.ifname)
     assert index is not None
     if fields is None:
@@ -73,25 +76,33 @@ def execute_shim(ctx: Context, action: Action) -> None:
         ctx.rtnl.set_link(index, mtu if "mtu" in fields else b"", mac if "mac" in fields else b"", up=True)
     if fields is None or "address" in fields:
         ctx.rtnl.flush_addresses(index)
-        if res.address:
-            addr, prefixlen = res.address.split("/")
+        for cidr in filter(None, (res.address or "").split(",")):
+            addr, prefixlen = cidr.split("/")
             ctx.rtnl.add_address(index, addr, int(prefixlen))
     if fields is None or "routes" in fields or "address" in fields:
         _sync_routes(ctx, res, index, action.before)
 
 
+def _quiet_ipv6(ifname: str) -> None:
+    """Before it comes up: the shim is on a LAN whose router may advertise a prefix and a default route,
+    which the host must not take through the shim (nor a SLAAC address, nor wait on DAD)."""
+    for key, value in (("accept_ra", "0"), ("autoconf", "0"), ("accept_dad", "0")):
+        write(f"net/ipv6/conf/{ifname}/{key}", value)
+
+
 def _sync_routes(ctx: Context, res: MacvlanShim, index: int, before: object) -> None:
-    """One /32 route per container through the shim, from the shim's address."""
+    """One /32 or /128 route per container address through the shim, from the shim's address of
+    the family."""
     want = set(filter(None, (res.routes or "").split(",")))
     have = set(filter(None, (before.routes or "").split(","))) if isinstance(before, MacvlanShim) else set()
-    src = res.address.split("/")[0] if res.address else None
+    sources = {":" in c: c.split("/")[0] for c in (res.address or "").split(",") if c}
     for dst in sorted(have - want):
         addr, prefixlen = dst.split("/")
         with missing_ok():
             ctx.rtnl.del_link_route(addr, int(prefixlen), index)
     for dst in sorted(want):
         addr, prefixlen = dst.split("/")
-        ctx.rtnl.replace_link_route(addr, int(prefixlen), index, names.RTPROT, src)
+        ctx.rtnl.replace_link_route(addr, int(prefixlen), index, names.RTPROT, sources.get(":" in addr))
 
 
 def create_child(ctx: Context, res: Iface) -> None:

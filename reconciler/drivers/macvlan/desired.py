@@ -4,7 +4,7 @@ macvlan child of the parent per container."""
 from __future__ import annotations
 
 from ... import names
-from ...endpoints import Endpoint, recorded_address
+from ...endpoints import Endpoint, recorded_address, recorded_address6
 from ...model import Iface, MacvlanShim, Resource, Vlan
 from ...names import HOST_SHIM
 from ...spec import Network
@@ -32,18 +32,22 @@ def _macvlan_host(
     vlan = net.vlan()
     if vlan is not None and net.parent not in existing:
         out.append(Vlan(net.parent, vlan[0], vlan[1]))
-    shim = recorded_address(record, name, HOST_SHIM) if net.host_access else None
-    if shim is not None:
-        routes = sorted(f"{ep.address}/32" for ep in members if ep.address is not None)
+    if net.host_access:
+        shim4, shim6 = recorded_address(record, name, HOST_SHIM), recorded_address6(record, name, HOST_SHIM)
+        cidrs = [f"{shim4}/32"] if shim4 else []
+        cidrs += [f"{shim6}/128"] if shim6 else []
+        # One host route per container address of each family, /32 and /128.
+        routes = [f"{ep.address}/32" for ep in members if ep.address is not None]
+        routes += [f"{ep.address6}/128" for ep in members if ep.address6 is not None]
         out.append(
             MacvlanShim(
                 network=name,
                 ifname=names.shim_ifname(scope, name),
                 parent=net.parent,
-                address=f"{shim}/32",
-                mac=names.container_mac(shim),
+                address=",".join(cidrs),
+                mac=names.container_mac(shim4) if shim4 else names.stable_mac(scope, HOST_SHIM, name),
                 mtu=net.mtu,
-                routes=",".join(routes),
+                routes=",".join(sorted(routes)),
             )
         )
     return out

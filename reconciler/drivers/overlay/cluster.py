@@ -12,15 +12,15 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from ... import names
-from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
+from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line, ipv6_address
 from ...errors import HostConflict
 from ...model import Bridge, HostsFile, NftTable, Resource, State
 from ...policy.nft import addresses_of, desired_policy, replace_policy
-from ...spec import Spec
+from ...spec import IPV6_MIN_MTU, Spec
 from ...statedir import ScopeRecord
 from ..bridge.desired import gateway
 from . import wireguard
-from .clusteripam import Allocation, allocate
+from .clusteripam import GROUPS, GROUPS6, Allocation, allocate
 from .clusterspec import IMPLICIT_HOST, vni_of
 from .model import Fdb, Neigh, Vxlan
 from .observe import OverlayObserved
@@ -29,6 +29,7 @@ from .wgmodel import Wireguard
 from .wireguard import Tunnel
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+VXLAN_OVERHEAD6 = 70  # the same over an IPv6 underlay (its header is 40)
 DEFAULT_UNDERLAY_MTU = 1500
 
 
@@ -85,8 +86,16 @@ def local_spec(cluster: Cluster) -> Spec:
     networks = {}
     for n, net in spec.networks.items():
         if net.driver == "overlay":
-            tunnel = wireguard.overhead(spec, cluster.me) if cluster.tunnel and net.encrypted else 0
-            mtu = net.mtu if net.mtu is not None else cluster.underlay_mtu - VXLAN_OVERHEAD - tunnel
+            if cluster.tunnel and net.encrypted:  # VXLAN between IPv4 tunnel addresses, inside WireGuard
+                overhead = VXLAN_OVERHEAD + wireguard.overhead(spec, cluster.me)
+            else:
+                overhead = VXLAN_OVERHEAD6 if ":" in cluster.vtep else VXLAN_OVERHEAD
+            mtu = net.mtu if net.mtu is not None else cluster.underlay_mtu - overhead
+            if net.has_ipv6 and mtu < IPV6_MIN_MTU:
+                raise HostConflict(
+                    f"network {n}: the underlay's MTU {cluster.underlay_mtu} leaves {mtu} for the overlay, "
+                    f"below {IPV6_MIN_MTU}, the least IPv6 works with; raise the underlay's MTU or drop IPv6"
+                )
             networks[n] = net.model_copy(update={"mtu": mtu})
         elif n in used or n not in anywhere:
             networks[n] = net
@@ -96,31 +105,42 @@ def local_spec(cluster: Cluster) -> Spec:
 def merge_record(cluster: Cluster, record: ScopeRecord) -> None:
     """Overlay addresses come from the cluster allocation, not from this host's record."""
     for n, a in cluster.alloc.items():
-        record.networks[n].subnet = a.subnet
-        record.networks[n].addresses = dict(a.containers)
+        rec = record.networks[n]
+        rec.subnet, rec.addresses = a.subnet, dict(a.containers)
+        rec.subnet6, rec.addresses6 = a.subnet6, dict(a.containers6)
+
+
+def endpoint_mac(scope: str, network: str, name: str, address: str | None) -> str:
+    """MACs are derived, never exchanged: from the IPv4 address (as on bridge networks), on an
+    IPv6-only network from the names, as `desired` does for an interface without one."""
+    if address:
+        return names.container_mac(ipaddress.IPv4Address(address))
+    return names.stable_mac(scope, name, network)
+
+
+def _node(host: str) -> str:
+    """A host's node address goes by a name no container can have (names have no spaces)."""
+    return f"host {host}"
 
 
 def extend_desired(cluster: Cluster, local: Spec, record: ScopeRecord, state: State) -> None:
     spec, scope = cluster.spec, cluster.scope
-    node_addr: dict[str, str] = {}
+    node_addr: dict[int, dict[str, str]] = {4: {}, 6: {}}
     for n, a in cluster.alloc.items():
         net = local.networks[n]
-        subnet = ipaddress.IPv4Network(a.subnet)
         bridge = names.bridge_ifname(scope, n)
-        node = a.hosts[cluster.me]
-        node_addr[bridge] = node
-        cidrs = [
-            f"{gateway(net, subnet)}/{subnet.prefixlen}",
-            f"{node}/32",
-            *(f"{v}/32" for v in a.services.values()),
-        ]
+        cidrs = []
+        for subnet_text, (_, services, hosts) in a.families():
+            subnet = ipaddress.ip_network(subnet_text)
+            node = a.group(hosts)[cluster.me]
+            node_addr[subnet.version][bridge] = node
+            single = subnet.max_prefixlen  # the node address and VIPs: /32 and /128
+            cidrs += [f"{gateway(net, subnet)}/{subnet.prefixlen}", f"{node}/{single}"]
+            cidrs += [f"{v}/{single}" for v in a.group(services).values()]
         old = state.resources[("bridge", n)]
         assert isinstance(old, Bridge)
-        state.add(
-            replace(
-                old, address=",".join(sorted(cidrs)), mac=names.container_mac(ipaddress.IPv4Address(node))
-            )
-        )
+        mac = endpoint_mac(scope, n, _node(cluster.me), a.hosts.get(cluster.me))
+        state.add(replace(old, address=",".join(sorted(cidrs)), mac=mac))
         dev = names.vxlan_ifname(scope, n)
         vtep, port = _vtep(cluster, cluster.me, n), wireguard.vxlan_port(spec, n)
         state.add(Vxlan(n, dev, vni_of(spec, n), vtep, port, bridge, mtu=net.mtu))
@@ -132,13 +152,12 @@ def extend_desired(cluster: Cluster, local: Spec, record: ScopeRecord, state: St
         state.add(wireguard.guard(decl.family, decl.name))
         state.add(wireguard.device(spec, scope, cluster.me, cluster.tunnel, cluster.underlay_mtu))
     _hosts_files(cluster, local, record, state)
-    vips = {s: cluster.alloc[svc.network].services[s] for s, svc in spec.services.items()}
-    targets = {
-        s: [cluster.alloc[svc.network].containers[b] for b in svc.backends]
-        for s, svc in spec.services.items()
-    }
-    for resource in desired_services(spec, scope, vips, targets, node_addr):
-        state.add(resource)
+    allocs = {s: cluster.alloc[svc.network] for s, svc in spec.services.items()}
+    for version, family, (containers, services) in ((4, "ip", GROUPS[:2]), (6, "ip6", GROUPS6[:2])):
+        vips = {s: a.group(services)[s] for s, a in allocs.items() if a.group(services)}
+        targets = {s: [allocs[s].group(containers)[b] for b in spec.services[s].backends] for s in vips}
+        for resource in desired_services(spec, scope, vips, targets, node_addr[version], family):
+            state.add(resource)
     _policy(cluster, local, record, state)
 
 
@@ -149,25 +168,32 @@ def _policy(cluster: Cluster, local: Spec, record: ScopeRecord, state: State) ->
         return
     addresses = addresses_of(endpoints(local, record))
     for a in cluster.alloc.values():
-        for c, ip in a.containers.items():
+        for c, ip in [*a.containers.items(), *a.containers6.items()]:
             known = addresses.setdefault(c, [])
             if ipaddress.ip_address(ip) not in known:  # a local container's is there already
                 known.append(ipaddress.ip_address(ip))
-    nodes = [ipaddress.ip_address(ip) for a in cluster.alloc.values() for ip in a.hosts.values()]
+    nodes = [
+        ipaddress.ip_address(ip)
+        for a in cluster.alloc.values()
+        for ip in [*a.hosts.values(), *a.hosts6.values()]
+    ]
     table = names.nft_table(cluster.scope)
     replace_policy(state, desired_policy(cluster.spec, table, addresses, sorted(set(nodes), key=str)))
 
 
 def _remote_entries(cluster: Cluster, network: str, dev: str) -> list[Resource]:
+    """Per endpoint on another host: one FDB entry for its MAC, a neighbour entry per address."""
     spec, a = cluster.spec, cluster.alloc[network]
-    remote = [(ip, spec.containers[c].host) for c, ip in a.containers.items()]
-    remote += [(ip, h) for h, ip in a.hosts.items()]
+    members = a.containers or a.containers6
+    remote = [(c, spec.containers[c].host, a.containers.get(c), a.containers6.get(c)) for c in members]
+    remote += [(_node(h), h, a.hosts.get(h), a.hosts6.get(h)) for h in a.hosts or a.hosts6]
     out: list[Resource] = []
-    for ip, host in remote:
-        if host is None or host == cluster.me:
+    for name, host, ip, ip6 in remote:
+        if host is None or host == cluster.me or not (ip or ip6):
             continue
-        mac = names.container_mac(ipaddress.IPv4Address(ip))
-        out += [Fdb(network, dev, mac, _vtep(cluster, host, network)), Neigh(network, dev, ip, mac)]
+        mac = endpoint_mac(cluster.scope, network, name, ip)
+        out.append(Fdb(network, dev, mac, _vtep(cluster, host, network)))
+        out += [Neigh(network, dev, address, mac) for address in (ip, ip6) if address]
     return out
 
 
@@ -187,13 +213,24 @@ def _hosts_files(cluster: Cluster, local: Spec, record: ScopeRecord, state: Stat
             if ep.network not in cluster.alloc:
                 members[ep.network].append(ep)
     for n, a in cluster.alloc.items():
-        for c, ip in a.containers.items():
+        for c in a.containers or a.containers6:
             aliases = tuple(spec.containers[c].attachments()[n].aliases)
-            members[n].append(Endpoint(c, n, ipaddress.IPv4Address(ip), aliases))
-        members[n] += [Endpoint(s, n, ipaddress.IPv4Address(ip), ()) for s, ip in a.services.items()]
+            members[n].append(_endpoint(c, n, a.containers.get(c), a.containers6.get(c), aliases))
+        for s in a.services or a.services6:
+            members[n].append(_endpoint(s, n, a.services.get(s), a.services6.get(s), ()))
     blocks = {n: "".join(hosts_line(ep) for ep in their) for n, their in members.items()}
     for c in local.containers:
         state.add(HostsFile(c, hosts_file(cluster.scope, eps[c], blocks)))
+
+
+def _endpoint(name: str, network: str, ip: str | None, ip6: str | None, aliases: tuple[str, ...]) -> Endpoint:
+    return Endpoint(
+        name,
+        network,
+        ipaddress.IPv4Address(ip) if ip else None,
+        aliases,
+        ipv6_address(ip6) if ip6 else None,
+    )
 
 
 def conflicts(desired: State, obs: OverlayObserved, foreign_links: set[str]) -> list[str]:

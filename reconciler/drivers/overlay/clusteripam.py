@@ -19,31 +19,38 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ...errors import HostConflict, ReconcilerError
-from ...spec import Spec
+from ...spec import IP, Net, Spec
 from ..bridge.desired import gateway
 from .clusterspec import host_names, overlay_networks, scope_name
 
 IPv4 = ipaddress.IPv4Address
 GROUPS = ("containers", "services", "hosts")
+# The same endpoints' IPv6 addresses, on a network with an IPv6 subnet.
+GROUPS6 = ("containers6", "services6", "hosts6")
 LOCK_VERSION = 1
 
 
 @dataclass
 class OverlayAllocation:
-    subnet: str
+    subnet: str  # "" on an IPv6-only network
     containers: dict[str, str] = field(default_factory=dict)
     services: dict[str, str] = field(default_factory=dict)
     hosts: dict[str, str] = field(default_factory=dict)
+    subnet6: str = ""  # "" on a network without IPv6
+    containers6: dict[str, str] = field(default_factory=dict)
+    services6: dict[str, str] = field(default_factory=dict)
+    hosts6: dict[str, str] = field(default_factory=dict)
 
     def group(self, name: str) -> dict[str, str]:
-        groups: dict[str, dict[str, str]] = {
-            "containers": self.containers,
-            "services": self.services,
-            "hosts": self.hosts,
-        }
-        return groups[name]
+        found: dict[str, str] = getattr(self, name)
+        return found
+
+    def families(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(subnet, its groups) of each family the network has, IPv4 first."""
+        return [(s, g) for s, g in ((self.subnet, GROUPS), (self.subnet6, GROUPS6)) if s]
 
 
 Allocation = dict[str, OverlayAllocation]
@@ -112,71 +119,96 @@ def allocate(spec: Spec, lock: Allocation | None) -> Allocation:
 
 def _allocate_network(spec: Spec, name: str, locked: OverlayAllocation | None) -> OverlayAllocation:
     net = spec.networks[name]
-    assert net.subnet is not None  # validated: overlays declare their subnet
-    subnet = net.subnet
-    if locked is not None and locked.subnet != str(subnet):
-        locked = None  # a new subnet: every old address is void
+    out = OverlayAllocation("")
+    for subnet, groups in ((net.subnet, GROUPS), (net.subnet6, GROUPS6)):
+        if subnet is None:
+            continue
+        key = "subnet" if subnet.version == 4 else "subnet6"
+        old = None
+        # A new subnet voids every old address of its family.
+        if locked is not None and getattr(locked, key) == str(subnet):
+            old = {g: locked.group(g6) for g, g6 in zip(GROUPS, groups, strict=True)}
+        setattr(out, key, str(subnet))
+        found = _allocate_family(spec, name, subnet, old)
+        for g, g6 in zip(GROUPS, groups, strict=True):
+            out.group(g6).update(found[g])
+    return out
+
+
+def _allocate_family(
+    spec: Spec, name: str, subnet: Net, locked: dict[str, dict[str, str]] | None
+) -> dict[str, dict[str, str]]:
+    """The addresses of one family, per group (`GROUPS`), from the spec, the family's `locked` ones
+    and hashing."""
+    net = spec.networks[name]
     members = wanted(spec, name)
     # A locked address outside an ip_range added since moves into it, as a first allocation would.
-    pool = net.ip_range or subnet
-    result: dict[tuple[str, str], IPv4] = {}
+    pool = (net.ip_range if subnet.version == 4 else net.ip_range6) or subnet
+    result: dict[tuple[str, str], IP] = {}
     gw = gateway(net, subnet)
-    used = {gw} if gw is not None else set()
+    used: set[IP] = {gw} if gw is not None else set()
     for c in members["containers"]:
-        static = spec.containers[c].attachments()[name].ipv4_address
+        att = spec.containers[c].attachments()[name]
+        static = att.ipv4_address if subnet.version == 4 else att.ipv6_address
         if static is not None:
             result[("containers", c)] = static
             used.add(static)
     if locked is not None:
         for group, names_ in members.items():
             for n in names_:
-                old = locked.group(group).get(n)
+                old = locked[group].get(n)
                 if (group, n) not in result and old is not None:
-                    addr = IPv4(old)
+                    addr = ipaddress.ip_address(old)
                     if addr in pool and addr not in used and _usable(addr, subnet):
                         result[(group, n)] = addr
                         used.add(addr)
-    taken = {int(a) for a in used} | {int(subnet.network_address), int(subnet.broadcast_address)}
+    taken = {int(a) for a in used} | {int(a) for a in _reserved(subnet)}
     # Sorted, so the outcome does not depend on the order endpoints are written in the spec.
     for group, n in sorted((g, n) for g, ns in members.items() for n in ns if (g, n) not in result):
         found = _hashed_free(pool, taken, f"{scope_name(spec)}/{name}/{group}/{n}")
         if found is None:
-            raise HostConflict(
-                f"overlay network {name}: no free address left in {net.ip_range or subnet} for {n}"
-            )
+            raise HostConflict(f"overlay network {name}: no free address left in {pool} for {n}")
         result[(group, n)] = found
         taken.add(int(found))
-    out = OverlayAllocation(str(subnet))
-    for group, names_ in members.items():
-        out.group(group).update({n: str(result[(group, n)]) for n in names_})
-    return out
+    return {group: {n: str(result[(group, n)]) for n in names_} for group, names_ in members.items()}
 
 
-def _usable(addr: IPv4, subnet: ipaddress.IPv4Network) -> bool:
-    return addr not in (subnet.network_address, subnet.broadcast_address)
+def _reserved(subnet: Net) -> tuple[IP, ...]:
+    """IPv4's network and broadcast addresses; IPv6's subnet-router anycast address."""
+    if subnet.version == 6:
+        return (subnet.network_address,)
+    return (subnet.network_address, subnet.broadcast_address)
 
 
-def _hashed_free(pool: ipaddress.IPv4Network, taken: set[int], key: str) -> IPv4 | None:
+def _usable(addr: IP, subnet: Net) -> bool:
+    return addr not in _reserved(subnet)
+
+
+def _hashed_free(pool: Net, taken: set[int], key: str) -> IP | None:
     """The first free address of the pool from a slot hashed from `key` on (integers: a /16 pool
     as address objects costs most of a second)."""
     first, size = int(pool.network_address), pool.num_addresses
     start = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % size
-    for i in range(size):
+    for i in range(min(size, len(taken) + 1)):  # a free one is among the first len(taken) + 1
         addr = first + (start + i) % size
         if addr not in taken:
-            return IPv4(addr)
+            return ipaddress.ip_address(addr) if pool.version == 4 else ipaddress.IPv6Address(addr)
     return None
 
 
 def to_json(alloc: Allocation) -> str:
-    body = {
-        "version": LOCK_VERSION,
-        "networks": {
-            n: {"subnet": a.subnet, **{g: dict(sorted(a.group(g).items())) for g in GROUPS}}
-            for n, a in sorted(alloc.items())
-        },
-    }
+    body = {"version": LOCK_VERSION, "networks": {n: _network_json(a) for n, a in sorted(alloc.items())}}
     return json.dumps(body, indent=2) + "\n"
+
+
+def _network_json(a: OverlayAllocation) -> dict[str, Any]:
+    """The keys of each family the network has: an IPv4-only network's lock reads as before IPv6."""
+    out: dict[str, Any] = {}
+    for key, groups in (("subnet", GROUPS), ("subnet6", GROUPS6)):
+        if getattr(a, key):
+            out[key] = getattr(a, key)
+            out.update({g: dict(sorted(a.group(g).items())) for g in groups})
+    return out
 
 
 def read_lock(path: Path) -> Allocation | None:
@@ -190,15 +222,24 @@ def read_lock(path: Path) -> Allocation | None:
     try:
         if data["version"] != LOCK_VERSION:
             raise ReconcilerError(f"lock file {path}: unsupported version {data['version']!r}")
-        return {
-            n: OverlayAllocation(
-                str(ipaddress.IPv4Network(body["subnet"])),
-                **{g: {str(k): str(IPv4(v)) for k, v in body.get(g, {}).items()} for g in GROUPS},
-            )
-            for n, body in data["networks"].items()
-        }
+        return {n: _read_network(body) for n, body in data["networks"].items()}
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise ReconcilerError(f"lock file {path} is malformed ({e}): run `reconciler lock` again") from e
+
+
+def _read_network(body: dict[str, Any]) -> OverlayAllocation:
+    if "subnet" not in body and "subnet6" not in body:
+        raise KeyError("subnet")
+    out = OverlayAllocation("")
+    for key, groups, parse, net in (
+        ("subnet", GROUPS, IPv4, ipaddress.IPv4Network),
+        ("subnet6", GROUPS6, ipaddress.IPv6Address, ipaddress.IPv6Network),
+    ):
+        if key in body:
+            setattr(out, key, str(net(body[key])))
+            for g in groups:
+                out.group(g).update({str(k): str(parse(v)) for k, v in body.get(g, {}).items()})
+    return out
 
 
 def staleness(spec: Spec, lock: Allocation | None) -> list[str]:
@@ -215,12 +256,15 @@ def staleness(spec: Spec, lock: Allocation | None) -> list[str]:
         if old is None:
             out.append(f"network {n} has no locked addresses")
             continue
-        if new.subnet != old.subnet:
-            out.append(f"network {n}: subnet {new.subnet} is locked as {old.subnet}")
-        for g in GROUPS:
+        for key in ("subnet", "subnet6"):
+            if getattr(new, key) != getattr(old, key):
+                now, was = getattr(new, key) or "none", getattr(old, key) or "none"
+                out.append(f"network {n}: {key} {now} is locked as {was}")
+        for g in GROUPS + GROUPS6:
             mine, theirs = new.group(g), old.group(g)
             for endpoint in sorted(set(mine) | set(theirs)):
                 if mine.get(endpoint) != theirs.get(endpoint):
                     was, now = theirs.get(endpoint, "unlocked"), mine.get(endpoint, "removed")
-                    out.append(f"network {n}: {g[:-1]} {endpoint}: {was} -> {now}")
+                    what = g[:-1] if g in GROUPS else f"{g[:-2]} (IPv6)"
+                    out.append(f"network {n}: {what} {endpoint}: {was} -> {now}")
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...errors import Problem
 from ...names import derived_vni
-from ...spec import Broken, ServicePort, Spec
+from ...spec import FAMILY, Broken, ServicePort, Spec
 from . import wireguard
 
 # The name the single implicit host goes by (in the lock file) when the spec declares no hosts.
@@ -55,7 +55,7 @@ def _overlay_problems(spec: Spec) -> list[Problem]:
             if net.encrypted:
                 out.append(Problem((*at, "encrypted"), "encrypted applies to overlay networks only"))
             continue
-        if net.subnet is None:
+        if not net.subnets:
             out.append(
                 Problem((*at, "subnet"), "an overlay network needs a subnet: every host must agree on it")
             )
@@ -70,12 +70,18 @@ def _overlay_problems(spec: Spec) -> list[Problem]:
 def _host_problems(spec: Spec, broken: Broken) -> list[Problem]:
     out: list[Problem] = []
     seen: dict[str, str] = {}
+    first = next(iter(spec.hosts.items()), None)
     for name, host in spec.hosts.items():
         addr = str(host.address)
         if addr in seen:
             out.append(
                 Problem(("hosts", name, "address"), f"{addr} is already the address of host {seen[addr]}")
             )
+        elif first is not None and host.address.version != first[1].address.version:
+            # A VXLAN device tunnels over one family: every host's tunnel endpoint must be of it.
+            family = FAMILY[first[1].address.version]
+            msg = f"{addr} is not {family}, as host {first[0]}'s address is: the underlay must be one family"
+            out.append(Problem(("hosts", name, "address"), msg))
         seen[addr] = name
     for cname, ctr in spec.containers.items():
         at = ("containers", cname, "host")

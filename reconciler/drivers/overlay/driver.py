@@ -65,7 +65,7 @@ class OverlayDriver(Base):
     def tables(self, scope: str) -> Mapping[str, TableDecl]:
         from .services import table
 
-        return {"ip": table(scope)}
+        return {"ip": table(scope), "ip6": table(scope, "ip6")}
 
     def facts(self, spec: Spec, name: str, net: Network, common: list[str]) -> list[str]:
         from .clusterspec import vni_of

@@ -15,7 +15,7 @@ NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 NTF_SELF = 0x02
 AF_BRIDGE = 7
 IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING = 1, 4, 7
-IFLA_VXLAN_PROXY, IFLA_VXLAN_PORT = 11, 15
+IFLA_VXLAN_PROXY, IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 11, 15, 17
 _NDMSG = struct.Struct("=BBHiHBB")
 
 
@@ -39,10 +39,9 @@ class NeighMsg:
 
 def vxlan_data(link: LinkMsg) -> VxlanData:
     data = attrs(link.info.get(IFLA_INFO_DATA, b""))
-    local = data.get(IFLA_VXLAN_LOCAL)
     return VxlanData(
         vni=struct.unpack("=I", data[IFLA_VXLAN_ID][:4])[0] if IFLA_VXLAN_ID in data else 0,
-        local=socket.inet_ntoa(local) if local and len(local) == 4 else "",
+        local=_address(data.get(IFLA_VXLAN_LOCAL) or data.get(IFLA_VXLAN_LOCAL6)) or "",
         port=struct.unpack("!H", data[IFLA_VXLAN_PORT][:2])[0] if IFLA_VXLAN_PORT in data else 0,
         learning=bool(data.get(IFLA_VXLAN_LEARNING, b"\0")[0]),
         proxy=bool(data.get(IFLA_VXLAN_PROXY, b"\0")[0]),
@@ -50,14 +49,17 @@ def vxlan_data(link: LinkMsg) -> VxlanData:
 
 
 def vxlan_info(vni: int, local: str, port: int, learning: bool, proxy: bool) -> bytes:
-    """IFLA_INFO_DATA for a new VXLAN device."""
+    """IFLA_INFO_DATA for a new VXLAN device; an IPv6 `local` makes it tunnel over IPv6."""
     out = attr(IFLA_VXLAN_ID, vni) + attr(IFLA_VXLAN_PORT, struct.pack("!H", port))
     out += attr(IFLA_VXLAN_LEARNING, bytes([learning])) + attr(IFLA_VXLAN_PROXY, bytes([proxy]))
-    return out + (attr(IFLA_VXLAN_LOCAL, socket.inet_aton(local)) if local else b"")
+    if not local:
+        return out
+    kind = IFLA_VXLAN_LOCAL6 if ":" in local else IFLA_VXLAN_LOCAL
+    return out + attr(kind, socket.inet_pton(_family(local), local))
 
 
 def neighbours(sock: Rtnl, family: int) -> list[NeighMsg]:
-    """Neighbour entries (AF_INET) or FDB entries (AF_BRIDGE) of every interface."""
+    """Neighbour entries (AF_INET, AF_INET6) or FDB entries (AF_BRIDGE) of every interface."""
     out = []
     for payload in sock.dump(RTM_GETNEIGH, _NDMSG.pack(family, 0, 0, 0, 0, 0, 0)):
         _, _, _, ifindex, state, flags, _ = _NDMSG.unpack_from(payload)
@@ -68,11 +70,21 @@ def neighbours(sock: Rtnl, family: int) -> list[NeighMsg]:
                 ifindex,
                 state,
                 flags,
-                socket.inet_ntoa(dst) if dst and len(dst) == 4 else None,
+                _address(dst),
                 lladdr.hex(":") if lladdr else None,
             )
         )
     return out
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _address(packed: bytes | None) -> str | None:
+    if not packed or len(packed) not in (4, 16):
+        return None
+    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
 
 
 def _mac(mac: str) -> bytes:
@@ -80,7 +92,7 @@ def _mac(mac: str) -> bytes:
 
 
 def _ip(address: str) -> bytes:
-    return attr(NDA_DST, socket.inet_aton(address))
+    return attr(NDA_DST, socket.inet_pton(_family(address), address))
 
 
 def replace_fdb(sock: Rtnl, ifindex: int, mac: str, dst: str) -> None:
@@ -95,9 +107,9 @@ def delete_fdb(sock: Rtnl, ifindex: int, mac: str, dst: str) -> None:
 
 
 def replace_neigh(sock: Rtnl, ifindex: int, ip: str, mac: str) -> None:
-    head = _NDMSG.pack(socket.AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, 0)
+    head = _NDMSG.pack(_family(ip), 0, 0, ifindex, NUD_PERMANENT, 0, 0)
     sock.request(RTM_NEWNEIGH, head + _ip(ip) + _mac(mac), NLM_F_CREATE | NLM_F_REPLACE)
 
 
 def delete_neigh(sock: Rtnl, ifindex: int, ip: str) -> None:
-    sock.request(RTM_DELNEIGH, _NDMSG.pack(socket.AF_INET, 0, 0, ifindex, 0, 0, 0) + _ip(ip))
+    sock.request(RTM_DELNEIGH, _NDMSG.pack(_family(ip), 0, 0, ifindex, 0, 0, 0) + _ip(ip))

@@ -10,14 +10,14 @@ from ... import names
 from ...model import Resource
 from ...rtnl import IFF_UP, Rtnl
 from .model import Fdb, Neigh, Vxlan
-from .netlink import AF_BRIDGE, NTF_SELF, neighbours, vxlan_data
+from .netlink import AF_BRIDGE, NTF_SELF, NUD_PERMANENT, neighbours, vxlan_data
 from .wgstate import observe_wireguard
 
 
 @dataclass
 class OverlayObserved:
     resources: list[Resource] = field(default_factory=list)
-    # Every local IPv4 address -> the MTU of its interface (the underlay MTU when it is the VTEP).
+    # Every local address -> the MTU of its interface (the underlay MTU when it is the VTEP).
     local_addresses: dict[str, int] = field(default_factory=dict)
     # (VNI, UDP port) of VXLAN devices that are not this scope's -> their name: the kernel allows one.
     foreign_vnis: dict[tuple[int, int], str] = field(default_factory=dict)
@@ -29,7 +29,7 @@ def observe_overlay(scope: str) -> OverlayObserved:
         # The kernel filters by kind: a host with a thousand veths sends its VXLAN devices only; the
         # few other links this needs (their bridges, interfaces with an address) are fetched by index.
         vxlans = sock.links(kind="vxlan")
-        addresses = sock.addresses()
+        addresses = sock.addresses(socket.AF_UNSPEC)  # an underlay may be IPv6
         links = {link.index: link for link in vxlans}
         for index in {link.master for link in vxlans if link.master} | {a.index for a in addresses}:
             if index not in links:
@@ -72,5 +72,10 @@ def observe_overlay(scope: str) -> OverlayObserved:
         for msg in neighbours(sock, socket.AF_INET):
             network = ours.get(msg.ifindex)
             if network is not None and msg.dst:
+                obs.resources.append(Neigh(network, links[msg.ifindex].ifname, msg.dst, msg.lladdr or ""))
+        for msg in neighbours(sock, socket.AF_INET6):
+            network = ours.get(msg.ifindex)
+            # Permanent ones only: the kernel keeps its own (multicast, a link-local's) beside ours.
+            if network is not None and msg.dst and msg.state & NUD_PERMANENT:
                 obs.resources.append(Neigh(network, links[msg.ifindex].ifname, msg.dst, msg.lladdr or ""))
     return obs

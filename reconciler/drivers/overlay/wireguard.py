@@ -46,7 +46,7 @@ def encrypted_networks(spec: Spec) -> list[str]:
     return [n for n, net in spec.networks.items() if net.driver == "overlay" and net.encrypted]
 
 
-def tunnel_address(underlay: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+def tunnel_address(underlay: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address:
     return TUNNEL_RANGE.network_address + (int(underlay) & int(TUNNEL_RANGE.hostmask))
 
 

@@ -98,3 +98,57 @@ def test_macvlan_members_resolve_each_other() -> None:
         make_spec(nets, {"a": {"networks": ["lan"]}, "b": {"networks": {"lan": {"aliases": ["bee"]}}}})
     )
     assert hosts_entries(state, "a") == ["192.168.10.1\ta", "192.168.10.2\tb\tbee"]
+
+
+def test_dual_stack_macvlan_has_an_address_and_a_default_route_per_family() -> None:
+    nets = {
+        "lan": mv("eth0", ["192.168.10.0/24", "2001:db8:10::/64"], gateway=["192.168.10.1", "2001:db8:10::1"])
+    }
+    containers = {"a": {"networks": {"lan": {"ipv6_address": "2001:db8:10::a"}}}, "b": {"networks": ["lan"]}}
+    state, _ = build(make_spec(nets, containers))
+    assert iface(state, "a/lan").address == "192.168.10.2/24,2001:db8:10::a/64"
+    assert iface(state, "b/lan").address == "192.168.10.3/24,2001:db8:10::2/64"
+    assert get(state, "route", "a ipv6") == Route("a", "/run/netns/a", "2001:db8:10::1", "eth0")
+    assert hosts_entries(state, "b")[-2:] == ["192.168.10.3\tb", "2001:db8:10::2\tb"]
+    # Not routed through the host: no forwarding of either family, no firewall.
+    assert {kind for kind, _ in state.resources} == {"netns", "iface", "route", "hosts"}
+
+
+def test_ipv6_only_macvlan_has_no_ipv4_and_no_route_without_a_gateway() -> None:
+    state, _ = build(make_spec({"v6": mv("eth0", "2001:db8:10::/64")}, {"a": {"networks": ["v6"]}}))
+    a = iface(state, "a/v6")
+    assert a.address == "2001:db8:10::1/64"
+    assert a.mac and a.mac.startswith("02:")  # from names: there is no IPv4 address to derive it from
+    assert [k for k in state.resources if k[0] == "route"] == []
+
+
+def test_macvlan_slash128_and_slash127_are_usable_whole() -> None:
+    nets = {
+        "one": mv("eth0", "2001:db8:7::7/128", gateway="2001:db8:7::1"),
+        "p2p": mv("eth1", "2001:db8:8::/127"),
+    }
+    containers = {"a": {"networks": ["one"]}, "b": {"networks": ["p2p"]}, "c": {"networks": ["p2p"]}}
+    state, _ = build(make_spec(nets, containers))
+    assert iface(state, "a/one").address == "2001:db8:7::7/128"
+    assert get(state, "route", "a ipv6") == Route("a", "/run/netns/a", "2001:db8:7::1", "eth0", onlink=True)
+    assert [iface(state, f"{c}/p2p").address for c in "bc"] == ["2001:db8:8::/127", "2001:db8:8::1/127"]
+
+
+def test_same_ipv6_subnet_on_two_parents_and_a_dual_stack_shim() -> None:
+    nets = {
+        "lan0": mv("eth0", ["10.5.0.0/24", "2001:db8:5::/64"], host_access=True),
+        "lan1": mv("eth1", "2001:db8:5::/64"),
+    }
+    state, _ = build(make_spec(nets, {"a": {"networks": ["lan0"]}, "b": {"networks": ["lan1"]}}))
+    assert iface(state, "a/lan0").address == "10.5.0.1/24,2001:db8:5::1/64"
+    assert iface(state, "b/lan1").address == "2001:db8:5::1/64"
+    shim = get(state, "shim", "lan0")
+    assert isinstance(shim, MacvlanShim)
+    assert (shim.address, shim.routes) == ("10.5.0.2/32,2001:db8:5::2/128", "10.5.0.1/32,2001:db8:5::1/128")
+
+
+def test_a_link_local_ipv6_gateway_gives_a_plain_default_route() -> None:
+    state, _ = build(
+        make_spec({"lan": mv("eth0", "2001:db8:10::/64", gateway="fe80::1")}, {"a": {"networks": ["lan"]}})
+    )
+    assert get(state, "route", "a ipv6") == Route("a", "/run/netns/a", "fe80::1", "eth0")

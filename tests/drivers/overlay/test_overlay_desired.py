@@ -13,7 +13,7 @@ from reconciler import ipam
 from reconciler.desired import desired_state
 from reconciler.diff import plan
 from reconciler.drivers.overlay import cluster as overlay
-from reconciler.drivers.overlay import wgkeys
+from reconciler.drivers.overlay import clusteripam, wgkeys
 from reconciler.drivers.overlay.model import Fdb, Neigh, Vxlan
 from reconciler.drivers.overlay.observe import OverlayObserved
 from reconciler.drivers.overlay.services import SLOTS
@@ -221,3 +221,86 @@ def test_keygen_makes_a_private_file_once(tmp_path: Path) -> None:
 def test_tunnel_addresses_keep_the_low_bits_of_the_underlay() -> None:
     assert str(tunnel_address(ipaddress.IPv4Address("192.0.2.11"))) == "100.64.2.11"
     assert str(tunnel_address(ipaddress.IPv4Address("10.1.200.7"))) == "100.65.200.7"
+
+
+def dual_stack(subnet: Any = ("10.200.0.0/24", "fd00:200::/64")) -> dict[str, Any]:
+    data = cluster_spec()
+    data["networks"]["pets"]["subnet"] = list(subnet)
+    return data
+
+
+def test_a_dual_stack_overlay_has_an_address_and_a_neighbour_entry_per_family() -> None:
+    state, cluster = build(dual_stack())
+    a = cluster.alloc["pets"]
+    assert a.subnet6 == "fd00:200::/64" and set(a.containers6) == set(a.containers)
+    web = next(i for i in of(state, Iface) if i.container == "web" and i.network == "pets")
+    assert web.address == f"{a.containers['web']}/24,{a.containers6['web']}/64"
+    bridge = state.resources[("bridge", "pets")]
+    assert isinstance(bridge, Bridge) and bridge.address is not None
+    cidrs = bridge.address.split(",")
+    assert {"fd00:200::1/64", f"{a.hosts6['host-a']}/128", f"{a.services6['api']}/128"} <= set(cidrs)
+    remote6 = {a.containers6["db"], a.containers6["api-2"], a.hosts6["host-b"]}
+    assert {n.ip for n in of(state, Neigh) if ":" in n.ip} == remote6
+    # One FDB entry per remote MAC; both of an endpoint's addresses lead to it.
+    macs = {n.ip: n.mac for n in of(state, Neigh)}
+    assert macs[a.containers["db"]] == macs[a.containers6["db"]]
+    assert len(of(state, Fdb)) == 3
+    hosts = state.resources[("hosts", "web")]
+    assert isinstance(hosts, HostsFile)
+    assert f"{a.containers6['db']}\tdb\n" in hosts.content and f"{a.services6['api']}\tapi\n" in hosts.content
+
+
+def test_ipv6_vips_join_the_ip6_table_with_node_address_snat() -> None:
+    state, cluster = build(dual_stack())
+    a = cluster.alloc["pets"]
+    six = [
+        e for e in of(state, NftElement) if e.family == "ip6" and e.set.startswith(("vip", "node", "mesh"))
+    ]
+    assert {e.set for e in six} >= {"vips", "vip_addrs", "node_addr", "mesh", "mesh_port", "vip_0"}
+    assert NftElement("ip6", "netreconciler", "vip_addrs", f'"{a.services6["api"]}"') in six
+    backends6 = {a.containers6["api-1"], a.containers6["api-2"]}
+    assert {e.value[1] for e in six if e.set.startswith("vip_") and e.set != "vip_addrs"} == backends6
+    assert sorted(t.family for t in of(state, NftTable)) == ["inet", "ip", "ip6"]
+
+
+def test_an_ipv6_only_overlay_derives_macs_from_names_the_same_on_every_host() -> None:
+    state_a, cluster = build(dual_stack(["fd00:200::/64"]))
+    state_b, _ = build(dual_stack(["fd00:200::/64"]), host="host-b")
+    a = cluster.alloc["pets"]
+    assert a.subnet == "" and a.containers == {} and a.containers6
+    db = next(i for i in of(state_b, Iface) if i.container == "db")
+    assert db.address == f"{a.containers6['db']}/64"
+    # Host a's entry for db names the MAC host b gives db's interface.
+    assert {n.mac for n in of(state_a, Neigh) if n.ip == a.containers6["db"]} == {db.mac}
+    bridge_b = state_b.resources[("bridge", "pets")]
+    assert isinstance(bridge_b, Bridge)
+    assert {n.mac for n in of(state_a, Neigh) if n.ip == a.hosts6["host-b"]} == {bridge_b.mac}
+    assert not [e for e in of(state_a, NftElement) if e.family == "ip" and e.set.startswith("vip")]
+
+
+def test_lock_file_carries_ipv6_addresses_and_reads_back(tmp_path: Path) -> None:
+    spec = Spec.model_validate(dual_stack())
+    alloc = clusteripam.allocate(spec, None)
+    text = clusteripam.to_json(alloc)
+    assert '"subnet6": "fd00:200::/64"' in text and '"containers6"' in text
+    lock = tmp_path / "spec.yaml.lock"
+    lock.write_text(text)
+    assert clusteripam.read_lock(lock) == alloc
+    assert clusteripam.staleness(spec, alloc) == []
+    # A new IPv6 subnet voids the family's locked addresses, and the lock says so.
+    moved = Spec.model_validate(dual_stack(("10.200.0.0/24", "fd00:201::/64")))
+    assert "network pets: subnet6 fd00:201::/64 is locked as fd00:200::/64" in clusteripam.staleness(
+        moved, alloc
+    )
+    # An IPv4-only network's lock reads as it did before IPv6.
+    ipv4_only = clusteripam.to_json(clusteripam.allocate(Spec.model_validate(cluster_spec()), None))
+    assert '6"' not in ipv4_only
+
+
+def test_an_underlay_mtu_that_leaves_ipv6_too_little_is_refused() -> None:
+    with pytest.raises(HostConflict, match=r"network pets: .* leaves 1250 .* below 1280"):
+        build(dual_stack(), underlay_mtu=1300)
+    state, _ = build(dual_stack(), underlay_mtu=1330)  # 1280 left: enough
+    assert {i.mtu for i in of(state, Iface) if i.network == "pets"} == {1280}
+    # IPv4 alone gets by with less, as before.
+    build(cluster_spec(), underlay_mtu=1300)
