@@ -119,6 +119,14 @@ def _parser() -> argparse.ArgumentParser:
             help="which of the spec's hosts this machine is (default: the one with a local address)",
         )
 
+    def advertise(cp: argparse.ArgumentParser) -> None:
+        cp.add_argument(
+            "--advertise",
+            metavar="ADDRESS",
+            help="etcd mode: this host's underlay address, its VTEP (default: the source address of "
+            "the route towards the first etcd endpoint)",
+        )
+
     def quiet(cp: argparse.ArgumentParser) -> None:
         cp.add_argument(
             "-q", "--quiet", action="store_true", help="no progress display (it is off anyway when not a TTY)"
@@ -150,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
     )
     host(a)
+    advertise(a)
     no_rollback(a)
     output(a)
     quiet(a)
@@ -245,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-address", type=_address, metavar="HOST:PORT", help="serve /metrics and /healthz here"
     )
     host(w)
+    advertise(w)
     state_dir(w)
 
     st = command(
@@ -387,7 +397,11 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2) if args.output == "json" else _show_text(result))
         return 0
     spec = _load(args.spec)
-    lock = _read_lock(args.spec, spec) if args.command == "apply" else None
+    lock = _read_lock(args.spec, spec) if args.command == "apply" and spec.cluster is None else None
+    if args.command == "apply" and spec.cluster is not None:
+        from .store.oneshot import against_store
+
+        spec, lock, args.host = against_store(args, spec, state_dir)
     outcome = _reconcile(args, spec, state_dir, lock)
     _print_plan(outcome, args.output)
     if getattr(args, "exit_code", False) and outcome.actions:
@@ -418,6 +432,7 @@ def _watch_options(args: argparse.Namespace, state_dir: StateDir) -> Options:
         log_format=args.log_format,
         metrics_address=args.metrics_address,
         host=args.host,
+        advertise=args.advertise,
         git=git,
         fetch_interval=args.interval,
     )
