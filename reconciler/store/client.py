@@ -32,6 +32,10 @@ class StoreUnavailable(ReconcilerError):
     """No member of the etcd cluster could be reached (or none had a quorum)."""
 
 
+class StreamEnded(Exception):
+    """The watch stream closed (its member stopped): open it again, through another member if need be."""
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -163,9 +167,10 @@ class Client:
                 if line.strip():
                     yield json.loads(line).get("result", {})
         except requests.exceptions.RequestException as e:
-            raise StoreUnavailable(f"etcd watch stream broke: {e}") from e
+            raise StreamEnded(str(e)) from e
         finally:
             response.close()
+        raise StreamEnded("closed by the member")
 
 
 def _member(url: str, config: ClusterStore) -> Etcd3Client:
@@ -184,7 +189,7 @@ def _member(url: str, config: ClusterStore) -> Etcd3Client:
 
 
 def _reason(e: Exception) -> str:
-    text = str(e)
+    text = getattr(e, "detail_text", None) or str(e)
     if "Connection refused" in text:
         return "connection refused"
     if "timed out" in text.lower():

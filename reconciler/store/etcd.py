@@ -56,6 +56,8 @@ class Store:
         self.scope, self.host, self.vtep = scope, host, vtep
         self.lease = 0
         self.view = View(self.keys)
+        # Owner (kind, name, network, host) -> its address key, over the view (one claim's lookups).
+        self._index: dict[tuple[str, str, str, str], tuple[Entry, Endpoint]] = {}
 
     # Reading.
     def relist(self) -> View:
@@ -98,6 +100,11 @@ class Store:
     def claim(self, spec: Spec, previous: dict[tuple[str, str], str]) -> None:
         """Claim everything `spec` (this host's) needs, release what it no longer does; StoreConflict
         listing what is refused. `previous`: (network, container) -> the address it had."""
+        self._index = {
+            _owner(ep): (e, ep)
+            for key, e in self.view.entries.items()
+            if self.keys.split(key)[:1] == ["ipam"] and (ep := Endpoint.from_json(e.value))
+        }
         problems = [*self._definitions(spec), *self._names(spec)]
         if problems:
             raise StoreConflict(problems)
@@ -197,13 +204,7 @@ class Store:
                 return None
             held = self.view.entries.get(self.keys.address(want.network, json.loads(e.value)["address"]))
             return (held, Endpoint.from_json(held.value)) if held is not None else None
-        probe = self._endpoint(want, "0.0.0.0")
-        for key, e in self.view.entries.items():
-            if self.keys.split(key)[:2] == ["ipam", want.network]:
-                ep = Endpoint.from_json(e.value)
-                if ep.same_owner(probe):
-                    return e, ep
-        return None
+        return self._index.get(_owner(self._endpoint(want, "0.0.0.0")))
 
     def _endpoint(self, want: Wanted, address: str) -> Endpoint:
         if want.kind == "service":
@@ -368,6 +369,10 @@ def _difference(network: str, host: str, theirs: dict[str, Any], mine: dict[str,
         ("networks", network, fields[0]),
         f"overlay network {network} is defined differently on host {host}: {what}",
     )
+
+
+def _owner(ep: Endpoint) -> tuple[str, str, str, str]:
+    return (ep.kind, ep.name, ep.network, ep.host)
 
 
 def _who(ep: Endpoint) -> str:

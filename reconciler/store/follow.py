@@ -9,13 +9,12 @@ changed, or the store's health did; the daemon's loop decides what to do with it
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..spec import ClusterStore
-from .client import Client, StoreUnavailable, entry, unb64
+from .client import Client, StoreUnavailable, StreamEnded, entry, unb64
 from .model import Keys, View
 
 BACKOFF_FIRST = 0.25
@@ -53,7 +52,9 @@ class Follower:
     def snapshot(self) -> View | None:
         """A copy of the view, or None before the first listing."""
         with self._lock:
-            return copy.deepcopy(self._view) if self._view is not None else None
+            view = self._view
+            # Entries are immutable: a copy of the mapping is a copy of the view.
+            return View(view.keys, dict(view.entries), view.revision) if view is not None else None
 
     @property
     def up(self) -> bool:
@@ -72,13 +73,14 @@ class Follower:
 
     def _watch(self) -> None:
         backoff = BACKOFF_FIRST
-        revision: int | None = None
+        self._revision: int | None = None
         while not self._stopped.is_set():
             try:
-                if revision is None:
-                    revision = self._relist()
-                revision = self._follow(revision)
-                backoff = BACKOFF_FIRST
+                if self._revision is None:
+                    self._revision = self._relist()
+                self._follow()
+            except StreamEnded:
+                continue  # resumed at once from the revision seen last; a failure to reopen is reported
             except StoreUnavailable as e:
                 self._report("watch", False, str(e))
                 self._stopped.wait(backoff)
@@ -92,23 +94,22 @@ class Follower:
         self._on_change()
         return revision
 
-    def _follow(self, revision: int) -> int | None:
-        """Follow the stream from `revision`; the revision seen last when it ends, or None when the
-        history it needs was compacted (list again)."""
-        for result in self._watch_client.watch(self.keys.root, revision + 1):
-            if int(result.get("compact_revision", 0) or 0) > 0:
-                return None
-            if result.get("canceled"):
-                return None
+    def _follow(self) -> None:
+        """Follow the stream from the revision after the one seen last, until it ends (StreamEnded);
+        when the history it needs was compacted, forget the revision (list again)."""
+        assert self._revision is not None
+        for result in self._watch_client.watch(self.keys.root, self._revision + 1):
+            if int(result.get("compact_revision", 0) or 0) > 0 or result.get("canceled"):
+                self._revision = None
+                return
             self._report("watch", True)
             events = result.get("events", [])
             if events:
                 self._apply(events)
-                revision = int(result["header"]["revision"])
+                self._revision = int(result["header"]["revision"])
                 self._on_change()
             if self._stopped.is_set():
-                break
-        raise StoreUnavailable("the etcd watch stream ended")
+                return
 
     def _apply(self, events: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -124,7 +125,9 @@ class Follower:
                 view.revision = max(view.revision, int(kv.get("mod_revision", 0)))
 
     def _keepalive(self) -> None:
-        """Refresh the lease three times per TTL: a missed refresh or two is not an expiry."""
+        """Refresh the lease three times per TTL: one missed refresh is not an expiry, nor an outage
+        (a leader election after a member stopped takes about that long)."""
+        missed = 0
         while not self._stopped.wait(max(self.ttl / 3, 0.5)):
             lease = self._lease()
             if not lease:
@@ -132,8 +135,11 @@ class Follower:
             try:
                 ttl = self._lease_client.keepalive(lease)
             except StoreUnavailable as e:
-                self._report("lease", False, str(e))
+                missed += 1
+                if missed > 1:
+                    self._report("lease", False, str(e))
                 continue
+            missed = 0
             self._report("lease", True)
             if ttl <= 0:
                 # Expired (the store was away longer than the TTL): everything under it is gone;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from .model import View
 from .resolve import Resolved, StoreWaiting, resolve
 
 STATUS_FILE = "store-{scope}.json"
+RETRY_FIRST, RETRY_MAX = 0.5, 8.0
 
 
 def default_advertise(config: ClusterStore) -> str:
@@ -59,10 +61,13 @@ class EtcdMode:
         self.store = Store(config, scope, host, advertise)
         self.log = log
         self.up = True
+        self._sources = {"follower": True, "claims": True}
         self.error = ""
         self.since = time.time()
         self._status_dir = status_dir
         self._follower: Follower | None = None
+        self._retry: Callable[[], None] | None = None
+        self._backoff = RETRY_FIRST
         self._last: View | None = None
         self._said: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
@@ -70,12 +75,13 @@ class EtcdMode:
         """Watch the store from threads (the daemon): `on_change` when the view changed."""
 
         def health(up: bool, error: str) -> None:
-            self._health(up, error)
-            on_health(up)
+            self._health("follower", up, error)
+            on_health(self.up)
             on_change()  # back up: catch up now; down: the view stands, nothing to do but report
 
         self._follower = Follower(self.config, self.store.keys, lambda: self.store.lease, on_change, health)
         self._follower.start()
+        self._retry = on_change
 
     def resolve(
         self, local: Spec, previous: ScopeRecord, spec_path: Path, claim: bool = True
@@ -91,13 +97,17 @@ class EtcdMode:
         except StoreConflict as e:
             raise located(spec_path, e.conflicts) from e
         except StoreUnavailable as e:
-            self._health(False, str(e))
+            self._health("claims", False, str(e))
+            self._schedule_retry()
             if self._follower is not None:
                 self._last = self._follower.snapshot() or self._last
             if self._last is None:
                 raise StoreWaiting(f"waiting for the store: {e}") from e
         else:
-            self._health(True, "")
+            self._health("claims", True, "")
+            self._backoff = RETRY_FIRST
+        if self._status_dir is not None and not self._status_dir.joinpath(self._status_name).exists():
+            self._write_status()
         assert self._last is not None
         resolved = resolve(local, self._last, self.host)
         self._tell(resolved)
@@ -116,6 +126,9 @@ class EtcdMode:
                 )
 
     def _claim(self, local: Spec, previous: ScopeRecord) -> None:
+        if self._follower is not None and not self._sources["follower"]:
+            # The threads see no member: do not hold the loop (and drift repair) on timeouts.
+            raise StoreUnavailable(self.error or "etcd unreachable")
         view = self._follower.snapshot() if self._follower is not None else None
         if view is None:
             view = self.store.relist()
@@ -124,10 +137,24 @@ class EtcdMode:
         self.store.claim(local, _addresses(previous))
         self._last = self.store.view if self._follower is not None else self.store.relist()
 
-    def _health(self, up: bool, error: str) -> None:
-        if up == self.up and (up or error == self.error):
+    def _schedule_retry(self) -> None:
+        """Claims that found no member are tried again, each wait twice the last (the watch only
+        reports changes of the view, and a leader election changes none)."""
+        if self._retry is None:
             return
-        self.up, self.error, self.since = up, error, time.time()
+        timer = threading.Timer(self._backoff, self._retry)
+        timer.daemon = True
+        timer.start()
+        self._backoff = min(self._backoff * 2, RETRY_MAX)
+
+    def _health(self, source: str, ok: bool, error: str) -> None:
+        """The store is up while both the daemon's threads (watch, keepalive) and this host's own
+        requests get answers; a change of the two together is logged and written for `show`."""
+        self._sources[source] = ok
+        up = all(self._sources.values())
+        if up == self.up:
+            return
+        self.up, self.error, self.since = up, error if not up else "", time.time()
         if up:
             self.log(f"store: etcd reachable again through {self.store.client.endpoint}: catching up")
         else:
@@ -156,10 +183,14 @@ class EtcdMode:
             "lease": self.store.lease,
         }
 
+    @property
+    def _status_name(self) -> str:
+        return STATUS_FILE.format(scope=self.scope)
+
     def _write_status(self) -> None:
         if self._status_dir is None:
             return
-        path = self._status_dir / STATUS_FILE.format(scope=self.scope)
+        path = self._status_dir / self._status_name
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(self.status(), sort_keys=True))
         tmp.replace(path)
