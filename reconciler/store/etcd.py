@@ -138,8 +138,9 @@ class Store:
     def _names(self, spec: Spec) -> list[Problem]:
         out = []
         value = json.dumps({"host": self.host})
+        overlays = set(overlay_networks(spec))
         for c, ctr in spec.containers.items():
-            if not any(spec.networks[n].driver == "overlay" for n in ctr.attachments() if n in spec.networks):
+            if not overlays & set(ctr.attachments()):
                 continue
             key = self.keys.name(c)
             held = self.view.entries.get(key)
