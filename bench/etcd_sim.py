@@ -52,7 +52,7 @@ def main() -> None:
             vtep = f"198.18.{h // 250}.{h % 250 + 1}"
             register(endpoints, f"sim{h}", vtep, [f"s{h}c{i}" for i in range(per_host)])
 
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(8) as pool:
             list(pool.map(one, range(hosts)))
         print(json.dumps({"seconds": time.monotonic() - start}))
         return

@@ -24,7 +24,7 @@ from ..errors import ReconcilerError
 from ..spec import ClusterStore
 
 # A member that does not answer within this is treated as down: the next one is asked.
-REQUEST_TIMEOUT = 2.0
+REQUEST_TIMEOUT = 5.0
 T = TypeVar("T")
 
 

@@ -25,6 +25,8 @@ from .client import Client, Entry, b64, entry
 from .model import Endpoint, HostRecord, Keys, View
 
 FieldPath = tuple[str | int, ...]
+# Creates per transaction: etcd refuses more than 128 operations in one (--max-txn-ops).
+BATCH = 64
 
 
 class StoreConflict(HostConflict):
@@ -108,7 +110,10 @@ class Store:
         problems = [*self._definitions(spec), *self._names(spec)]
         if problems:
             raise StoreConflict(problems)
-        for want in wanted(spec, self.host, previous):
+        fresh = [w for w in wanted(spec, self.host, previous) if not self._keep_held(w)]
+        batched = [w for w in fresh if w.kind != "service" and w.static is None]
+        alone = [w for w in fresh if w not in batched]
+        for want in [*alone, *self._claim_batch(spec, batched)]:
             problem = self._claim_address(spec, want)
             if problem is not None:
                 problems.append(problem)
@@ -136,36 +141,74 @@ class Store:
         return out
 
     def _names(self, spec: Spec) -> list[Problem]:
-        out = []
+        """Claim the name of every container on our overlays: all new ones in one transaction per
+        BATCH; when one is held, one by one, to name who holds it."""
         value = json.dumps({"host": self.host})
         overlays = set(overlay_networks(spec))
+        todo = []
         for c, ctr in spec.containers.items():
-            if not overlays & set(ctr.attachments()):
-                continue
-            key = self.keys.name(c)
-            held = self.view.entries.get(key)
-            if held is not None and held.value == value and held.lease == self.lease:
-                continue
-            created, found = self._create([(key, value)], self.lease)
+            held = self.view.entries.get(self.keys.name(c))
+            if overlays & set(ctr.attachments()) and (
+                held is None or held.value != value or held.lease != self.lease
+            ):
+                todo.append(c)
+        fresh = [c for c in todo if self.keys.name(c) not in self.view.entries]
+        for i in range(0, len(fresh), BATCH):
+            part = fresh[i : i + BATCH]
+            created, _ = self._create([(self.keys.name(c), value) for c in part], self.lease)
             if created:
-                continue
-            holder = json.loads(found[key].value)["host"] if found.get(key) else None
-            if holder == self.host:
-                self._rebind(found[key])
+                todo = [c for c in todo if c not in part]
+        return [p for c in todo if (p := self._name(c, value)) is not None]
+
+    def _name(self, c: str, value: str) -> Problem | None:
+        key = self.keys.name(c)
+        created, found = self._create([(key, value)], self.lease)
+        if created:
+            return None
+        holder = json.loads(found[key].value)["host"] if found.get(key) else None
+        if holder == self.host:
+            self._rebind(found[key])
+            return None
+        return Problem(("containers", c), f"container {c} already runs on host {holder} (in the store)")
+
+    def _keep_held(self, want: Wanted) -> bool:
+        """Whether the endpoint keeps the address the store holds for it (moved onto this lease)."""
+        mine = self._held(want)
+        if mine is None:
+            return False
+        if want.static not in (None, mine[1].address):
+            self._delete(mine[0].key)  # the spec now pins another address
+            return False
+        if mine[0].lease != self._lease_of(want) or mine[1] != self._endpoint(want, mine[1].address):
+            self._rebind(mine[0], self._endpoint(want, mine[1].address).to_json())
+        return True
+
+    def _claim_batch(self, spec: Spec, wants: list[Wanted]) -> list[Wanted]:
+        """New endpoints' first free candidates (as the view knows them), created BATCH at a time in
+        one transaction each: a host starting with many containers costs a few transactions, not one
+        per container. A batch that meets a taken address creates nothing; its endpoints are then
+        claimed one by one (returned)."""
+        chosen: list[tuple[str, str, Wanted]] = []
+        picked: set[str] = set()
+        left: list[Wanted] = []
+        for want in wants:
+            for address in self._candidates(spec, want):
+                key = self.keys.address(want.network, address)
+                if key not in self.view.entries and key not in picked:
+                    chosen.append((key, address, want))
+                    picked.add(key)
+                    break
             else:
-                out.append(
-                    Problem(("containers", c), f"container {c} already runs on host {holder} (in the store)")
-                )
-        return out
+                left.append(want)
+        for i in range(0, len(chosen), BATCH):
+            part = chosen[i : i + BATCH]
+            items = [(key, self._endpoint(want, address).to_json()) for key, address, want in part]
+            created, _ = self._create(items, self.lease)
+            if not created:
+                left += [want for _, _, want in part]
+        return left
 
     def _claim_address(self, spec: Spec, want: Wanted) -> Problem | None:
-        mine = self._held(want)
-        if mine is not None and want.static in (None, mine[1].address):
-            if mine[0].lease != self._lease_of(want) or mine[1] != self._endpoint(want, mine[1].address):
-                self._rebind(mine[0], self._endpoint(want, mine[1].address).to_json())
-            return None
-        if mine is not None:
-            self._delete(mine[0].key)  # the spec now pins another address
         for address in self._candidates(spec, want):
             key = self.keys.address(want.network, address)
             held = self.view.entries.get(key)

@@ -21,6 +21,7 @@ until then. Readers ignore fields they do not know.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from dataclasses import asdict, dataclass, field
@@ -94,6 +95,10 @@ class Endpoint:
 
     @classmethod
     def from_json(cls, text: str) -> Endpoint:
+        return _endpoint(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Endpoint:
         data = json.loads(text)
         return cls(
             str(data["kind"]),
@@ -128,6 +133,13 @@ class Endpoint:
             other.network,
             other.host,
         )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _endpoint(text: str) -> Endpoint:
+    """Parsed once per value: every reconcile reads every endpoint of the view (10,000 at scale), and
+    a value only changes with its key's revision. Endpoints are immutable, so sharing them is safe."""
+    return Endpoint._parse(text)
 
 
 @dataclass
