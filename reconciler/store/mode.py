@@ -67,6 +67,7 @@ class EtcdMode:
         self._status_dir = status_dir
         self._follower: Follower | None = None
         self._retry: Callable[[], None] | None = None
+        self._on_health: Callable[[bool], None] = lambda up: None
         self._backoff = RETRY_FIRST
         self._last: View | None = None
         self._said: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
@@ -76,12 +77,12 @@ class EtcdMode:
 
         def health(up: bool, error: str) -> None:
             self._health("follower", up, error)
-            on_health(self.up)
             on_change()  # back up: catch up now; down: the view stands, nothing to do but report
 
         self._follower = Follower(self.config, self.store.keys, lambda: self.store.lease, on_change, health)
         self._follower.start()
         self._retry = on_change
+        self._on_health = on_health
 
     def resolve(
         self, local: Spec, previous: ScopeRecord, spec_path: Path, claim: bool = True
@@ -160,6 +161,7 @@ class EtcdMode:
         else:
             self.log(f"store: {error}; the data plane stays as last programmed, retrying with backoff")
         self._write_status()
+        self._on_health(up)
 
     def _tell(self, resolved: Resolved) -> None:
         said = (tuple(resolved.waiting), tuple(resolved.missing))

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from etcd_members import Members, start_members
 from sandbox import UNDERLAY_PREFIX, Background, Cluster, Host, make_cluster
-from test_watch import NO_RESYNC, address_in, log_lines, reconciles, replace, wait_for
+from test_watch import METRICS, NO_RESYNC, address_in, http_get, log_lines, reconciles, replace, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +53,8 @@ class Fleet:
         address = self.cluster.addresses[HOSTS.index(name)]
         self.daemons[name] = host.reconciler_background(
             "watch",
+            "--metrics-address",
+            f"{METRICS[0]}:{METRICS[1]}",
             str(self.spec_path(name)),
             "--host",
             name,
@@ -212,6 +214,7 @@ def test_store_outages_degrade_and_catch_up(fleet: Fleet) -> None:
     fleet.etcd.stop_all()
     wait_for("host-a to report the store down", lambda: store_down(a), da)
     assert said(da, "the data plane stays as last programmed")
+    assert 'reconciler_store_up{scope="pets"} 0.0' in http_get(a, "/metrics")
     specs["host-b"]["containers"]["queue"] = {"networks": ["pets"]}
     specs["host-b"]["containers"]["db"]["networks"] = {"pets": {"aliases": ["primary"]}}
     fleet.write("host-b", specs["host-b"])
@@ -227,6 +230,7 @@ def test_store_outages_degrade_and_catch_up(fleet: Fleet) -> None:
     wait_for("web to reach queue", lambda: reaches(a, "web", "queue", 5672, "queue-on-b"), da)
     wait_for("web to reach db by its alias", lambda: reaches(a, "web", "primary", 6379, "db-on-b"), da)
     wait_for("host-a to report the store up", lambda: not store_down(a), da)
+    assert 'reconciler_store_up{scope="pets"} 1.0' in http_get(a, "/metrics")
     assert fleet.daemons["host-a"].proc.poll() is None and db_.proc.poll() is None
 
 
