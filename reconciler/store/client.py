@@ -109,11 +109,6 @@ class Client:
         result = self.post("/kv/range", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))})
         return [entry(kv) for kv in result.get("kvs", [])], int(result["header"]["revision"])
 
-    def get(self, key: str) -> Entry | None:
-        result = self.post("/kv/range", {"key": b64(key)})
-        kvs = result.get("kvs", [])
-        return entry(kvs[0]) if kvs else None
-
     def txn(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/kv/txn", body)
 
@@ -133,9 +128,6 @@ class Client:
         """The lease's TTL after refreshing it; -1 when it has expired."""
         result = self.post("/lease/keepalive", {"ID": lease})
         return int(result.get("result", {}).get("TTL", -1))
-
-    def revoke(self, lease: int) -> None:
-        self.post("/kv/lease/revoke", {"ID": lease})
 
     def watch(self, prefix: str, start_revision: int) -> Iterator[dict[str, Any]]:
         """The watch stream's responses (events, or a compaction notice) from `start_revision` on,

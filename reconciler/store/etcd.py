@@ -24,7 +24,6 @@ from ..spec import ClusterStore, Spec
 from .client import Client, Entry, b64, entry
 from .model import Endpoint, HostRecord, Keys, View
 
-FieldPath = tuple[str | int, ...]
 # Creates per transaction: etcd refuses more than 128 operations in one (--max-txn-ops).
 BATCH = 64
 
@@ -87,16 +86,6 @@ class Store:
             )
         # Our own registration from a run that ended: take it over.
         self.client.put(key, record, self.lease)
-
-    def keepalive(self) -> bool:
-        """Refresh the lease; False when it had expired (everything under it is gone: register again)."""
-        return bool(self.lease) and self.client.keepalive(self.lease) > 0
-
-    def close(self) -> None:
-        """Revoke the lease: this host's endpoints leave every other host now, not after the TTL."""
-        if self.lease:
-            self.client.revoke(self.lease)
-            self.lease = 0
 
     # Claims.
     def claim(self, spec: Spec, previous: dict[tuple[str, str], str]) -> None:

@@ -114,18 +114,6 @@ class EtcdMode:
         self._tell(resolved)
         return resolved.spec, resolved.allocation
 
-    def close(self, revoke: bool) -> None:
-        if self._follower is not None:
-            self._follower.stop()
-        if revoke:
-            try:
-                self.store.close()
-            except StoreUnavailable as e:
-                self.log(
-                    f"store: could not revoke the lease ({e}); this host's endpoints expire in "
-                    f"{self.config.ttl} s"
-                )
-
     def _claim(self, local: Spec, previous: ScopeRecord) -> None:
         if self._follower is not None and not self._sources["follower"]:
             # The threads see no member: do not hold the loop (and drift repair) on timeouts.

@@ -30,8 +30,6 @@ from typing import Any
 from .. import names
 from .client import Entry
 
-KINDS = ("container", "node", "service")
-
 
 @dataclass(frozen=True)
 class Keys:
@@ -79,7 +77,7 @@ class HostRecord:
 class Endpoint:
     """One address of an overlay network: a container's, a host's node address, or a service VIP."""
 
-    kind: str  # one of KINDS
+    kind: str  # container, node (a host's address on the overlay) or service (a VIP)
     name: str  # the container, host or service
     network: str
     address: str
@@ -164,11 +162,6 @@ class View:
             for key, e in self.entries.items()
             if self.keys.split(key)[:1] == ["ipam"]
         ]
-
-    def holder(self, container: str) -> str | None:
-        """The host that holds a container name."""
-        e = self.entries.get(self.keys.name(container))
-        return str(json.loads(e.value)["host"]) if e is not None else None
 
     def definitions(self, network: str) -> list[tuple[int, str, dict[str, Any]]]:
         """(create revision, host, definition) of every host's definition of `network`, oldest first."""

@@ -42,6 +42,11 @@ class Cluster:
 def prepare(
     spec: Spec, scope: str, host: str | None, lock: Allocation | None, obs: OverlayObserved
 ) -> Cluster:
+    if spec.cluster is not None:
+        # Resolved specs (reconciler/store/resolve.py) have no `cluster:`: this one skipped the store.
+        raise HostConflict(
+            "a spec with cluster: is applied against its store: `reconciler watch` or `reconciler apply`"
+        )
     me, vtep = select_host(spec, host, obs.local_addresses)
     encrypted = [n for n in overlay_networks(spec) if spec.networks[n].encrypted]
     if encrypted:
