@@ -146,7 +146,7 @@ def start_fleet(fleet: Fleet, specs: dict[str, dict[str, Any]]) -> None:
 
 
 def test_cross_host_names_live_additions_and_conflicts(fleet: Fleet) -> None:
-    specs = {
+    specs: dict[str, dict[str, Any]] = {
         "host-a": spec_data(on_pets("web")),
         "host-b": spec_data(on_pets("db")),
         "host-c": spec_data(on_pets("worker")),
@@ -242,7 +242,10 @@ def store_down(host: Host) -> bool:
 
 def test_a_dead_hosts_endpoints_expire(fleet: Fleet) -> None:
     ttl = 3
-    specs = {"host-a": spec_data(on_pets("web"), ttl), "host-b": spec_data(on_pets("db"), ttl)}
+    specs: dict[str, dict[str, Any]] = {
+        "host-a": spec_data(on_pets("web"), ttl),
+        "host-b": spec_data(on_pets("db"), ttl),
+    }
     start_fleet(fleet, specs)
     a, b = fleet.host("host-a"), fleet.host("host-b")
     b.serve("db", 6379, "db-on-b")
@@ -251,8 +254,19 @@ def test_a_dead_hosts_endpoints_expire(fleet: Fleet) -> None:
     assert db_address in neighbours(a)
     fleet.daemons["host-b"].signal(signal.SIGKILL)
     wait_for("db's entries to leave host-a", lambda: db_address not in neighbours(a), fleet.daemons["host-a"])
-    hosts_file = (Path("/proc") / str(a.pid) / "root/etc/netns/web/hosts").read_text()
-    assert " db" not in hosts_file and "\tdb" not in hosts_file, hosts_file
+    wait_for("db's name to leave web's hosts file", lambda: "\tdb\n" not in hosts_file(a, "web"))
+
+    # host-b's daemon again: db keeps its address (the state record's, claimed first) and is back.
+    fleet.start("host-b")
+    wait_for("db back on host-a", lambda: db_address in neighbours(a), fleet.daemons["host-b"])
+    assert address_in(b, "db") == [db_address]
+    wait_for(
+        "web to reach db again", lambda: reaches(a, "web", "db", 6379, "db-on-b"), fleet.daemons["host-a"]
+    )
+
+
+def hosts_file(host: Host, container: str) -> str:
+    return (Path("/proc") / str(host.pid) / f"root/etc/netns/{container}/hosts").read_text()
 
 
 def test_apply_reconciles_once_and_says_its_endpoints_expire(fleet: Fleet) -> None:
