@@ -29,13 +29,14 @@ class Follower:
         lease: Callable[[], int],
         on_change: Callable[[], None],
         on_health: Callable[[bool, str], None],
+        log: Callable[[str], None],
     ) -> None:
         # A client per thread: the watch stream holds its connection for as long as it lasts.
         self._watch_client = Client(config)
         self._lease_client = Client(config)
         self.keys, self.ttl = keys, config.ttl
         self._lease = lease
-        self._on_change, self._on_health = on_change, on_health
+        self._on_change, self._on_health, self._log = on_change, on_health, log
         self._lock = threading.Lock()
         self._view: View | None = None
         self._health = {"watch": True, "lease": True}
@@ -100,6 +101,7 @@ class Follower:
         assert self._revision is not None
         for result in self._watch_client.watch(self.keys.root, self._revision + 1):
             if int(result.get("compact_revision", 0) or 0) > 0 or result.get("canceled"):
+                self._log(f"store: history compacted past revision {self._revision}: listing again")
                 self._revision = None
                 return
             self._report("watch", True)

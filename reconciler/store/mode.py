@@ -79,7 +79,9 @@ class EtcdMode:
             self._health("follower", up, error)
             on_change()  # back up: catch up now; down: the view stands, nothing to do but report
 
-        self._follower = Follower(self.config, self.store.keys, lambda: self.store.lease, on_change, health)
+        self._follower = Follower(
+            self.config, self.store.keys, lambda: self.store.lease, on_change, health, self.log
+        )
         self._follower.start()
         self._retry = on_change
         self._on_health = on_health

@@ -6,7 +6,8 @@ Covered: traffic across hosts by name; a container added to host-b's spec reache
 reaching it) with element updates only on host-a; a name or a network definition used differently on
 two hosts refused, located; one member stopped changes nothing; every member stopped leaves traffic
 flowing and the daemons degraded, and they catch up when the members return; a killed daemon's
-endpoints vanish elsewhere after its TTL. Every wait polls with a deadline.
+endpoints vanish elsewhere after its TTL; a daemon that missed compacted history lists again. Every
+wait polls with a deadline.
 """
 
 from __future__ import annotations
@@ -280,3 +281,32 @@ def test_apply_reconciles_once_and_says_its_endpoints_expire(fleet: Fleet) -> No
     assert address_in(a, "web") != []
     keys = fleet.etcd.etcdctl("get", "--prefix", "--keys-only", "/netreconciler/pets/")
     assert "/netreconciler/pets/names/web" in keys.split(), keys
+
+
+def test_a_daemon_that_missed_compacted_history_lists_again(fleet: Fleet) -> None:
+    # host-a reaches the cluster through member 0 only, so stopping it cuts host-a off alone.
+    only_first = spec_data(on_pets("web"))
+    only_first["cluster"]["endpoints"] = [f"http://{MEMBERS[0]}:2379"]
+    specs = {"host-a": only_first, "host-b": spec_data(on_pets("db"))}
+    start_fleet(fleet, specs)
+    a, b = fleet.host("host-a"), fleet.host("host-b")
+    da = fleet.daemons["host-a"]
+    wait_for(
+        "db on host-a", lambda: address_in(b, "db") != [] and address_in(b, "db")[0] in neighbours(a), da
+    )
+    old_db = address_in(b, "db")[0]
+
+    fleet.etcd.stop(0)
+    wait_for("host-a to report the store down", lambda: store_down(a), da)
+    specs["host-b"]["containers"] = on_pets("cache")
+    fleet.write("host-b", specs["host-b"])
+    wait_for("cache on host-b", lambda: address_in(b, "cache") != [], fleet.daemons["host-b"])
+    listing = json.loads(fleet.etcd.etcdctl("get", "--prefix", "/", "--keys-only", "-w", "json"))
+    fleet.etcd.etcdctl("compact", str(listing["header"]["revision"]))
+
+    fleet.etcd.start(0)
+    fleet.etcd.wait_healthy()
+    cache = address_in(b, "cache")[0]
+    wait_for("cache on host-a", lambda: cache in neighbours(a), da)
+    wait_for("db gone from host-a", lambda: old_db not in neighbours(a), da)
+    assert said(da, "history compacted past revision"), da.output()
