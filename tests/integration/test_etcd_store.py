@@ -281,6 +281,13 @@ def test_apply_reconciles_once_and_says_its_endpoints_expire(fleet: Fleet) -> No
     assert address_in(a, "web") != []
     keys = fleet.etcd.etcdctl("get", "--prefix", "--keys-only", "/netreconciler/pets/")
     assert "/netreconciler/pets/names/web" in keys.split(), keys
+    # A dry run reads the store and claims nothing: in sync, and no warning about expiry.
+    dry = a.reconciler(
+        "apply", str(fleet.spec_path("host-a")), "--dry-run", "--exit-code", "--host", "host-a",
+        "--advertise", fleet.cluster.addresses[0],
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "expire" not in dry.stderr, dry.stderr
 
 
 def test_a_daemon_that_missed_compacted_history_lists_again(fleet: Fleet) -> None:
