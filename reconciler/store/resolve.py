@@ -10,6 +10,7 @@ pure plan diffs remote endpoints as FDB, neighbour, hosts-file and nft element c
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from ..drivers.overlay.clusteripam import Allocation, OverlayAllocation
@@ -44,9 +45,12 @@ def resolve(local: Spec, view: View, me: str) -> Resolved:
             out.waiting.append(f"container {c} (on {', '.join(lacking)})")
             continue
         containers[c] = ctr.model_copy(update={"host": me})
+    remote: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = {}
     for ep in endpoints:
         if ep.kind == "container" and ep.host != me and ep.host in hosts and ep.name not in local.containers:
-            _place(containers, ep)
+            remote.setdefault((ep.name, ep.host), []).append((ep.network, ep.aliases))
+    for (name, host), attachments in remote.items():
+        containers[name] = _remote(host, tuple(sorted(attachments)))
     for ep in endpoints:
         alloc = out.allocation[ep.network]
         if ep.kind == "container" and ep.name in containers and containers[ep.name].host == ep.host:
@@ -83,9 +87,9 @@ def _hosts(
     return out
 
 
-def _place(containers: dict[str, Container], ep: Endpoint) -> None:
-    """Another host's container, on the networks the store lists for it."""
-    have = containers.get(ep.name)
-    networks: dict[str, Attachment | None] = dict(have.attachments()) if have is not None else {}
-    networks[ep.network] = Attachment(aliases=list(ep.aliases))
-    containers[ep.name] = Container(networks=networks, host=ep.host)
+@functools.lru_cache(maxsize=1 << 16)
+def _remote(host: str, attachments: tuple[tuple[str, tuple[str, ...]], ...]) -> Container:
+    """Another host's container, on the networks the store lists for it. Built once per content:
+    every reconcile places every remote container (10,000 at scale), and models are immutable."""
+    networks: dict[str, Attachment | None] = {n: Attachment(aliases=list(a)) for n, a in attachments}
+    return Container(networks=networks, host=host)
