@@ -129,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
             help=f"this host's WireGuard private key, for encrypted overlays (default {DEFAULT_KEY_FILE})",
         )
 
+    def advertise(cp: argparse.ArgumentParser) -> None:
+        cp.add_argument(
+            "--advertise",
+            metavar="ADDRESS",
+            help="etcd mode: this host's underlay address, its VTEP (default: the source address of "
+            "the route towards the first etcd endpoint)",
+        )
+
     def quiet(cp: argparse.ArgumentParser) -> None:
         cp.add_argument(
             "-q", "--quiet", action="store_true", help="no progress display (it is off anyway when not a TTY)"
@@ -161,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     host(a)
     key_file(a)
+    advertise(a)
     no_rollback(a)
     output(a)
     quiet(a)
@@ -266,6 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     host(w)
     key_file(w)
+    advertise(w)
     state_dir(w)
 
     st = command(
@@ -432,7 +442,11 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2) if args.output == "json" else _show_text(result))
         return 0
     spec = _load(args.spec)
-    lock = _read_lock(args.spec, spec) if args.command == "apply" else None
+    lock = _read_lock(args.spec, spec) if args.command == "apply" and spec.cluster is None else None
+    if args.command == "apply" and spec.cluster is not None:
+        from .store.oneshot import against_store
+
+        spec, lock, args.host = against_store(args, spec, state_dir)
     outcome = _reconcile(args, spec, state_dir, lock)
     _print_plan(outcome, args.output)
     if getattr(args, "exit_code", False) and outcome.actions:
@@ -464,6 +478,7 @@ def _watch_options(args: argparse.Namespace, state_dir: StateDir) -> Options:
         metrics_address=args.metrics_address,
         host=args.host,
         key_file=args.key_file,
+        advertise=args.advertise,
         git=git,
         fetch_interval=args.interval,
     )

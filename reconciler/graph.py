@@ -80,7 +80,10 @@ def topology(spec: Spec) -> Topology:
         served = ", ".join(str(p.port) if p.protocol == "tcp" else f"{p.port}/{p.protocol}" for _, p in ports)
         top.nodes.append(Node(sid, "service", (sname, f"VIP {served}".rstrip())))
         top.edges.append(Edge(sid, net_ids[svc.network], ""))
-        top.edges.extend(Edge(sid, container_ids[b], "", directed=True) for b in svc.backends)
+        # In etcd mode a backend may run on another host: not in this spec, not drawn.
+        top.edges.extend(
+            Edge(sid, container_ids[b], "", directed=True) for b in svc.backends if b in container_ids
+        )
         published.extend(
             Edge(h, sid, text, directed=True) for text, p in ports if p.published is not None for h in mesh
         )

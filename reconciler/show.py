@@ -21,8 +21,25 @@ from .statedir import StateDir
 def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
     if spec is not None:
         scope = engine.scope_of(spec)
-        return {"scope": scope, **gathered(engine.snapshot(state_dir, scope)[scope].state)}
-    return {"scopes": {s: gathered(o.state) for s, o in engine.snapshot(state_dir).items()}}
+        return {
+            "scope": scope,
+            **gathered(engine.snapshot(state_dir, scope)[scope].state),
+            **_store(state_dir, scope),
+        }
+    return {
+        "scopes": {
+            s: {**gathered(o.state), **_store(state_dir, s)} for s, o in engine.snapshot(state_dir).items()
+        }
+    }
+
+
+def _store(state_dir: StateDir, scope: str) -> dict[str, Any]:
+    """etcd mode: how the daemon last found the cluster store (written by it on every change)."""
+    from .store.mode import read_status
+    from .watch.status import folder
+
+    found = read_status(folder(state_dir.path), scope)
+    return {"store": found} if found is not None else {}
 
 
 def gathered(observed: State) -> dict[str, Any]:
@@ -99,6 +116,10 @@ def text(result: dict[str, Any]) -> str:
 
 def _scope_lines(scope: str, result: dict[str, Any]) -> list[str]:
     lines = [f"scope {scope}"]
+    if "store" in result:
+        store = result["store"]
+        state = "up" if store["up"] else f"DOWN ({store['error']}): the data plane stays as last programmed"
+        lines.append(f"store etcd via {store['endpoint']}: {state} (host {store['host']})")
     for name, net in sorted(result["networks"].items()):
         lines.extend(_network_lines(name, net))
     for name, ctr in sorted(result["containers"].items()):

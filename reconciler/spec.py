@@ -343,6 +343,44 @@ class ClusterHost(_Model):
         return _dotted_only(v)
 
 
+class ClusterStore(_Model):
+    """`cluster:`: the hosts, their endpoints and the overlay addresses live in an etcd cluster
+    (`reconciler/store/`), so the spec names no hosts and each host's spec holds its own containers."""
+
+    store: Literal["etcd"]
+    endpoints: Annotated[list[str], Field(min_length=1)]
+    prefix: str = "/netreconciler"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    ttl: Annotated[int, Field(ge=2, le=3600)] = 10  # seconds a dead host's endpoints outlive it
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not _ENDPOINT_RE.match(url):
+                raise ValueError(f"invalid endpoint {url!r}: expected http(s)://HOST:PORT")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.startswith("/") or v.endswith("/") or "//" in v:
+            raise ValueError(f"invalid prefix {v!r}: an absolute key path such as /netreconciler")
+        return v
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {v!r}")
+        return v
+
+
+_ENDPOINT_RE = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}\Z", re.ASCII)
+
+
 @dataclass(frozen=True, order=True)
 class ServicePort:
     """A port served on a service's VIP; `published` also answers on every host (routing mesh)."""
@@ -433,6 +471,7 @@ class Policy(_Model):
 class Spec(_Model):
     version: Literal[1]
     name: str | None = None
+    cluster: ClusterStore | None = None
     hosts: dict[str, ClusterHost] = {}
     wireguard_port: Annotated[StrictInt, Field(ge=1, le=65535)] = 51820  # of encrypted overlays
     networks: dict[str, Network] = {}

@@ -42,6 +42,8 @@ from ..rollback import Verification
 from ..session import advance, narrow, reach
 from ..spec import Spec
 from ..statedir import ScopeRecord, StateDir
+from ..store.mode import EtcdMode
+from ..store.oneshot import etcd_mode
 from . import cache
 from .events import Drift, Events
 from .files import watch_specs
@@ -69,6 +71,7 @@ class Options:
     metrics_address: tuple[str, int] | None = None
     host: str | None = None  # which of a cluster spec's hosts this is (None: by local address)
     key_file: str = DEFAULT_KEY_FILE  # this host's WireGuard private key (encrypted overlays)
+    advertise: str | None = None  # etcd mode: this host's VTEP (None: towards the first endpoint)
     git: GitRemote | None = None  # follow this remote; `path` is then its checkout's spec path
     fetch_interval: float = 30.0
 
@@ -149,6 +152,7 @@ class Daemon:
         self.tracker = Tracker(options, self.log, self.metrics)
         self._deferred_spec = False  # a spec edit that came while suspended
         self._spec_revision = ""  # the git revision `spec` came from ("" when following files)
+        self._etcd: EtcdMode | None = None  # etcd mode (`cluster:`): the store the cluster lives in
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -357,7 +361,10 @@ class Daemon:
         if pending.spec or self._unapplied_spec:
             try:
                 spec = load_specs(self.opts.path, self._parses)
-                lock, warning = clusteripam.pinned(self.opts.path, spec)
+                if spec.cluster is not None:
+                    spec, lock, warning = (*self._from_store(spec), None)
+                else:
+                    lock, warning = clusteripam.pinned(self.opts.path, spec)
             except ReconcilerError as e:
                 # An unreadable lock file counts as an invalid edit, like a spec error.
                 problems = [str(p) for p in e.problems] if isinstance(e, SpecError) else [str(e)]
@@ -407,6 +414,17 @@ class Daemon:
         r = Reconciled(trigger, mode, result, time.monotonic() - start, actions, revision=revision)
         self._report(r, repaired, scope_spec=spec, attempt=attempt)
         return True
+
+    def _from_store(self, spec: Spec) -> tuple[Spec, clusteripam.Allocation]:
+        """etcd mode: this host's spec made the cluster's from the store (`reconciler/store/`)."""
+        scope = engine.scope_of(spec)
+        if self._etcd is None:
+            self._etcd = etcd_mode(spec, self.opts, self.log.message)
+            self._etcd.follow(self._notify_spec, lambda up: self.metrics.store_up.labels(scope).set(up))
+            self.metrics.store_up.labels(scope).set(1)
+        # The cluster spec names this host, by the address it advertises.
+        self.opts.host = self._etcd.host
+        return self._etcd.resolve(spec, self.opts.state_dir.load(scope), self.opts.path)
 
     def _forget(self, spec: Spec) -> None:
         """After a failure: observe everything next time, with a fresh nftables context, and read

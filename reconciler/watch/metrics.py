@@ -77,6 +77,12 @@ class Metrics:
             ["level"],
             registry=self.registry,
         )
+        self.store_up = Gauge(
+            "reconciler_store_up",
+            "etcd mode: 1 while the cluster store answers, 0 while the data plane waits for it",
+            ["scope"],
+            registry=self.registry,
+        )
         self._info: dict[tuple[str, str], tuple[str, ...]] = {}
         self.healthy = False
 

@@ -47,6 +47,11 @@ class Cluster:
 def prepare(
     spec: Spec, scope: str, host: str | None, lock: Allocation | None, obs: OverlayObserved, key_file: str
 ) -> Cluster:
+    if spec.cluster is not None:
+        # Resolved specs (reconciler/store/resolve.py) have no `cluster:`: this one skipped the store.
+        raise HostConflict(
+            "a spec with cluster: is applied against its store: `reconciler watch` or `reconciler apply`"
+        )
     me, vtep = select_host(spec, host, obs.local_addresses)
     tunnel = wireguard.prepare(spec, me, key_file)
     mtu = obs.local_addresses.get(vtep, DEFAULT_UNDERLAY_MTU) if vtep else DEFAULT_UNDERLAY_MTU

@@ -38,10 +38,32 @@ def cluster_problems(spec: Spec, broken: Broken) -> list[Problem]:
     """`broken`: what failed the shape checks; a reference to it is not reported again."""
     return [
         *_overlay_problems(spec),
+        *_store_problems(spec),
         *_host_problems(spec, broken),
         *wireguard.problems(spec),
         *_service_problems(spec, broken),
     ]
+
+
+def _store_problems(spec: Spec) -> list[Problem]:
+    """With `cluster:` the store knows the hosts: a spec naming them would be a second truth."""
+    if spec.cluster is None:
+        return []
+    out: list[Problem] = []
+    if spec.hosts:
+        out.append(Problem(("hosts",), "a spec with cluster: names no hosts (they register in the store)"))
+    for cname, ctr in spec.containers.items():
+        if ctr.host is not None:
+            out.append(
+                Problem(
+                    ("containers", cname, "host"),
+                    "a spec with cluster: holds this host's own containers: no host key",
+                )
+            )
+    store = spec.cluster
+    if (store.cert_file is None) != (store.key_file is None):
+        out.append(Problem(("cluster", "cert_file"), "cert_file and key_file go together"))
+    return out
 
 
 def _overlay_problems(spec: Spec) -> list[Problem]:
@@ -85,6 +107,8 @@ def _host_problems(spec: Spec, broken: Broken) -> list[Problem]:
         seen[addr] = name
     for cname, ctr in spec.containers.items():
         at = ("containers", cname, "host")
+        if spec.cluster is not None:
+            continue  # reported by _store_problems
         if ctr.host is None and spec.hosts:
             out.append(Problem(at, "a spec with hosts must say which host each container runs on"))
         elif ctr.host is not None and ctr.host not in spec.hosts and not broken.hides("hosts", ctr.host):
@@ -116,6 +140,8 @@ def _service_problems(spec: Spec, broken: Broken) -> list[Problem]:
             member = spec.containers.get(backend)
             if member is None and broken.hides("containers", backend):
                 continue
+            if member is None and spec.cluster is not None:
+                continue  # another host's container: the store resolves it
             if member is None:
                 out.append(Problem((*at, "backends", index), f"unknown container {backend!r}"))
             elif svc.network not in member.attachments():
