@@ -32,6 +32,8 @@ from types import FrameType
 
 from .. import engine, names
 from ..diff import Action, plan
+from ..dns import hook as dns
+from ..dns.supervise import Supervisor
 from ..drivers.overlay import clusteripam
 from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError
 from ..model import Key, State
@@ -198,6 +200,7 @@ class Daemon:
             HostsFiles(self._notify_drift).start()
         except OSError as e:
             raise ReconcilerError(f"cannot watch the hosts files in {names.ETC_NETNS_DIR}: {e}") from e
+        Supervisor(self.opts.state_dir.path, self.log.message).start()
         self.log.message(f"watching {self.tracker.source} (resync every {self.opts.resync_interval:g} s)")
         pending = Pending({"start"}, spec=True, full=True) if self._resume_revision() else Pending()
         if self._fetcher is not None:
@@ -496,6 +499,7 @@ class Daemon:
             answer = self._verified
             for notice in notices:
                 self.log.message(notice)
+        dns.after(state_dir, scope, spec, lock, record, desired)
         if answer is not None:
             self._answered = answer
         repaired = [

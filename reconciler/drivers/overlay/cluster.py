@@ -2,7 +2,7 @@
 
 The engine calls these around its usual steps: `prepare` (after observing) picks the host and
 allocates cluster-wide addresses; `local_spec` is what the bridge machinery builds as before;
-`extend_desired` adds the overlay objects and rewrites hosts files with the whole cluster's names.
+`extend_desired` adds the overlay objects (the resolver serves the whole cluster's names: dns/records.py).
 (`diff.plan` re-creates the entries a replaced VXLAN device takes with it.)
 """
 
@@ -12,9 +12,8 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from ... import names
-from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line
 from ...errors import HostConflict
-from ...model import Bridge, HostsFile, Resource, State
+from ...model import Bridge, Resource, State
 from ...spec import Spec
 from ...statedir import ScopeRecord
 from ..bridge.desired import gateway
@@ -132,7 +131,6 @@ def extend_desired(cluster: Cluster, local: Spec, record: ScopeRecord, state: St
         state.add(Vxlan(n, dev, vni_of(spec, n), cluster.vtep, names.VXLAN_PORT, bridge, mtu=net.mtu))
         for resource in _remote_entries(cluster, n, dev):
             state.add(resource)
-    _hosts_files(cluster, local, record, state)
     vips = {s: cluster.alloc[svc.network].services[s] for s, svc in spec.services.items()}
     targets = {
         s: [cluster.alloc[svc.network].containers[b] for b in svc.backends]
@@ -153,25 +151,6 @@ def _remote_entries(cluster: Cluster, network: str, dev: str) -> list[Resource]:
         mac = names.container_mac(ipaddress.IPv4Address(ip))
         out += [Fdb(network, dev, mac, str(spec.hosts[host].address)), Neigh(network, dev, ip, mac)]
     return out
-
-
-def _hosts_files(cluster: Cluster, local: Spec, record: ScopeRecord, state: State) -> None:
-    """Names on an overlay are the cluster's: every container on it, wherever it runs, and its services."""
-    spec = cluster.spec
-    eps = endpoints(local, record)
-    members: dict[str, list[Endpoint]] = {n: [] for n in local.networks}
-    for their in eps.values():
-        for ep in their:
-            if ep.network not in cluster.alloc:
-                members[ep.network].append(ep)
-    for n, a in cluster.alloc.items():
-        for c, ip in a.containers.items():
-            aliases = tuple(spec.containers[c].attachments()[n].aliases)
-            members[n].append(Endpoint(c, n, ipaddress.IPv4Address(ip), aliases))
-        members[n] += [Endpoint(s, n, ipaddress.IPv4Address(ip), ()) for s, ip in a.services.items()]
-    blocks = {n: "".join(hosts_line(ep) for ep in their) for n, their in members.items()}
-    for c in local.containers:
-        state.add(HostsFile(c, hosts_file(cluster.scope, eps[c], blocks)))
 
 
 def conflicts(desired: State, obs: OverlayObserved, foreign_links: set[str]) -> list[str]:

@@ -1,0 +1,139 @@
+"""The resolver's records, pure: built from a scope's desired state (what `apply` publishes), then
+compiled into wire answers per view (what the server looks up).
+
+Docker's scope: a container resolves the names, aliases and service names of the networks it is on.
+Containers on the same networks share one view, so 1,000 containers on one network cost one table,
+not 1,000. A table maps the lowercased question (name and type, as on the wire) to the answer's
+header and records, ready to follow the asker's own question; the server only adds the query's ID.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..drivers.overlay.clusteripam import Allocation, allocate
+from ..model import Netns, State
+from ..spec import Spec
+from ..statedir import ScopeRecord
+from . import wire
+
+TTL = 2  # seconds: an answer never outlives a change by more than this
+VERSION = 1
+Records = dict[str, Any]  # one scope's records, as stored in its JSON file
+
+
+def scope_records(spec: Spec, record: ScopeRecord, desired: State, vips: dict[str, str]) -> Records:
+    """`spec`: the whole (cluster) spec; `record`: its allocation (with the cluster's overlay
+    addresses); `desired`: which containers run here and in which namespace; `vips`: service -> VIP.
+    Per network, hosts-file-like lines (address, name, aliases...): names across hosts where the
+    record holds their addresses (overlay), this host's alone elsewhere."""
+    lines: dict[str, list[list[str]]] = {n: [] for n in spec.networks}
+    for c, ctr in spec.containers.items():
+        for n, att in ctr.attachments().items():
+            rec = record.networks.get(n)
+            if rec is None:
+                continue
+            for address in (rec.addresses.get(c), rec.addresses6.get(c)):
+                if address:
+                    lines[n].append([address, c, *att.aliases])
+    for s, svc in spec.services.items():
+        if s in vips:
+            lines[svc.network].append([vips[s], s])
+    containers = {
+        res.container: {
+            "netns": res.path,
+            "networks": list(spec.containers[res.container].attachments()),
+        }
+        for res in desired.resources.values()
+        if isinstance(res, Netns) and res.container in spec.containers
+    }
+    internal = sorted(n for n, net in spec.networks.items() if net.internal)
+    return {"version": VERSION, "networks": lines, "internal": internal, "containers": containers}
+
+
+class Answer:
+    """Header (flags and counts, per RD bit of the query) and records; several records are handed
+    out in turn, each query getting them rotated by one (Docker shuffles, we rotate)."""
+
+    __slots__ = ("headers", "records", "turn", "whole")
+
+    def __init__(self, rcode: int, records: list[bytes], authoritative: bool = True) -> None:
+        flags = wire.QR | wire.RA | (wire.AA if authoritative else 0) | rcode
+        self.headers = tuple(struct.pack("!HHHHH", flags | rd, 1, len(records), 0, 0) for rd in (0, wire.RD))
+        self.records = records
+        self.whole = b"".join(records)
+        self.turn = 0
+
+    def body(self) -> bytes:
+        if len(self.records) < 2:
+            return self.whole
+        turn = self.turn = (self.turn + 1) % len(self.records)
+        return b"".join(self.records[turn:] + self.records[:turn])
+
+
+@dataclass
+class View:
+    """What one set of networks of one scope resolves; `forward` is False when all of them are
+    internal (no name leaves them, CVE-2024-29018)."""
+
+    table: dict[bytes, Answer] = field(default_factory=dict)
+    names: set[bytes] = field(default_factory=set)  # owned names: NOERROR without data for other types
+    forward: bool = True
+
+
+@dataclass
+class Compiled:
+    views: dict[str, View]  # namespace path -> its view
+    ours: set[bytes]  # every name any view answers: NXDOMAIN where not shared, never forwarded
+
+
+def compile_all(scopes: dict[str, Records]) -> Compiled:
+    views: dict[str, View] = {}
+    ours: set[bytes] = set()
+    for records in scopes.values():
+        made: dict[tuple[tuple[str, ...], bool], View] = {}
+        internal = set(records.get("internal", []))
+        for ctr in records["containers"].values():
+            nets = tuple(n for n in ctr["networks"] if n in records["networks"])
+            forward = not nets or not set(nets) <= internal
+            key = (nets, forward)
+            if key not in made:
+                made[key] = _view([records["networks"][n] for n in nets], forward)
+                ours |= made[key].names
+            views[ctr["netns"]] = made[key]
+        for lines in records["networks"].values():
+            ours |= _view([lines], True).names
+    return Compiled(views, ours)
+
+
+def _view(networks: list[list[list[str]]], forward: bool) -> View:
+    found: dict[tuple[bytes, int], list[bytes]] = {}
+    for lines in networks:
+        for address, *hostnames in lines:
+            rtype, rdata = wire.address_rdata(address)
+            for name in hostnames:
+                _add(found, wire.encode_name(name).lower(), rtype, wire.rr(rtype, TTL, rdata))
+            reverse = wire.encode_name(wire.reverse_name(address))
+            _add(found, reverse, wire.PTR, wire.rr(wire.PTR, TTL, wire.encode_name(hostnames[0])))
+    view = View(forward=forward)
+    for (qname, rtype), records in found.items():
+        # qtypes 1, 12 and 28 hold no ASCII letter, so the server may lowercase name and type at once.
+        view.table[qname + struct.pack("!H", rtype)] = Answer(wire.NOERROR, records)
+        view.names.add(qname)
+    return view
+
+
+def _add(found: dict[tuple[bytes, int], list[bytes]], qname: bytes, rtype: int, record: bytes) -> None:
+    records = found.setdefault((qname, rtype), [])
+    if record not in records:  # a name on two shared networks with one address answers once
+        records.append(record)
+
+
+def service_vips(spec: Spec, lock: Allocation | None) -> dict[str, str]:
+    """Service -> VIP, from the cluster allocation (every host computes the same one)."""
+    if not spec.services:
+        return {}
+    alloc = allocate(spec, lock)
+    return {s: alloc[svc.network].services[s] for s, svc in spec.services.items() if svc.network in alloc}
