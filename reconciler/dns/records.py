@@ -19,6 +19,7 @@ from ..spec import Spec
 from ..statedir import ScopeRecord
 from . import wire
 
+TYPES = {t: struct.pack("!H", t) for t in (wire.A, wire.AAAA, wire.PTR)}
 TTL = 2  # seconds: an answer never outlives a change by more than this
 VERSION = 1
 Records = dict[str, Any]  # one scope's records, as stored in its JSON file
@@ -30,8 +31,9 @@ def scope_records(spec: Spec, record: ScopeRecord, desired: State, vips: dict[st
     Per network, hosts-file-like lines (address, name, aliases...): names across hosts where the
     record holds their addresses (overlay), this host's alone elsewhere."""
     lines: dict[str, list[list[str]]] = {n: [] for n in spec.networks}
-    for c, ctr in spec.containers.items():
-        for n, att in ctr.attachments().items():
+    attached = {c: ctr.attachments() for c, ctr in spec.containers.items()}
+    for c, atts in attached.items():
+        for n, att in atts.items():
             rec = record.networks.get(n)
             if rec is None:
                 continue
@@ -42,12 +44,9 @@ def scope_records(spec: Spec, record: ScopeRecord, desired: State, vips: dict[st
         if s in vips:
             lines[svc.network].append([vips[s], s])
     containers = {
-        res.container: {
-            "netns": res.path,
-            "networks": list(spec.containers[res.container].attachments()),
-        }
+        res.container: {"netns": res.path, "networks": list(attached[res.container])}
         for res in desired.resources.values()
-        if isinstance(res, Netns) and res.container in spec.containers
+        if isinstance(res, Netns) and res.container in attached
     }
     internal = sorted(n for n, net in spec.networks.items() if net.internal)
     return {"version": VERSION, "networks": lines, "internal": internal, "containers": containers}
@@ -83,52 +82,85 @@ class View:
     forward: bool = True
 
 
+Entry = tuple[bytes, int, bytes]  # lowercased wire name, type, record
+Memo = dict[tuple[str, ...], list[Entry]]  # a hosts-like line -> its records
+
+
 @dataclass
 class Compiled:
     views: dict[str, View]  # namespace path -> its view
     ours: set[bytes]  # every name any view answers: NXDOMAIN where not shared, never forwarded
+    memo: Memo = field(default_factory=dict)  # the lines' records, reused by the next compile
+    answers: dict[tuple[bytes, ...], Answer] = field(default_factory=dict)  # by key and records, likewise
 
 
-def compile_all(scopes: dict[str, Records]) -> Compiled:
+def compile_all(scopes: dict[str, Records], previous: Compiled | None = None) -> Compiled:
+    """Every namespace's view. `previous`: the last compile; a line or an answer seen before costs a
+    lookup, so a reload after adding one container encodes one line, not the network's thousand."""
+    old: Memo = previous.memo if previous else {}
+    memo: Memo = {}
+    old_answers = previous.answers if previous else {}
+    answers: dict[tuple[bytes, ...], Answer] = {}
     views: dict[str, View] = {}
     ours: set[bytes] = set()
     for records in scopes.values():
+        entries = {n: _entries(lines, old, memo) for n, lines in records["networks"].items()}
+        for network in entries.values():
+            ours.update(qname for qname, _, _ in network)
         made: dict[tuple[tuple[str, ...], bool], View] = {}
         internal = set(records.get("internal", []))
         for ctr in records["containers"].values():
-            nets = tuple(n for n in ctr["networks"] if n in records["networks"])
-            forward = not nets or not set(nets) <= internal
-            key = (nets, forward)
+            nets = tuple(n for n in ctr["networks"] if n in entries)
+            key = (nets, not nets or not set(nets) <= internal)
             if key not in made:
-                made[key] = _view([records["networks"][n] for n in nets], forward)
-                ours |= made[key].names
+                made[key] = _view([entries[n] for n in nets], key[1], old_answers, answers)
             views[ctr["netns"]] = made[key]
-        for lines in records["networks"].values():
-            ours |= _view([lines], True).names
-    return Compiled(views, ours)
+    return Compiled(views, ours, memo, answers)
 
 
-def _view(networks: list[list[list[str]]], forward: bool) -> View:
+def _entries(lines: list[list[str]], old: Memo, memo: Memo) -> list[Entry]:
+    out: list[Entry] = []
+    for line in lines:
+        key = tuple(line)
+        found = memo.get(key) or old.get(key)
+        if found is None:
+            found = _line_entries(line)
+        memo[key] = found
+        out.extend(found)
+    return out
+
+
+def _line_entries(line: list[str]) -> list[Entry]:
+    address, *hostnames = line
+    rtype, rdata = wire.address_rdata(address)
+    record = wire.rr(rtype, TTL, rdata)
+    out = [(wire.encode_name(name).lower(), rtype, record) for name in hostnames]
+    reverse = wire.encode_name(wire.reverse_name(address))
+    out.append((reverse, wire.PTR, wire.rr(wire.PTR, TTL, wire.encode_name(hostnames[0]))))
+    return out
+
+
+def _view(
+    networks: list[list[Entry]],
+    forward: bool,
+    old: dict[tuple[bytes, ...], Answer],
+    made: dict[tuple[bytes, ...], Answer],
+) -> View:
     found: dict[tuple[bytes, int], list[bytes]] = {}
-    for lines in networks:
-        for address, *hostnames in lines:
-            rtype, rdata = wire.address_rdata(address)
-            for name in hostnames:
-                _add(found, wire.encode_name(name).lower(), rtype, wire.rr(rtype, TTL, rdata))
-            reverse = wire.encode_name(wire.reverse_name(address))
-            _add(found, reverse, wire.PTR, wire.rr(wire.PTR, TTL, wire.encode_name(hostnames[0])))
+    for entries in networks:
+        for qname, rtype, record in entries:
+            records = found.setdefault((qname, rtype), [])
+            if record not in records:  # a name on two shared networks with one address answers once
+                records.append(record)
     view = View(forward=forward)
     for (qname, rtype), records in found.items():
         # qtypes 1, 12 and 28 hold no ASCII letter, so the server may lowercase name and type at once.
-        view.table[qname + struct.pack("!H", rtype)] = Answer(wire.NOERROR, records)
+        key = qname + TYPES[rtype]
+        ident = (key, *records)
+        answer = made.get(ident) or old.get(ident) or Answer(wire.NOERROR, records)
+        made[ident] = view.table[key] = answer
         view.names.add(qname)
     return view
-
-
-def _add(found: dict[tuple[bytes, int], list[bytes]], qname: bytes, rtype: int, record: bytes) -> None:
-    records = found.setdefault((qname, rtype), [])
-    if record not in records:  # a name on two shared networks with one address answers once
-        records.append(record)
 
 
 def service_vips(spec: Spec, lock: Allocation | None) -> dict[str, str]:

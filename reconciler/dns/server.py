@@ -100,7 +100,6 @@ class Resolver:
         self.epoll = select.epoll()
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.bound: dict[str, Binding] = {}
-        self.released: set[str] = set()
         self.compiled = Compiled({}, set())
         self.conns: dict[int, Conn] = {}
         self.forwards: dict[int, Forward] = {}
@@ -374,12 +373,12 @@ class Resolver:
     def reload(self) -> bool:
         """Read every scope's records and bind or unbind namespaces to match; False when none remain."""
         scopes = load_scopes(self.folder)
-        self.compiled = records.compile_all(scopes)
-        self.released.clear()
+        self.compiled = records.compile_all(scopes, self.compiled)
         wanted = self.compiled.views
-        for binding in list(self.bound.values()):
-            if binding.path not in wanted or _inode(binding.path) != binding.inode:
-                self._unbind(binding)
+        # A namespace made again at the same path was released before (`release`), or is found by
+        # the sweep: no stat per namespace here, where a thousand would cost more than the rest.
+        for binding in [b for b in self.bound.values() if b.path not in wanted]:
+            self._unbind(binding)
         for binding in bind_all([p for p in wanted if p not in self.bound], wanted):
             self.bound[binding.path] = binding
             self._register(binding.udp, self._on_udp(binding))

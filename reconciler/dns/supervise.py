@@ -29,6 +29,7 @@ from .records import Records
 TIMEOUT = 10.0  # seconds for the resolver to start, answer or stop
 POLL = 0.01
 _children: list[subprocess.Popen[bytes]] = []  # started here: reaped, never left as zombies
+_published: dict[Path, Records] = {}  # what this process last wrote, per records file
 
 
 def publish(state_dir: Path, scope: str, records: Records) -> None:
@@ -37,22 +38,26 @@ def publish(state_dir: Path, scope: str, records: Records) -> None:
     folder = folder_of(state_dir)
     path = folder / SCOPES / f"{scope}.json"
     if records["containers"]:
-        text = json.dumps(records, sort_keys=True)
-        changed = _read(path) != text
+        if _published.get(path) == records and path.exists():
+            changed = False  # a daemon's pass that changed nothing: no encoding, no reading
+        else:
+            text = json.dumps(records, separators=(",", ":"))
+            changed = _read(path) != text
         if changed:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(text)
             os.replace(tmp, path)  # the resolver never reads half a file
+        _published[path] = records
     else:
         changed = path.exists()
+        _published.pop(path, None)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     if needed(state_dir):
-        if status(state_dir) is None:
+        answered = _ask(folder, "reload") if changed else status(state_dir)
+        if answered is None:
             ensure_running(state_dir)  # it reads every scope's records when it starts
-        elif changed:
-            _ask(folder, "reload")
         return
     if status(state_dir) is not None and _ask(folder, "reload") == "ok stopping":
         _wait_stopped(folder)
