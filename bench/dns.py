@@ -77,7 +77,8 @@ def table(result: dict[str, Any]) -> str:
         )
     rows.append(
         f"ours: in-process apply of one more container {result['apply_add_one_ms']:.1f} ms "
-        f"(the resolver's records included), resolvable {result['after_apply_ms']:.2f} ms after it returned"
+        f"(of which the resolver's records {result['records_ms']:.1f} ms: built, written, reloaded), "
+        f"resolvable {result['after_apply_ms']:.2f} ms after it returned"
     )
     return "\n".join(rows)
 
@@ -110,7 +111,7 @@ def inner(workdir: Path, n: int, seconds: float) -> None:
     servers: dict[str, Any] = {}
     netns = ["ip", "netns", "exec", names[0]]
     servers["ours"] = measure(pid, [*netns, "taskset", "-c", "0"], "127.0.0.11", queries, seconds)
-    servers["ours"]["add_one_ms"], apply_ms, after_ms = ours_add_one(session, spec, workdir)
+    servers["ours"]["add_one_ms"], apply_ms, after_ms, records_ms = ours_add_one(session, spec)
     servers["aardvark-dns"] = aardvark(workdir, names, queries, seconds)
     servers["dnsmasq"] = dnsmasq(workdir, names, queries, seconds)
     print(
@@ -121,6 +122,7 @@ def inner(workdir: Path, n: int, seconds: float) -> None:
                 "servers": servers,
                 "apply_add_one_ms": apply_ms,
                 "after_apply_ms": after_ms,
+                "records_ms": records_ms,
             }
         )
     )
@@ -190,26 +192,37 @@ def _socket(netns_path: str | None) -> socket.socket:
     return _in_thread(make)
 
 
-def ours_add_one(session: Any, spec: dict[str, Any], workdir: Path) -> tuple[float, float, float]:
-    """(change start -> resolvable, the apply alone, resolvable after the apply returned), ms, medians."""
+def ours_add_one(session: Any, spec: dict[str, Any]) -> tuple[float, float, float, float]:
+    """(change start -> resolvable, the apply alone, resolvable after the apply returned, the records'
+    part of the apply: built, written, reloaded), ms, medians."""
+    from reconciler.dns import hook
     from reconciler.spec import Spec
 
-    totals, applies, afters = [], [], []
-    for i in range(ADD_ONE_REPS):
-        name = f"new{i}"
-        spec["containers"][name] = {"networks": ["net"]}
+    publishing = hook.after
+    spent: list[float] = []
+
+    def timed_after(*args: Any) -> None:
         start = time.monotonic()
-        session.apply(Spec.model_validate(spec))
-        applied = time.monotonic()
-        after = wait_resolvable("127.0.0.11", name, "/run/netns/c0")
-        totals.append(applied - start + after)
-        applies.append(applied - start)
-        afters.append(after)
-    return (
-        1000 * statistics.median(totals),
-        1000 * statistics.median(applies),
-        1000 * statistics.median(afters),
-    )
+        publishing(*args)
+        spent.append(time.monotonic() - start)
+
+    hook.after = timed_after  # type: ignore[assignment]
+    totals, applies, afters = [], [], []
+    try:
+        for i in range(ADD_ONE_REPS):
+            name = f"new{i}"
+            spec["containers"][name] = {"networks": ["net"]}
+            start = time.monotonic()
+            session.apply(Spec.model_validate(spec))
+            applied = time.monotonic()
+            after = wait_resolvable("127.0.0.11", name, "/run/netns/c0")
+            totals.append(applied - start + after)
+            applies.append(applied - start)
+            afters.append(after)
+    finally:
+        hook.after = publishing  # type: ignore[assignment]
+    ms = [1000 * statistics.median(v) for v in (totals, applies, afters, spent)]
+    return ms[0], ms[1], ms[2], ms[3]
 
 
 def aardvark(workdir: Path, names: list[str], queries: Path, seconds: float) -> dict[str, Any]:

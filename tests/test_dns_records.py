@@ -90,6 +90,19 @@ def test_a_shared_alias_answers_every_member_in_rotating_order() -> None:
     assert len(set(firsts)) == 3
 
 
+def test_a_query_asked_again_is_answered_from_memory_and_the_memory_is_bounded() -> None:
+    from reconciler.dns import server
+
+    r = resolver(NETS, CONTAINERS)
+    view = r.compiled.views["/run/netns/a"]
+    first, again = (r.answer(wire.query("b", wire.A, ident=i), view) for i in (1, 2))
+    assert first and again and first[2:] == again[2:] and again[:2] == b"\x00\x02"
+    assert len(view.hot) == 1
+    for i in range(server.HOT_LIMIT + 1):  # distinct queries: the memory starts again
+        r.answer(wire.query("b", wire.A, ident=1) + i.to_bytes(3, "big"), view)  # trailing junk
+    assert r.hot_entries <= server.HOT_LIMIT and addresses(ask(r, "a", "b")) == ["10.1.0.3"]
+
+
 def test_internal_only_containers_are_not_forwarded() -> None:
     nets = {"in": {"subnet": "10.1.0.0/24", "internal": True}, "out": {"subnet": "10.2.0.0/24"}}
     r = resolver(nets, {"x": {"networks": ["in"]}, "y": {"networks": ["in", "out"]}})

@@ -80,6 +80,7 @@ class View:
     table: dict[bytes, Answer] = field(default_factory=dict)
     names: set[bytes] = field(default_factory=set)  # owned names: NOERROR without data for other types
     forward: bool = True
+    hot: dict[bytes, bytes] = field(default_factory=dict)  # a query after its ID -> the reply after it
 
 
 Entry = tuple[bytes, int, bytes]  # lowercased wire name, type, record

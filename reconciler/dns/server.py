@@ -44,6 +44,7 @@ MAX_CONNS = 16  # TCP connections per namespace
 TCP_IDLE = 10.0
 SWEEP = 1.0  # seconds between checks that bound namespaces still exist (an adopted one's process died)
 MAX_TCP_MESSAGE = 65535
+HOT_LIMIT = 1 << 16  # remembered replies, all views: at most a few MB
 
 
 class Stop(Exception):
@@ -107,6 +108,7 @@ class Resolver:
         self.timers: collections.deque[tuple[float, Forward, socket.socket]] = collections.deque()
         self.next_sweep = time.monotonic() + SWEEP
         self.stopping = False
+        self.hot_entries = 0
         self.control: socket.socket | None = None
 
     # The loop.
@@ -149,7 +151,11 @@ class Resolver:
 
     # Answers.
     def answer(self, data: bytes, view: View) -> bytes | None:
-        """The reply, or None: dropped (a response, not a query) or forwarded (the reply comes later)."""
+        """The reply, or None: dropped (a response, not a query) or forwarded (the reply comes later).
+        A query seen before (the same bytes after its ID) is answered from the view's `hot` map."""
+        tail = view.hot.get(data[2:])
+        if tail is not None:
+            return data[:2] + tail
         end = wire.question_end(data)
         if end < 0:
             if len(data) < 12 or data[2] & 0x80:
@@ -161,23 +167,40 @@ class Resolver:
         rd = flags & 1
         found = view.table.get(data[12 : end + 3].lower())
         if found is not None and data[end + 3] == 0 and data[end + 4] == wire.IN:
-            return data[:2] + found.headers[rd] + data[12 : end + 5] + found.body()
-        qname = data[12 : end + 1].lower()
-        if qname in view.names:
-            return data[:2] + NODATA[rd] + data[12 : end + 5]
-        if qname in self.compiled.ours:
-            return data[:2] + NXDOMAIN[rd] + data[12 : end + 5]
-        if not view.forward:
-            return data[:2] + REFUSED[rd] + data[12 : end + 5]  # no name leaves an internal network
-        return b""  # not ours: the caller forwards it
+            reply = data[:2] + found.headers[rd] + data[12 : end + 5] + found.body()
+            if len(found.records) > 1:
+                return reply  # rotating: each query its own order
+        else:
+            qname = data[12 : end + 1].lower()
+            if qname in view.names:
+                reply = data[:2] + NODATA[rd] + data[12 : end + 5]
+            elif qname in self.compiled.ours:
+                reply = data[:2] + NXDOMAIN[rd] + data[12 : end + 5]
+            elif not view.forward:
+                reply = data[:2] + REFUSED[rd] + data[12 : end + 5]  # no name leaves an internal network
+            else:
+                return b""  # not ours: the caller forwards it
+        if len(reply) <= wire.UDP_LIMIT:  # what UDP and TCP answer alike
+            self._remember(view, data[2:], reply[2:])
+        return reply
+
+    def _remember(self, view: View, query: bytes, tail: bytes) -> None:
+        if self.hot_entries >= HOT_LIMIT:
+            for each in {id(v): v for v in self.compiled.views.values()}.values():
+                each.hot.clear()  # many distinct queries (or case games): start again, bounded
+            self.hot_entries = 0
+        view.hot[query] = tail
+        self.hot_entries += 1
 
     def _on_udp(self, binding: Binding) -> Callable[[int], None]:
         sock = binding.udp
 
+        recvfrom = sock.recvfrom
+
         def handle(_: int) -> None:
             for _ in range(BATCH):
                 try:
-                    data, peer = sock.recvfrom(4096)
+                    data, peer = recvfrom(4096)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError:
@@ -374,6 +397,7 @@ class Resolver:
         """Read every scope's records and bind or unbind namespaces to match; False when none remain."""
         scopes = load_scopes(self.folder)
         self.compiled = records.compile_all(scopes, self.compiled)
+        self.hot_entries = 0  # new views, empty `hot` maps
         wanted = self.compiled.views
         # A namespace made again at the same path was released before (`release`), or is found by
         # the sweep: no stat per namespace here, where a thousand would cost more than the rest.
