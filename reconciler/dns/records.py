@@ -60,7 +60,10 @@ class Answer:
 
     def __init__(self, rcode: int, records: list[bytes], authoritative: bool = True) -> None:
         flags = wire.QR | wire.RA | (wire.AA if authoritative else 0) | rcode
-        self.headers = tuple(struct.pack("!HHHHH", flags | rd, 1, len(records), 0, 0) for rd in (0, wire.RD))
+        self.headers = (
+            struct.pack("!HHHHH", flags, 1, len(records), 0, 0),
+            struct.pack("!HHHHH", flags | wire.RD, 1, len(records), 0, 0),
+        )
         self.records = records
         self.whole = b"".join(records)
         self.turn = 0

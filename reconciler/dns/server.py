@@ -68,6 +68,7 @@ class Conn:
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
     last: float = 0.0
+    writing: bool = False
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Forward:
 
 
 def _header_only(rcode: int) -> tuple[bytes, bytes]:
-    return Answer(rcode, []).headers  # type: ignore[return-value]
+    return Answer(rcode, []).headers
 
 
 NODATA, NXDOMAIN, REFUSED, SERVFAIL, NOTIMP = (
@@ -289,8 +290,10 @@ class Resolver:
             self._drop(conn)
             return
         del conn.outbuf[:sent]
-        mask = select.EPOLLIN | (select.EPOLLOUT if conn.outbuf else 0)
-        self.epoll.modify(conn.sock.fileno(), mask)
+        if conn.writing != bool(conn.outbuf):  # EPOLLOUT only while something waits to be sent
+            conn.writing = bool(conn.outbuf)
+            mask = select.EPOLLIN | (select.EPOLLOUT if conn.writing else 0)
+            self.epoll.modify(conn.sock.fileno(), mask)
         if len(conn.outbuf) > 4 * MAX_TCP_MESSAGE:
             self._drop(conn)  # it sends and never reads
 

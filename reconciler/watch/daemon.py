@@ -149,6 +149,7 @@ class Daemon:
         self.tracker = Tracker(options, self.log, self.metrics)
         self._deferred_spec = False  # a spec edit that came while suspended
         self._spec_revision = ""  # the git revision `spec` came from ("" when following files)
+        self._dns_published = False  # the resolver has this daemon's records
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -499,7 +500,11 @@ class Daemon:
             answer = self._verified
             for notice in notices:
                 self.log.message(notice)
-        dns.after(state_dir, scope, spec, lock, record, desired)
+        if actions or record != previous or not self._dns_published:
+            # Nothing applied, nothing allocated: the records are the last ones (the supervisor
+            # restarts a resolver that died).
+            dns.after(state_dir, scope, spec, lock, record, desired)
+            self._dns_published = True
         if answer is not None:
             self._answered = answer
         repaired = [
