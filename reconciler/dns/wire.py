@@ -8,7 +8,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-A, NS, CNAME, PTR, AAAA, OPT = 1, 2, 5, 12, 28, 41
+A, PTR, AAAA = 1, 12, 28
 IN = 1
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
