@@ -33,15 +33,22 @@ def execute(ctx: Context, action: Action) -> None:
     # and a bind mount keeps seeing the inode it was given.
     with open(path, "w") as f:
         f.write(res.content)
-    if not os.path.exists(resolv) or _ours(resolv):  # a resolv.conf someone else put there stays
+    now = _read(resolv)
+    # A resolv.conf someone else put there stays; ours is written only when it differs (a write is an
+    # inotify event the daemon would look at).
+    if now is None or (now != RESOLV_CONF and now.startswith(RESOLV_CONF_HEADER)):
         with open(resolv, "w") as f:
             f.write(RESOLV_CONF)
     fault.step()
 
 
 def _ours(path: str) -> bool:
+    return (_read(path) or "").startswith(RESOLV_CONF_HEADER)
+
+
+def _read(path: str) -> str | None:
     try:
         with open(path) as f:
-            return f.read(len(RESOLV_CONF_HEADER)) == RESOLV_CONF_HEADER
-    except OSError:
-        return False
+            return f.read(len(RESOLV_CONF) + 1)
+    except FileNotFoundError:
+        return None

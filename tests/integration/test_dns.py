@@ -325,6 +325,34 @@ def test_the_daemon_restarts_a_killed_resolver(host: Host) -> None:
             wait_for("b to resolve again", lambda: resolves(host, "a", "b") == [b])
             pid = resolver_pid(host)
         assert "the DNS resolver is not running: starting it" in daemon.output()
+        # A resolv.conf removed or edited by hand is drift: inotify reports it, the daemon writes it again.
+        resolv = "/etc/netns/a/resolv.conf"
+        ours = host.run(["cat", resolv]).stdout
+        for damage in (f"rm {resolv}", f"echo 'nameserver 192.0.2.1' >> {resolv}"):
+            host.run(damage)
+            wait_for(
+                f"the daemon to repair {damage!r}",
+                lambda: host.run(["cat", resolv], check=False).stdout == ours,
+            )
+
+
+def test_a_resolv_conf_gone_is_written_again_and_a_foreign_one_is_left_alone(host: Host) -> None:
+    spec = {
+        "version": 1,
+        "networks": {"net": {"subnet": "10.50.0.0/24"}},
+        "containers": {"a": {"networks": ["net"]}, "b": {"networks": ["net"]}},
+    }
+    with upstreams(host, LIVE):
+        apply(host, spec)
+        ours = host.run(["cat", "/etc/netns/a/resolv.conf"]).stdout
+        host.run("rm /etc/netns/a/resolv.conf && echo 'nameserver 192.0.2.1' > /etc/netns/b/resolv.conf")
+        plan = host.reconciler("apply", str(host.write_spec(spec)), "--dry-run", "--exit-code")
+        assert plan.returncode == 2 and "hosts a" in plan.stdout and "hosts b" not in plan.stdout, plan.stdout
+        apply(host, spec)
+        assert host.run(["cat", "/etc/netns/a/resolv.conf"]).stdout == ours
+        assert host.run(["cat", "/etc/netns/b/resolv.conf"]).stdout == "nameserver 192.0.2.1\n"
+        again = host.reconciler("apply", str(host.write_spec(spec)), "--dry-run", "--exit-code")
+        assert again.returncode == 0, again.stdout
 
 
 def test_malformed_packets_and_floods_never_stop_the_answers(host: Host) -> None:
