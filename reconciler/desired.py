@@ -8,7 +8,7 @@ import ipaddress
 from . import names
 from .drivers.driver import Attachment, NetworkPart
 from .drivers.registry import driver_of
-from .endpoints import Endpoint, endpoints, hosts_file, hosts_line, text
+from .endpoints import Endpoint, endpoints, hosts_file, text
 from .firewall.layout import desired_firewall
 from .ipam import gateway
 from .model import HostsFile, Iface, Netns, Route, State, Sysctl
@@ -26,8 +26,6 @@ def desired_state(
     for their in eps.values():
         for ep in their:
             members[ep.network].append(ep)
-    # Each network's lines once: every member's hosts file repeats them (N²/networks lines in all).
-    blocks = {n: "".join(hosts_line(ep) for ep in eps if ep.addressed) for n, eps in members.items()}
     # Some drivers' networks route through the host; others (macvlan) bypass its IP stack.
     routed_out = [n for n in spec.networks.values() if driver_of(n).routed and not n.internal]
     if any(n.has_ipv4 for n in routed_out):
@@ -50,7 +48,7 @@ def desired_state(
             route = _default_route(spec, ways, c, path, version)
             if route is not None:
                 state.add(route)
-        state.add(HostsFile(c, hosts_file(scope, eps[c], blocks)))
+        state.add(HostsFile(c, hosts_file(scope, eps[c])))
     for resource in desired_firewall(spec, record, scope, eps):
         state.add(resource)
     return state

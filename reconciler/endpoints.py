@@ -1,4 +1,4 @@
-"""A container's attachments resolved to addresses (`Endpoint`), and the hosts files built from them:
+"""A container's attachments resolved to addresses (`Endpoint`), and its hosts file built from them:
 what the firewall's elements and every driver's names need."""
 
 from __future__ import annotations
@@ -63,15 +63,15 @@ def text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return str(address)
 
 
-def hosts_file(scope: str, mine: list[Endpoint], blocks: dict[str, str]) -> str:
-    """Docker's scope: a container resolves the names and aliases of containers on networks it shares.
-    `blocks`: per network, the lines of its members."""
+def hosts_file(scope: str, mine: list[Endpoint]) -> str:
+    """The container's own names and localhost: its peers' names come from the resolver (reconciler.dns),
+    so adding a container writes its own hosts file alone."""
     header = (
         f"{names.HOSTS_HEADER} (scope {scope}); edits are overwritten\n"
         "127.0.0.1\tlocalhost\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
     )
-    return header + "".join(blocks[own.network] for own in mine)
+    return header + "".join(hosts_line(ep) for ep in mine if ep.addressed)
 
 
 def hosts_line(ep: Endpoint) -> str:

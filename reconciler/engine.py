@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from . import interrupt, ipam, names, progress, scopes
 from .desired import desired_state
 from .diff import Action, conflicts, plan
+from .dns import hook as dns
 from .drivers.overlay.clusteripam import Allocation
 from .drivers.overlay.wgkeys import DEFAULT_KEY_FILE
 from .drivers.registry import DRIVERS
@@ -120,12 +121,16 @@ def converge(
     if dry_run:
         return Outcome(actions, applied=False)
     if not actions and record == previous:
+        if keep is None:
+            dns.after(state_dir, scope, spec, lock, record, desired)  # it may have died, or never run
         return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
     adopted = adopted_of(spec, previous)
     check = verification(desired, observed.state, scope, adopted, nft, rollback, touched(actions))
     # A part of the scope's spec (`keep`, from session) is not the whole desired state: not verifiable.
     with interrupt.changing():  # from here a first SIGINT or SIGTERM waits for the action in flight
         notices = commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
+    if keep is None:  # a part's desired state names only the part's containers: the rest would go
+        dns.after(state_dir, scope, spec, lock, record, desired)
     return Outcome(actions, applied=True, notices=notices)
 
 
@@ -204,6 +209,7 @@ def commit(
         _save(state_dir, scope, pending)
     ctx = Context(scope, nft)
     journal = Journal(state_dir, scope)
+    dns.before(state_dir, actions)
     try:
         if check is None:
             journal.note(actions)
@@ -214,6 +220,7 @@ def commit(
     except RolledBack:
         if pending != previous:
             _save(state_dir, scope, previous)
+        dns.rolled_back(state_dir)
         raise
     finally:
         ctx.close()

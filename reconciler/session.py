@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .desired import desired_state
 from .diff import Action
+from .dns import hook as dns
 from .drivers.registry import driver_of
 from .engine import Outcome, adopted_of, converge, scope_of
 from .model import Key, State
@@ -49,27 +50,32 @@ class Session:
                 adopted = adopted_of(spec, self.state_dir.load(scope))
                 kept = self._kept[scope] = _Kept(observe(scope, adopted, self.nft))
             try:
-                outcome = self._converge(kept, spec, dry_run)
+                outcome, partial = self._converge(kept, spec, dry_run)
             except BaseException:
                 self._kept.pop(scope, None)  # a partial apply: only a fresh observation knows
                 raise
             if outcome.applied:
                 advance(kept.observed.state, outcome.actions)
+                if partial:  # converge published the part's names only: the resolver needs the whole scope's
+                    record = self.state_dir.load(scope)
+                    dns.after(self.state_dir, scope, spec, None, record, kept.observed.state)
                 kept.spec = spec
             return outcome
 
-    def _converge(self, kept: _Kept, spec: Spec, dry_run: bool) -> Outcome:
+    def _converge(self, kept: _Kept, spec: Spec, dry_run: bool) -> tuple[Outcome, bool]:
+        """The outcome, and whether only a part of the spec was planned."""
         old = kept.spec
         part = reach(old, spec) if old is not None else None
         if part is None:
-            return converge(spec, self.state_dir, kept.observed, self.nft, dry_run=dry_run)
+            return converge(spec, self.state_dir, kept.observed, self.nft, dry_run=dry_run), False
         if not part:
-            return Outcome([], applied=not dry_run)
+            return Outcome([], applied=not dry_run), False
         assert old is not None
         narrowed = narrow(old, spec, part, kept.observed, self.state_dir.load(scope_of(spec)))
-        return converge(
+        outcome = converge(
             narrowed.spec, self.state_dir, narrowed.observed, self.nft, dry_run=dry_run, keep=narrowed.keep
         )
+        return outcome, not dry_run
 
 
 @dataclass

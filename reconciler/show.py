@@ -10,6 +10,7 @@ import ipaddress
 from typing import Any
 
 from . import engine
+from .dns import supervise
 from .drivers.overlay.model import Fdb, Neigh, Vxlan
 from .drivers.registry import CHILD_MODES, KIND_OWNERS
 from .model import Bridge, Iface, MacvlanShim, Netns, NftElement, Route, State
@@ -19,17 +20,20 @@ from .statedir import StateDir
 
 
 def show(spec: Spec | None, state_dir: StateDir) -> dict[str, Any]:
+    resolver = supervise.status(state_dir.path)  # {"pid", "namespaces"}, None when none runs
     if spec is not None:
         scope = engine.scope_of(spec)
         return {
             "scope": scope,
             **gathered(engine.snapshot(state_dir, scope)[scope].state),
             **_store(state_dir, scope),
+            "resolver": resolver,
         }
     return {
         "scopes": {
             s: {**gathered(o.state), **_store(state_dir, s)} for s, o in engine.snapshot(state_dir).items()
-        }
+        },
+        "resolver": resolver,
     }
 
 
@@ -108,10 +112,17 @@ def _iface(res: Iface, containers: dict[str, Any], networks: dict[str, Any]) -> 
 
 def text(result: dict[str, Any]) -> str:
     if "scopes" not in result:
-        return "\n".join(_scope_lines(result["scope"], result))
+        return "\n".join([*_scope_lines(result["scope"], result), _resolver_line(result["resolver"])])
     if not result["scopes"]:
-        return "no managed state on this host"
-    return "\n\n".join("\n".join(_scope_lines(s, v)) for s, v in sorted(result["scopes"].items()))
+        return "\n".join(["no managed state on this host", _resolver_line(result["resolver"])])
+    scopes = "\n\n".join("\n".join(_scope_lines(s, v)) for s, v in sorted(result["scopes"].items()))
+    return f"{scopes}\n\n{_resolver_line(result['resolver'])}"
+
+
+def _resolver_line(resolver: dict[str, Any] | None) -> str:
+    if resolver is None:
+        return "dns resolver: not running"
+    return f"dns resolver: running (pid {resolver['pid']}, listening in {resolver['namespaces']} namespaces)"
 
 
 def _scope_lines(scope: str, result: dict[str, Any]) -> list[str]:

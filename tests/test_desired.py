@@ -65,10 +65,6 @@ def hosts_entries(state: State, container: str) -> list[str]:
     return lines[3:]
 
 
-def hosts_names(state: State, container: str) -> set[str]:
-    return {name for line in hosts_entries(state, container) for name in line.split("\t")[1:]}
-
-
 THREE = {"a": {"subnet": "10.1.0.0/24"}, "b": {"subnet": "10.2.0.0/24"}, "c": {"subnet": "10.3.0.0/24"}}
 
 
@@ -179,22 +175,14 @@ def test_forwarding_is_wanted_as_soon_as_one_network_leads_out() -> None:
     ]
 
 
-def test_hosts_files_list_exactly_the_containers_sharing_a_network() -> None:
-    nets = {"n1": {"subnet": "10.1.0.0/24"}, "n2": {"subnet": "10.2.0.0/24"}, "n3": {"subnet": "10.3.0.0/24"}}
-    containers = {
-        "a": {"networks": ["n1"]},
-        "b": {"networks": {"n1": None, "n2": {"aliases": ["bee"]}}},
-        "c": {"networks": ["n2"]},
-        "d": {"networks": ["n3"]},
-    }
+def test_hosts_files_hold_only_the_containers_own_names() -> None:
+    """Peers resolve through the resolver (tests/test_dns_records.py): a hosts file lists its own names."""
+    nets = {"n1": {"subnet": "10.1.0.0/24"}, "n2": {"subnet": "10.2.0.0/24"}}
+    containers = {"a": {"networks": ["n1"]}, "b": {"networks": {"n1": None, "n2": {"aliases": ["bee"]}}}}
     state, _ = build(make_spec(nets, containers))
-    assert hosts_names(state, "a") == {"a", "b"}
-    assert hosts_names(state, "b") == {"a", "b", "bee", "c"}
-    assert hosts_names(state, "c") == {"b", "bee", "c"}
-    assert hosts_names(state, "d") == {"d"}
-    # An alias belongs to one network: it resolves there only, to the address on that network.
-    assert hosts_entries(state, "a") == ["10.1.0.2\ta", "10.1.0.3\tb"]
-    assert hosts_entries(state, "c") == ["10.2.0.2\tb\tbee", "10.2.0.3\tc"]
+    assert hosts_entries(state, "a") == ["10.1.0.2\ta"]
+    # An alias belongs to one network: the line of that network's address.
+    assert hosts_entries(state, "b") == ["10.1.0.3\tb", "10.2.0.2\tb\tbee"]
 
 
 def test_wildcard_published_port_maps_to_the_first_non_internal_address() -> None:
@@ -265,7 +253,7 @@ def test_bridge_table_holds_exactly_the_ports_of_networks_without_icc() -> None:
     assert sorted(elements(state, "noicc_ports", family="bridge")) == expected
 
 
-# Adding one container changes only what is its own, plus the hosts files that now list it.
+# Adding one container changes only what is its own (its peers learn its names from the resolver).
 
 BASE_NETS = {
     "front": {"subnet": "10.1.0.0/24"},
@@ -295,14 +283,14 @@ def _element_key(family: str, set_name: str, value: Any) -> Key:
 
 
 @pytest.mark.parametrize("position", [0, 2, 4])
-def test_adding_a_container_changes_only_its_resources_and_its_neighbours_hosts(position: int) -> None:
+def test_adding_a_container_changes_only_its_own_resources(position: int) -> None:
     before, first = build(make_spec(BASE_NETS, BASE_CONTAINERS))
     after, second = build(make_spec(BASE_NETS, _with_new(position)), previous=first)
     old, new = before.resources, after.resources
 
     assert set(old) - set(new) == set()
     changed = {k for k in set(old) & set(new) if old[k] != new[k]}
-    assert changed == {("hosts", "a"), ("hosts", "b"), ("hosts", "d")}
+    assert changed == set()
 
     on_back, on_front = second.networks["back"].addresses["new"], second.networks["front"].addresses["new"]
     wild, local = {"concat": ["tcp", 8080]}, {"concat": ["127.0.0.1", "tcp", 5000]}
@@ -320,10 +308,4 @@ def test_adding_a_container_changes_only_its_resources_and_its_neighbours_hosts(
         _element_key("bridge", "noicc_ports", iface(after, "new/back").host_ifname),
     }
 
-    for container in ("a", "b", "d"):
-        lines_before, lines_after = hosts_entries(before, container), hosts_entries(after, container)
-        assert set(lines_before) <= set(lines_after)
-        added = set(lines_after) - set(lines_before)
-        assert added and all(line.split("\t")[1] == "new" for line in added)
-    assert set(hosts_entries(after, "d")) - set(hosts_entries(before, "d")) == {f"{on_back}\tnew\tnewbie"}
-    assert set(hosts_entries(after, "a")) - set(hosts_entries(before, "a")) == {f"{on_front}\tnew"}
+    assert hosts_entries(after, "new") == [f"{on_back}\tnew\tnewbie", f"{on_front}\tnew"]

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .. import names, netns
+from ..dns import RESOLV_CONF, RESOLV_CONF_DRIFT, RESOLV_CONF_HEADER
 from ..drivers.registry import CHILDREN, DRIVERS
 from ..model import Bridge, HostsFile, Iface, Netns, Route, State, Sysctl
 from ..nft import Nft
@@ -221,9 +222,23 @@ def _observe_files(scope: str, obs: Observed) -> None:
         except OSError:
             continue
         if content.startswith(header):
-            obs.state.add(HostsFile(container, content))
+            obs.state.add(HostsFile(container, content + _resolv_conf_drift(container)))
         else:
             obs.foreign_hosts.add(container)
+
+
+def _resolv_conf_drift(container: str) -> str:
+    """The resolv.conf beside our hosts file is part of it: when it is gone or no longer ours as we
+    wrote it, the observed hosts file says so (a line no desired one has), and the plan rewrites both.
+    One someone else wrote is theirs (the executor leaves it too)."""
+    try:
+        with open(os.path.join(names.ETC_NETNS_DIR, container, "resolv.conf")) as f:
+            content = f.read(len(RESOLV_CONF) + 1)
+    except FileNotFoundError:
+        return RESOLV_CONF_DRIFT
+    except OSError:
+        return ""
+    return RESOLV_CONF_DRIFT if content != RESOLV_CONF and content.startswith(RESOLV_CONF_HEADER) else ""
 
 
 def _listdir(path: str) -> list[str]:

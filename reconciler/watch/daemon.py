@@ -32,6 +32,8 @@ from types import FrameType
 
 from .. import engine, names
 from ..diff import Action, plan
+from ..dns import hook as dns
+from ..dns.supervise import Supervisor
 from ..drivers.overlay import clusteripam
 from ..drivers.overlay.wgkeys import DEFAULT_KEY_FILE
 from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError
@@ -153,6 +155,7 @@ class Daemon:
         self._deferred_spec = False  # a spec edit that came while suspended
         self._spec_revision = ""  # the git revision `spec` came from ("" when following files)
         self._etcd: EtcdMode | None = None  # etcd mode (`cluster:`): the store the cluster lives in
+        self._dns_published = False  # the resolver has this daemon's records
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -204,6 +207,7 @@ class Daemon:
             HostsFiles(self._notify_drift).start()
         except OSError as e:
             raise ReconcilerError(f"cannot watch the hosts files in {names.ETC_NETNS_DIR}: {e}") from e
+        Supervisor(self.opts.state_dir.path, self.log.message).start()
         self.log.message(f"watching {self.tracker.source} (resync every {self.opts.resync_interval:g} s)")
         pending = Pending({"start"}, spec=True, full=True) if self._resume_revision() else Pending()
         if self._fetcher is not None:
@@ -516,6 +520,11 @@ class Daemon:
             answer = self._verified
             for notice in notices:
                 self.log.message(notice)
+        if actions or record != previous or not self._dns_published:
+            # Nothing applied, nothing allocated: the records are the last ones (the supervisor
+            # restarts a resolver that died).
+            dns.after(state_dir, scope, spec, lock, record, desired)
+            self._dns_published = True
         if answer is not None:
             self._answered = answer
         repaired = [

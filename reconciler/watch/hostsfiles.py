@@ -1,4 +1,5 @@
-"""Hand edits of our hosts files (/etc/netns/NAME/hosts), from inotify, in a thread of their own.
+"""Hand edits of our hosts files (/etc/netns/NAME/hosts, and the resolv.conf beside), from inotify, in a
+thread of their own.
 
 Raw inotify rather than watchfiles: the watches are in place when `HostsFiles()` returns, so the
 daemon's first observation comes after them (a change before is seen by it, a change after is
@@ -102,6 +103,6 @@ class HostsFiles:
             elif wd in self._folders:
                 if mask & IN_IGNORED:
                     del self._folders[wd]
-                elif name == "hosts":
+                elif name in ("hosts", "resolv.conf"):
                     changed.add(self._folders[wd])
         return changed, lost

@@ -80,8 +80,13 @@ class Log:
             self._text(text)
 
     def _text(self, text: str) -> None:
-        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}", file=self.stream, flush=True)
+        self._line(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}")
 
     def _json(self, **fields: Any) -> None:
-        line = json.dumps({"time": round(time.time(), 3), **fields})
-        print(line, file=self.stream, flush=True)
+        self._line(json.dumps({"time": round(time.time(), 3), **fields}))
+
+    def _line(self, line: str) -> None:
+        # One write per line: print() writes the newline apart, and a helper thread (the DNS
+        # resolver's supervisor) logging at the same time would split a line.
+        self.stream.write(line + "\n")
+        self.stream.flush()

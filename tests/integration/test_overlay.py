@@ -121,6 +121,13 @@ def test_three_hosts_one_overlay(cluster: Cluster) -> None:
     a.serve("web", 80, "web-on-a")
     conn = c.connect("client", "www", 80)
     assert conn.ok and conn.data == "web-on-a\n", conn
+    # The names are the embedded resolver's (each host's hosts files hold their own names only): the
+    # cluster's containers and the service's VIP on pets, nothing of pets on the other overlay.
+    getent = ["getent", "hosts"]
+    assert c.run([*getent, "db"], netns="client").stdout.split() == [locked["db"], "db"]
+    vip = json.loads(Path(f"{spec}.lock").read_text())["networks"]["pets"]["services"]["api"]
+    assert b.run([*getent, "api"], netns="db").stdout.split() == [vip, "api"]
+    assert c.run([*getent, "db"], netns="intruder-c", check=False).returncode == 2  # NXDOMAIN
 
     # Container MTU fits the underlay: 1400 - 50 bytes of VXLAN encapsulation.
     mtu = json.loads(a.run(["ip", "-j", "link", "show", "eth0"], netns="web").stdout)[0]["mtu"]
@@ -147,7 +154,6 @@ def test_three_hosts_one_overlay(cluster: Cluster) -> None:
     seen = {r.data.strip() for r in replies}
     assert seen == {"api-1", "api-2"}, [r.data for r in replies]
     # The VIP serves its own network only.
-    vip = json.loads(Path(f"{spec}.lock").read_text())["networks"]["pets"]["services"]["api"]
     conn = a.connect("intruder", vip, 5000, timeout=BLOCKED_TIMEOUT)
     assert not conn.ok, f"intruder reached the VIP: {conn}"
     # Only the service's ports answer on the VIP, not whatever else listens on its host.

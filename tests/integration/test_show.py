@@ -69,10 +69,15 @@ def test_show_lists_every_scope_and_macvlan_networks(host: Host) -> None:
     assert "scope default\nnetwork lan10: macvlan bridge on lan0" in ok(host, "show", str(PETS))
     assert host.show(second)["networks"] == scopes["second"]["networks"]
 
+    # Five containers in three scopes: the resolver listens in each namespace.
+    assert "dns resolver: running (pid " in text and "listening in 5 namespaces)" in text, text
+    assert host.show_all()["resolver"]["namespaces"] == 5
+
     ok(host, "destroy", str(third))
     assert sorted(host.show_all()["scopes"]) == ["default", "second"]
+    assert host.show_all()["resolver"]["namespaces"] == 4
 
 
 def test_show_on_an_empty_host(host: Host) -> None:
-    assert host.show_all() == {"scopes": {}}
-    assert ok(host, "show").strip() == "no managed state on this host"
+    assert host.show_all() == {"scopes": {}, "resolver": None}
+    assert ok(host, "show").strip() == "no managed state on this host\ndns resolver: not running"

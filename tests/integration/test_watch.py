@@ -170,9 +170,10 @@ def test_follows_spec_edits(host: Host, specs: Path, daemon: Background) -> None
 
 
 def test_an_edit_touches_only_what_it_reaches(host: Host, specs: Path, daemon: Background) -> None:
-    """Adding a container to `front` plans only it and the hosts files of front's members, from
-    memory. A hand edit of the hosts file of `cache` (on `back`, which the edit does not reach) is
-    reported by inotify and repaired alone, and a full resync (SIGHUP) then finds nothing to do."""
+    """Adding a container to `front` plans only it, from memory: front's members learn its name
+    from the resolver, their hosts files stay as they are. A hand edit of the hosts file of `cache` (on
+    `back`, which the edit does not reach) is reported by inotify and repaired alone, and a full resync
+    (SIGHUP) then finds nothing to do."""
     back = "  back:\n    subnet: 10.21.0.0/24\n"
     replace(specs / "networks.yaml", NETWORKS + back)
     cache = "  cache:\n    networks: [back]\n"
@@ -201,8 +202,8 @@ def test_an_edit_touches_only_what_it_reaches(host: Host, specs: Path, daemon: B
         "+ iface api/front",
         "+ route api",
         "+ hosts api",
-        "~ hosts web",
     }, edit["changes"]
+    assert host.run(["getent", "hosts", "api"], netns="web").stdout.split()[1:] == ["api"]
 
     daemon.signal(signal.SIGHUP)
     wait_for("the resync", lambda: any("signal" in e["trigger"] for e in reconciles(daemon)), daemon)

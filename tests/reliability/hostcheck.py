@@ -103,7 +103,8 @@ def _nft(objects: list[dict[str, Any]]) -> list[str]:
 
 def fingerprint(host: Host) -> dict[str, Any]:
     data = raw(host)
-    files = {p: c for p, c in data["files"].items() if not p.endswith("/lock")}
+    # The resolver's run-time files (pid, log, socket, lock) differ per run; its records do not.
+    files = {p: c for p, c in data["files"].items() if not p.endswith("/lock") and not _resolver_runtime(p)}
     return {
         "host": _space(data["host"], inside=False),
         "netns": {ns: _space(s, inside=True) for ns, s in data["netns"].items()},
@@ -111,6 +112,12 @@ def fingerprint(host: Host) -> dict[str, Any]:
         "files": files,
         "forward": data["forward"],
     }
+
+
+def _resolver_runtime(path: str) -> bool:
+    return path.startswith("/var/lib/reconciler/dns/") and not path.startswith(
+        "/var/lib/reconciler/dns/scopes/"
+    )
 
 
 def addresses(print_: dict[str, Any]) -> Counter[str]:
@@ -128,7 +135,7 @@ def recorded_addresses(print_: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(scope file, network, address) of every IPAM record in the state directory."""
     out = []
     for path, text in print_["files"].items():
-        if path.startswith("/var/lib/reconciler/") and path.endswith(".json"):
+        if Path(path).parent == Path("/var/lib/reconciler") and path.endswith(".json"):
             for net, rec in json.loads(text)["networks"].items():
                 out.extend((Path(path).stem, net, a) for a in rec["addresses"].values())
     return out

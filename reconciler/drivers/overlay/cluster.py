@@ -2,7 +2,7 @@
 
 The engine calls these around its usual steps: `prepare` (after observing) picks the host and
 allocates cluster-wide addresses; `local_spec` is what the bridge machinery builds as before;
-`extend_desired` adds the overlay objects and rewrites hosts files with the whole cluster's names.
+`extend_desired` adds the overlay objects (the resolver serves the whole cluster's names: dns/records.py).
 (`diff.plan` re-creates the entries a replaced VXLAN device takes with it.)
 """
 
@@ -12,9 +12,9 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from ... import names
-from ...endpoints import Endpoint, endpoints, hosts_file, hosts_line, ipv6_address
+from ...endpoints import endpoints
 from ...errors import HostConflict
-from ...model import Bridge, HostsFile, NftTable, Resource, State
+from ...model import Bridge, NftTable, Resource, State
 from ...policy.nft import addresses_of, desired_policy, replace_policy
 from ...spec import IPV6_MIN_MTU, Spec
 from ...statedir import ScopeRecord
@@ -156,7 +156,6 @@ def extend_desired(cluster: Cluster, local: Spec, record: ScopeRecord, state: St
         state.add(NftTable(decl.family, decl.name, decl.fingerprint()))
         state.add(wireguard.guard(decl.family, decl.name))
         state.add(wireguard.device(spec, scope, cluster.me, cluster.tunnel, cluster.underlay_mtu))
-    _hosts_files(cluster, local, record, state)
     allocs = {s: cluster.alloc[svc.network] for s, svc in spec.services.items()}
     for version, family, (containers, services) in ((4, "ip", GROUPS[:2]), (6, "ip6", GROUPS6[:2])):
         vips = {s: a.group(services)[s] for s, a in allocs.items() if a.group(services)}
@@ -206,36 +205,6 @@ def _vtep(cluster: Cluster, host: str, network: str) -> str:
     """A host's VXLAN endpoint on a network: its tunnel address if the network is encrypted, else its
     underlay address ("" for the implicit single host)."""
     return wireguard.vtep(cluster.spec, host, network) if cluster.spec.hosts else cluster.vtep
-
-
-def _hosts_files(cluster: Cluster, local: Spec, record: ScopeRecord, state: State) -> None:
-    """Names on an overlay are the cluster's: every container on it, wherever it runs, and its services."""
-    spec = cluster.spec
-    eps = endpoints(local, record)
-    members: dict[str, list[Endpoint]] = {n: [] for n in local.networks}
-    for their in eps.values():
-        for ep in their:
-            if ep.network not in cluster.alloc:
-                members[ep.network].append(ep)
-    for n, a in cluster.alloc.items():
-        for c in a.containers or a.containers6:
-            aliases = tuple(spec.containers[c].attachments()[n].aliases)
-            members[n].append(_endpoint(c, n, a.containers.get(c), a.containers6.get(c), aliases))
-        for s in a.services or a.services6:
-            members[n].append(_endpoint(s, n, a.services.get(s), a.services6.get(s), ()))
-    blocks = {n: "".join(hosts_line(ep) for ep in their) for n, their in members.items()}
-    for c in local.containers:
-        state.add(HostsFile(c, hosts_file(cluster.scope, eps[c], blocks)))
-
-
-def _endpoint(name: str, network: str, ip: str | None, ip6: str | None, aliases: tuple[str, ...]) -> Endpoint:
-    return Endpoint(
-        name,
-        network,
-        ipaddress.IPv4Address(ip) if ip else None,
-        aliases,
-        ipv6_address(ip6) if ip6 else None,
-    )
 
 
 def conflicts(desired: State, obs: OverlayObserved, foreign_links: set[str]) -> list[str]:

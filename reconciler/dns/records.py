@@ -1,0 +1,181 @@
+"""The resolver's records, pure: built from a scope's desired state (what `apply` publishes), then
+compiled into wire answers per view (what the server looks up).
+
+Docker's scope: a container resolves the names, aliases and service names of the networks it is on.
+Containers on the same networks share one view, so 1,000 containers on one network cost one table,
+not 1,000. A table maps the lowercased question (name and type, as on the wire) to the answer's
+header and records, ready to follow the asker's own question; the server only adds the query's ID.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..drivers.overlay.clusteripam import Allocation, allocate
+from ..model import Netns, State
+from ..spec import Spec
+from ..statedir import ScopeRecord
+from . import wire
+
+TYPES = {t: struct.pack("!H", t) for t in (wire.A, wire.AAAA, wire.PTR)}
+TTL = 2  # seconds: an answer never outlives a change by more than this
+VERSION = 1
+Records = dict[str, Any]  # one scope's records, as stored in its JSON file
+
+
+def scope_records(spec: Spec, record: ScopeRecord, desired: State, vips: dict[str, list[str]]) -> Records:
+    """`spec`: the whole (cluster) spec; `record`: its allocation (with the cluster's overlay
+    addresses); `desired`: which containers run here and in which namespace; `vips`: service -> its
+    VIPs (one per family).
+    Per network, hosts-file-like lines (address, name, aliases...): names across hosts where the
+    record holds their addresses (overlay), this host's alone elsewhere."""
+    lines: dict[str, list[list[str]]] = {n: [] for n in spec.networks}
+    attached = {c: ctr.attachments() for c, ctr in spec.containers.items()}
+    for c, atts in attached.items():
+        for n, att in atts.items():
+            rec = record.networks.get(n)
+            if rec is None:
+                continue
+            for address in (rec.addresses.get(c), rec.addresses6.get(c)):
+                if address:
+                    lines[n].append([address, c, *att.aliases])
+    for s, svc in spec.services.items():
+        lines[svc.network] += [[vip, s] for vip in vips.get(s, ())]
+    containers = {
+        res.container: {"netns": res.path, "networks": list(attached[res.container])}
+        for res in desired.resources.values()
+        if isinstance(res, Netns) and res.container in attached
+    }
+    internal = sorted(n for n, net in spec.networks.items() if net.internal)
+    return {"version": VERSION, "networks": lines, "internal": internal, "containers": containers}
+
+
+class Answer:
+    """Header (flags and counts, per RD bit of the query) and records; several records are handed
+    out in turn, each query getting them rotated by one (Docker shuffles, we rotate)."""
+
+    __slots__ = ("headers", "records", "turn", "whole")
+
+    def __init__(self, rcode: int, records: list[bytes], authoritative: bool = True) -> None:
+        flags = wire.QR | wire.RA | (wire.AA if authoritative else 0) | rcode
+        self.headers = (
+            struct.pack("!HHHHH", flags, 1, len(records), 0, 0),
+            struct.pack("!HHHHH", flags | wire.RD, 1, len(records), 0, 0),
+        )
+        self.records = records
+        self.whole = b"".join(records)
+        self.turn = 0
+
+    def body(self) -> bytes:
+        if len(self.records) < 2:
+            return self.whole
+        turn = self.turn = (self.turn + 1) % len(self.records)
+        return b"".join(self.records[turn:] + self.records[:turn])
+
+
+@dataclass
+class View:
+    """What one set of networks of one scope resolves; `forward` is False when all of them are
+    internal (no name leaves them, CVE-2024-29018)."""
+
+    table: dict[bytes, Answer] = field(default_factory=dict)
+    names: set[bytes] = field(default_factory=set)  # owned names: NOERROR without data for other types
+    forward: bool = True
+    hot: dict[bytes, bytes] = field(default_factory=dict)  # a query after its ID -> the reply after it
+
+
+Entry = tuple[bytes, int, bytes]  # lowercased wire name, type, record
+Memo = dict[tuple[str, ...], list[Entry]]  # a hosts-like line -> its records
+
+
+@dataclass
+class Compiled:
+    views: dict[str, View]  # namespace path -> its view
+    ours: set[bytes]  # every name any view answers: NXDOMAIN where not shared, never forwarded
+    memo: Memo = field(default_factory=dict)  # the lines' records, reused by the next compile
+    answers: dict[tuple[bytes, ...], Answer] = field(default_factory=dict)  # by key and records, likewise
+
+
+def compile_all(scopes: dict[str, Records], previous: Compiled | None = None) -> Compiled:
+    """Every namespace's view. `previous`: the last compile; a line or an answer seen before costs a
+    lookup, so a reload after adding one container encodes one line, not the network's thousand."""
+    old: Memo = previous.memo if previous else {}
+    memo: Memo = {}
+    old_answers = previous.answers if previous else {}
+    answers: dict[tuple[bytes, ...], Answer] = {}
+    views: dict[str, View] = {}
+    ours: set[bytes] = set()
+    for records in scopes.values():
+        entries = {n: _entries(lines, old, memo) for n, lines in records["networks"].items()}
+        for network in entries.values():
+            ours.update(qname for qname, _, _ in network)
+        made: dict[tuple[tuple[str, ...], bool], View] = {}
+        internal = set(records.get("internal", []))
+        for ctr in records["containers"].values():
+            nets = tuple(n for n in ctr["networks"] if n in entries)
+            key = (nets, not nets or not set(nets) <= internal)
+            if key not in made:
+                made[key] = _view([entries[n] for n in nets], key[1], old_answers, answers)
+            views[ctr["netns"]] = made[key]
+    return Compiled(views, ours, memo, answers)
+
+
+def _entries(lines: list[list[str]], old: Memo, memo: Memo) -> list[Entry]:
+    out: list[Entry] = []
+    for line in lines:
+        key = tuple(line)
+        found = memo.get(key) or old.get(key)
+        if found is None:
+            found = _line_entries(line)
+        memo[key] = found
+        out.extend(found)
+    return out
+
+
+def _line_entries(line: list[str]) -> list[Entry]:
+    address, *hostnames = line
+    rtype, rdata = wire.address_rdata(address)
+    record = wire.rr(rtype, TTL, rdata)
+    out = [(wire.encode_name(name).lower(), rtype, record) for name in hostnames]
+    reverse = wire.encode_name(wire.reverse_name(address))
+    out.append((reverse, wire.PTR, wire.rr(wire.PTR, TTL, wire.encode_name(hostnames[0]))))
+    return out
+
+
+def _view(
+    networks: list[list[Entry]],
+    forward: bool,
+    old: dict[tuple[bytes, ...], Answer],
+    made: dict[tuple[bytes, ...], Answer],
+) -> View:
+    found: dict[tuple[bytes, int], list[bytes]] = {}
+    for entries in networks:
+        for qname, rtype, record in entries:
+            records = found.setdefault((qname, rtype), [])
+            if record not in records:  # a name on two shared networks with one address answers once
+                records.append(record)
+    view = View(forward=forward)
+    for (qname, rtype), records in found.items():
+        # qtypes 1, 12 and 28 hold no ASCII letter, so the server may lowercase name and type at once.
+        key = qname + TYPES[rtype]
+        ident = (key, *records)
+        answer = made.get(ident) or old.get(ident) or Answer(wire.NOERROR, records)
+        made[ident] = view.table[key] = answer
+        view.names.add(qname)
+    return view
+
+
+def service_vips(spec: Spec, lock: Allocation | None) -> dict[str, list[str]]:
+    """Service -> its VIPs of both families, from the cluster allocation (every host computes the same
+    one)."""
+    if not spec.services:
+        return {}
+    alloc = allocate(spec, lock)
+    out: dict[str, list[str]] = {}
+    for s, svc in spec.services.items():
+        a = alloc.get(svc.network)
+        if a is not None:
+            out[s] = [vip for vip in (a.services.get(s), a.services6.get(s)) if vip]
+    return out

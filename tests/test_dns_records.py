@@ -1,0 +1,161 @@
+"""The resolver without the kernel: records from the desired state (who resolves what), the wire
+format, and the answer path of the server, fuzzed with hypothesis."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler import ipam
+from reconciler.desired import desired_state
+from reconciler.dns import records, wire
+from reconciler.dns.server import Resolver
+from reconciler.spec import Spec
+from reconciler.statedir import ScopeRecord
+
+
+def compiled(networks: dict[str, Any], containers: dict[str, Any]) -> records.Compiled:
+    spec = Spec.model_validate({"version": 1, "networks": networks, "containers": containers})
+    record = ipam.allocate(spec, ScopeRecord(), [])
+    desired = desired_state(spec, record, "default")
+    return records.compile_all({"default": records.scope_records(spec, record, desired, {})})
+
+
+def resolver(networks: dict[str, Any], containers: dict[str, Any]) -> Resolver:
+    r = Resolver(Path("/nonexistent"), "/nonexistent/resolv.conf")
+    r.compiled = compiled(networks, containers)
+    return r
+
+
+def ask(r: Resolver, container: str, name: str, qtype: int = wire.A) -> wire.Message | None:
+    reply = r.answer(wire.query(name, qtype, ident=0x1234), r.compiled.views[f"/run/netns/{container}"])
+    if not reply:
+        return None  # forwarded
+    msg = wire.parse(reply)
+    assert msg.id == 0x1234 and msg.flags & wire.QR
+    return msg
+
+
+def addresses(msg: wire.Message | None) -> list[str]:
+    assert msg is not None and msg.rcode == wire.NOERROR
+    return [wire.address_of(a.data) for a in msg.answers]
+
+
+NETS = {"n1": {"subnet": "10.1.0.0/24"}, "n2": {"subnet": "10.2.0.0/24"}, "n3": {"subnet": "10.3.0.0/24"}}
+CONTAINERS = {
+    "a": {"networks": ["n1"]},
+    "b": {"networks": {"n1": None, "n2": {"aliases": ["bee"]}}},
+    "c": {"networks": ["n2"]},
+    "d": {"networks": ["n3"]},
+}
+
+
+def test_a_container_resolves_exactly_the_names_of_the_networks_it_shares() -> None:
+    r = resolver(NETS, CONTAINERS)
+    assert addresses(ask(r, "a", "b")) == ["10.1.0.3"]
+    assert addresses(ask(r, "a", "A.")) == ["10.1.0.2"]  # names are case-insensitive
+    assert addresses(ask(r, "c", "bee")) == ["10.2.0.2"]
+    assert sorted(addresses(ask(r, "b", "b"))) == ["10.1.0.3", "10.2.0.2"]
+    # An alias belongs to one network: not resolvable from n1.
+    for asker, name in [("a", "bee"), ("a", "c"), ("d", "a"), ("c", "a")]:
+        msg = ask(r, asker, name)
+        assert msg is not None and msg.rcode == wire.NXDOMAIN and not msg.answers, (asker, name)
+    # Not ours: forwarded (None), never answered from another network's names.
+    assert ask(r, "a", "example.com") is None
+
+
+def test_own_names_answer_other_types_without_data_and_ptr_for_our_addresses() -> None:
+    r = resolver(NETS, CONTAINERS)
+    msg = ask(r, "a", "b", wire.AAAA)
+    assert msg is not None and msg.rcode == wire.NOERROR and msg.answers == []
+    ptr = ask(r, "a", "3.0.1.10.in-addr.arpa", wire.PTR)
+    assert ptr is not None and [wire.read_name(a.data, 0)[0] for a in ptr.answers] == ["b"]
+    assert ask(r, "a", "2.0.2.10.in-addr.arpa", wire.PTR).rcode == wire.NXDOMAIN  # type: ignore[union-attr]
+    assert all(a.ttl <= 5 for a in ptr.answers)
+
+
+def test_a_shared_alias_answers_every_member_in_rotating_order() -> None:
+    containers = {f"w{i}": {"networks": {"n1": {"aliases": ["web"]}}} for i in range(3)}
+    r = resolver({"n1": {"subnet": "10.1.0.0/24"}}, {**containers, "client": {"networks": ["n1"]}})
+    firsts = []
+    for _ in range(3):
+        got = addresses(ask(r, "client", "web"))
+        assert sorted(got) == ["10.1.0.2", "10.1.0.3", "10.1.0.4"]
+        firsts.append(got[0])
+    assert len(set(firsts)) == 3
+
+
+def test_a_query_asked_again_is_answered_from_memory_and_the_memory_is_bounded() -> None:
+    from reconciler.dns import server
+
+    r = resolver(NETS, CONTAINERS)
+    view = r.compiled.views["/run/netns/a"]
+    first, again = (r.answer(wire.query("b", wire.A, ident=i), view) for i in (1, 2))
+    assert first and again and first[2:] == again[2:] and again[:2] == b"\x00\x02"
+    assert len(view.hot) == 1
+    for i in range(server.HOT_LIMIT + 1):  # distinct queries: the memory starts again
+        r.answer(wire.query("b", wire.A, ident=1) + i.to_bytes(3, "big"), view)  # trailing junk
+    assert r.hot_entries <= server.HOT_LIMIT and addresses(ask(r, "a", "b")) == ["10.1.0.3"]
+
+
+def test_internal_only_containers_are_not_forwarded() -> None:
+    nets = {"in": {"subnet": "10.1.0.0/24", "internal": True}, "out": {"subnet": "10.2.0.0/24"}}
+    r = resolver(nets, {"x": {"networks": ["in"]}, "y": {"networks": ["in", "out"]}})
+    msg = ask(r, "x", "example.com")
+    assert msg is not None and msg.rcode == wire.REFUSED
+    assert ask(r, "y", "example.com") is None
+    assert addresses(ask(r, "x", "y")) == ["10.1.0.3"]
+
+
+def test_a_big_answer_is_truncated_over_udp_only() -> None:
+    from reconciler.dns.server import _truncated
+
+    containers = {f"w{i}": {"networks": {"n1": {"aliases": ["web"]}}} for i in range(100)}
+    r = resolver({"n1": {"subnet": "10.1.0.0/24"}}, containers)
+    reply = r.answer(wire.query("web", wire.A), r.compiled.views["/run/netns/w0"])
+    assert reply and len(wire.parse(reply).answers) == 100
+    short = _truncated(reply)
+    msg = wire.parse(short)
+    assert len(short) <= wire.UDP_LIMIT and msg.flags & wire.TC and 0 < len(msg.answers) < 100
+
+
+def test_compression_pointers_must_point_backwards() -> None:
+    header = struct.pack("!HHHHHH", 1, 0, 1, 0, 0, 0)
+    looping = header + b"\xc0\x0c" + b"\x00\x01\x00\x01"  # points at itself
+    for data in (looping, header + b"\x01a\xc0\x0c\x00\x01\x00\x01"):
+        try:
+            wire.parse(data)
+        except wire.Malformed:
+            continue
+        raise AssertionError(f"accepted {data!r}")
+    assert wire.read_name(b"\x01a\x00" + b"\xc0\x00", 3) == ("a", 5)
+
+
+GOOD = wire.query("b", wire.A, ident=7)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        st.builds(lambda cut, tail: GOOD[:cut] + tail, st.integers(0, 20), st.binary(max_size=40)),
+    )
+)
+def test_no_packet_crashes_the_parser_or_the_answer_path(data: bytes) -> None:
+    r = FUZZED
+    view = r.compiled.views["/run/netns/a"]
+    with contextlib.suppress(wire.Malformed):
+        wire.parse(data)
+    reply = r.answer(data, view)
+    assert reply is None or isinstance(reply, bytes)
+    if reply:
+        assert reply[:2] == data[:2] and reply[2] & 0x80
+    assert addresses(ask(r, "a", "b")) == ["10.1.0.3"]
+
+
+FUZZED = resolver(NETS, CONTAINERS)
