@@ -3,7 +3,7 @@ owner, and the kinds' cascade declarations naming real kinds."""
 
 from __future__ import annotations
 
-from reconciler.apply import EXECUTORS
+from reconciler.apply import executors
 from reconciler.drivers.overlay.model import Fdb, Neigh, Vxlan
 from reconciler.drivers.overlay.wgmodel import Wireguard
 from reconciler.drivers.registry import CHILD_MODES, CHILDREN, DRIVERS, driver_of
@@ -52,8 +52,8 @@ def test_every_driver_the_spec_knows_is_registered_under_its_name() -> None:
 def test_each_kind_has_exactly_one_executor_owner() -> None:
     owned = [kind for d in DRIVERS.values() for kind in d.executors()]
     assert len(owned) == len(set(owned))
-    # nft kinds run in the one transaction of apply/firewall.py, not through EXECUTORS.
-    assert set(EXECUTORS) == {k for k in KIND_ORDER if not k.startswith("nft-")}
+    # nft kinds run in the one transaction of apply/firewall.py, not through the executors.
+    assert set(executors()) == {k for k in KIND_ORDER if not k.startswith("nft-")}
 
 
 def test_child_interfaces_find_their_driver_by_link_kind_and_mode() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from .. import interrupt, nsusers, progress
@@ -11,14 +12,18 @@ from ..model import KIND_RANK, Iface, Netns, Route
 from . import container, firewall, hosts, sysctl
 from .context import Context
 
-EXECUTORS: dict[str, Callable[[Context, Action], None]] = {
-    "sysctl": sysctl.execute,
-    "netns": container.execute_netns,
-    "iface": container.execute_iface,
-    "route": container.execute_route,
-    "hosts": hosts.execute,
-    **{kind: run for driver in DRIVERS.values() for kind, run in driver.executors().items()},
-}
+@functools.cache
+def executors() -> dict[str, Callable[[Context, Action], None]]:
+    """Built on first use, not at import: a driver's executors import this package's context, so a
+    driver imported first would find its own module half-initialised."""
+    return {
+        "sysctl": sysctl.execute,
+        "netns": container.execute_netns,
+        "iface": container.execute_iface,
+        "route": container.execute_route,
+        "hosts": hosts.execute,
+        **{kind: run for driver in DRIVERS.values() for kind, run in driver.executors().items()},
+    }
 
 
 def execute(ctx: Context, actions: list[Action]) -> None:
@@ -93,6 +98,6 @@ def _goes_with(action: Action, gone: set[str]) -> bool:
 def _run(ctx: Context, action: Action) -> None:
     interrupt.check()  # a signal received during the action before stops the apply here
     progress.advance(f"{action.op} {action.resource.kind} {action.resource.id}")
-    run = EXECUTORS.get(action.resource.kind)
+    run = executors().get(action.resource.kind)
     if run is not None:
         run(ctx, action)

@@ -7,6 +7,7 @@ from typing import Any
 from test_desired import build, elements, get, hosts_entries, iface, make_spec
 
 from reconciler.desired import desired_state
+from reconciler.dns.records import scope_records
 from reconciler.model import Iface, MacvlanShim, Route, Vlan
 
 
@@ -94,10 +95,11 @@ def test_passthru_child_keeps_the_parents_mac() -> None:
 
 def test_macvlan_members_resolve_each_other() -> None:
     nets = {"lan": mv("eth0", "192.168.10.0/24")}
-    state, _ = build(
-        make_spec(nets, {"a": {"networks": ["lan"]}, "b": {"networks": {"lan": {"aliases": ["bee"]}}}})
-    )
-    assert hosts_entries(state, "a") == ["192.168.10.1\ta", "192.168.10.2\tb\tbee"]
+    spec = make_spec(nets, {"a": {"networks": ["lan"]}, "b": {"networks": {"lan": {"aliases": ["bee"]}}}})
+    state, record = build(spec)
+    assert hosts_entries(state, "a") == ["192.168.10.1\ta"]  # peers are the resolver's
+    lines = scope_records(spec, record, state, {})["networks"]["lan"]
+    assert lines == [["192.168.10.1", "a"], ["192.168.10.2", "b", "bee"]]
 
 
 def test_dual_stack_macvlan_has_an_address_and_a_default_route_per_family() -> None:

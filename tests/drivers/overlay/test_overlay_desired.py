@@ -12,6 +12,7 @@ import pytest
 from reconciler import ipam
 from reconciler.desired import desired_state
 from reconciler.diff import plan
+from reconciler.dns.records import scope_records, service_vips
 from reconciler.drivers.overlay import cluster as overlay
 from reconciler.drivers.overlay import clusteripam, wgkeys
 from reconciler.drivers.overlay.model import Fdb, Neigh, Vxlan
@@ -50,6 +51,19 @@ def build(
     data: dict[str, Any], host: str = "host-a", underlay_mtu: int = 1500, key_file: str = "/nonexistent"
 ) -> tuple[State, overlay.Cluster]:
     """`key_file`: this host's WireGuard key, read only when an overlay is encrypted."""
+    state, cluster, _ = build_with_record(data, host, underlay_mtu, key_file)
+    return state, cluster
+
+
+def resolved(data: dict[str, Any], network: str) -> list[list[str]]:
+    """What the embedded resolver answers on `network` for host-a's containers (hosts-like lines)."""
+    state, cluster, record = build_with_record(data)
+    return scope_records(cluster.spec, record, state, service_vips(cluster.spec, None))["networks"][network]
+
+
+def build_with_record(
+    data: dict[str, Any], host: str = "host-a", underlay_mtu: int = 1500, key_file: str = "/nonexistent"
+) -> tuple[State, overlay.Cluster, ScopeRecord]:
     spec = Spec.model_validate(data)
     address = str(spec.hosts[host].address)
     observed = OverlayObserved(local_addresses={address: underlay_mtu})
@@ -59,7 +73,7 @@ def build(
     overlay.merge_record(cluster, record)
     state = desired_state(local, record, "default")
     overlay.extend_desired(cluster, local, record, state)
-    return state, cluster
+    return state, cluster, record
 
 
 def of(state: State, cls: type) -> list[Any]:
@@ -92,12 +106,12 @@ def test_host_a_gets_its_containers_a_vxlan_and_entries_for_remote_endpoints() -
 def test_names_resolve_across_hosts_and_services_to_their_vip() -> None:
     state, cluster = build(cluster_spec())
     alloc = cluster.alloc["pets"]
+    lines = resolved(cluster_spec(), "pets")
+    assert [alloc.containers["db"], "db"] in lines
+    assert [alloc.containers["web"], "web", "www"] in lines
+    assert [alloc.services["api"], "api"] in lines
     hosts = state.resources[("hosts", "web")]
-    assert isinstance(hosts, HostsFile)
-    lines = hosts.content.splitlines()
-    assert f"{alloc.containers['db']}\tdb" in lines
-    assert f"{alloc.containers['web']}\tweb\twww" in lines
-    assert f"{alloc.services['api']}\tapi" in lines
+    assert isinstance(hosts, HostsFile) and "\tdb" not in hosts.content  # peers are the resolver's
 
 
 def test_service_slots_alternate_backends_and_backend_changes_are_element_updates() -> None:
@@ -122,7 +136,7 @@ def test_a_container_added_elsewhere_only_adds_entries_here() -> None:
     grown["containers"]["cache"] = {"host": "host-b", "networks": ["pets"]}
     after, _ = build(grown)
     kinds = {(a.op, a.resource.kind) for a in plan(after, before)}
-    assert kinds == {("create", "fdb"), ("create", "neigh"), ("change", "hosts")}
+    assert kinds == {("create", "fdb"), ("create", "neigh")}  # names: the resolver's records
 
 
 def test_a_replaced_vxlan_gets_its_entries_again() -> None:
@@ -245,9 +259,8 @@ def test_a_dual_stack_overlay_has_an_address_and_a_neighbour_entry_per_family() 
     macs = {n.ip: n.mac for n in of(state, Neigh)}
     assert macs[a.containers["db"]] == macs[a.containers6["db"]]
     assert len(of(state, Fdb)) == 3
-    hosts = state.resources[("hosts", "web")]
-    assert isinstance(hosts, HostsFile)
-    assert f"{a.containers6['db']}\tdb\n" in hosts.content and f"{a.services6['api']}\tapi\n" in hosts.content
+    lines = resolved(dual_stack(), "pets")
+    assert [a.containers6["db"], "db"] in lines and [a.services6["api"], "api"] in lines
 
 
 def test_ipv6_vips_join_the_ip6_table_with_node_address_snat() -> None:
