@@ -74,6 +74,13 @@ def cell(rs: list[dict[str, Any]], scenario: str, unit: str) -> str:
     return f"{both(wall, cpu, unit)} / {netlink:.0f} / {nft:.0f}"
 
 
+def handed(rs: list[dict[str, Any]], scenario: str) -> str:
+    wall, cpu, daemon = (median(rs, scenario, k) for k in ("seconds", "cpu", "daemon_cpu"))
+    if wall is None:
+        return "-"
+    return f"{fmt(wall, 'ms')} ({fmt(cpu, 'ms')}, {fmt(daemon, 'ms')})"
+
+
 def both(wall: float | None, cpu: float | None, unit: str = "s") -> str:
     """Wall time, and CPU time in parentheses: the steadier figure on a loaded machine."""
     return fmt(wall, unit) + (f" ({fmt(cpu, unit)})" if cpu is not None else "")
@@ -148,6 +155,19 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         ]
         out.append(" | ".join([str(n), *cells, ratios(a, ac, "ours", "netavark")]))
     out.append("")
+    out.append(
+        "Add one container through the CLI with `reconciler watch` running (the spec handed to the daemon), "
+        "against one netavark setup; wall (CLI CPU, daemon CPU)"
+    )
+    head = ["N", "ours add_one", "ours noop", "ours noop (no daemon)", "netavark", "ours/netavark"]
+    out.append(" | ".join(head))
+    for n in sizes:
+        rs = get("ours", n)
+        a = {"ours": median(rs, "handoff_add_one"), "netavark": median(get("netavark", n), "add_one")}
+        cells = [handed(rs, "handoff_add_one"), handed(rs, "handoff_noop"), both(median(rs, "noop"), None)]
+        cells.append(fmt(a["netavark"]))
+        out.append(" | ".join([str(n), *cells, ratio(a["ours"], a["netavark"])]))
+    out.append("")
     out.append("Ours through the CLI: wall (CPU) / netlink requests / nft transactions; peak RSS")
     out.append(" | ".join(["N", *CLI_SCENARIOS, "peak RSS"]))
     for n in sizes:
@@ -177,6 +197,11 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         out.append(
             f"CLI start-up: --version {both(*version, 'ms')}, validate (small spec) {both(*validate, 'ms')}"
         )
+    if results.get("watch"):
+        out.append("")
+        out.append("The daemon's own paths (bench/watch_latency.py)")
+    for name, value, target in results.get("watch", []):
+        out.append(f"{name}: {value}" + (f" (target {target})" if target != "-" else ""))
     failed = [k for k, rs in runs.items() if not proofs_ok(rs)]
     if failed:
         out.append("")
@@ -186,6 +211,16 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
                 if "error" in r:
                     out.append(f"  {k}: {r['error'][-400:]}")
     return "\n".join(out)
+
+
+def watch_rows(count: int, edits: int) -> list[tuple[str, str, str]]:
+    """bench/watch_latency.py's latency phase: the daemon's own edit and drift paths."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from watch_latency import phase_latency
+
+    rows: list[tuple[str, str, str]] = []
+    phase_latency(count, edits, rows)
+    return rows
 
 
 def merged_report(parts: list[dict[str, Any]]) -> str:
@@ -211,6 +246,19 @@ def main() -> None:
         "--peer-reps", type=int, default=None, help="repetitions for netavark and the CNI peers (slow)"
     )
     p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument(
+        "--watch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also the daemon's edit -> converged and drift -> repaired latency with N containers",
+    )
+    p.add_argument("--edits", type=int, default=10, help="spec edits for --watch")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run (CI): ours and netavark at N=100, once, and --watch 100 with 5 edits",
+    )
     p.add_argument("--out", default=None, help="JSON file (default bench/results/TIMESTAMP.json)")
     p.add_argument(
         "--report", nargs="+", metavar="JSON", help="print the table of earlier runs (merged), run nothing"
@@ -219,6 +267,8 @@ def main() -> None:
     if args.report:
         print(merged_report([json.loads(Path(f).read_text()) for f in args.report]))
         return
+    if args.quick:
+        args.sizes, args.reps, args.peers, args.watch, args.edits = "100", 1, "ours,netavark", 100, 5
     sizes = [int(s) for s in args.sizes.split(",")]
     peers = args.peers.split(",")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -248,6 +298,8 @@ def main() -> None:
                     flush=True,
                 )
                 out.write_text(json.dumps(results, indent=1))
+    if args.watch:
+        results["watch"] = watch_rows(args.watch, args.edits)
     results["loadavg_end"] = os.getloadavg()
     results["table"] = report(results, sizes)
     out.write_text(json.dumps(results, indent=1))
