@@ -96,8 +96,9 @@ def line(action: Action) -> str:
 def _change(action: Action, name: str, before: Any, after: Any) -> str:
     listed = _entries(action.resource, name)
     if listed is not None:
+        if isinstance(before, str) and isinstance(after, str):
+            before, after = _differing_lines(before, after)
         old, new = listed(before), listed(after)
-        # Sets to look up: a hosts file of a network of 1,000 lists 1,000 entries, on each side.
         old_set, new_set = set(old), set(new)
         added = [f"+ {e}" for e in new if e not in old_set]
         removed = [f"- {e}" for e in old if e not in new_set]
@@ -107,6 +108,15 @@ def _change(action: Action, name: str, before: Any, after: Any) -> str:
     forces = " (forces replacement)" if action.op == "replace" and name in action.resource.immutable else ""
     old_text, new_text = _pair(before, after)
     return f"{name}: {old_text} -> {new_text}{forces}"
+
+
+def _differing_lines(before: str, after: str) -> tuple[str, str]:
+    """The lines of each text that the other lacks: listing what changed in two hosts files of a
+    network of 1,000 then costs their differences, not their lengths (a line in both is no entry
+    that comes or goes, however it is split)."""
+    old, new = before.splitlines(), after.splitlines()
+    old_set, new_set = set(old), set(new)
+    return "\n".join(x for x in old if x not in new_set), "\n".join(x for x in new if x not in old_set)
 
 
 def _entries(res: Resource, name: str) -> Callable[[Any], list[str]] | None:

@@ -411,8 +411,9 @@ class Daemon:
                     self.log.message(f"warning: {warning}")
         assert spec is not None
         attempt = spec is not self.spec  # a new spec (revision) is tried, not only the applied one kept
-        containers = self._partial_scope(pending, spec)
         part = self._reached(pending, spec, lock)
+        # A part is planned from memory: which namespaces a re-read would cover does not matter then.
+        containers = self._partial_scope(pending, spec) if part is None else part
         mode = "full" if containers is None else "partial"
         try:
             with self.opts.state_dir.lock(holder=LOCK_HOLDER):
@@ -471,7 +472,8 @@ class Daemon:
             spec = spec.model_copy()  # a new spec object: `_reached` compares it with the applied one
         start = time.monotonic()
         pending = Pending({"apply"}, spec=True)
-        containers, part = self._partial_scope(pending, spec), self._reached(pending, spec, lock)
+        part = self._reached(pending, spec, lock)
+        containers = self._partial_scope(pending, spec) if part is None else part
         revision = f"apply {request.path}"
         try:
             with self.opts.state_dir.lock(holder=LOCK_HOLDER):

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox import Background, Host, SandboxError
+from sandbox import REPO, Background, Host, SandboxError
 from test_watch import NETWORKS, WEB, containers, db, log_lines, reconciles, start_watch, wait_for
 
 pytestmark = pytest.mark.integration
@@ -78,6 +79,24 @@ def test_a_handed_apply_prints_and_exits_as_a_local_one(host: Host, specs: Path,
     # The daemon follows the handed spec now: drift is repaired towards it.
     host.run(["ip", "netns", "del", "db"])
     wait_for("db repaired", lambda: host.netns_list() == ["db", "web"], daemon)
+
+
+def test_a_handed_apply_loads_neither_pydantic_nor_yaml_nor_netlink(
+    host: Host, specs: Path, daemon: Background
+) -> None:
+    code = (
+        "import sys\n"
+        "from reconciler.cli import main\n"
+        f"rc = main(['apply', {str(specs)!r}, '--dry-run'])\n"
+        "print(rc, ' '.join(sys.modules), file=sys.stderr)\n"
+    )
+    proc = host.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)))
+    rc, *loaded = proc.stderr.split()
+    assert rc == "0" and "No changes" in proc.stdout, proc.stdout + proc.stderr
+    assert handed(daemon)[-1] == f"handed over: apply {specs} --dry-run", daemon.output()
+    assert "reconciler.client" in loaded
+    for heavy in ("pydantic", "yaml", "reconciler.rtnl", "reconciler.spec", "reconciler.engine"):
+        assert heavy not in loaded, heavy
 
 
 def test_a_bad_spec_is_located_and_changes_nothing(host: Host, specs: Path, daemon: Background) -> None:
