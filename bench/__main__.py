@@ -159,12 +159,14 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         "Add one container through the CLI with `reconciler watch` running (the spec handed to the daemon), "
         "against one netavark setup; wall (CLI CPU, daemon CPU)"
     )
-    head = ["N", "ours add_one", "ours noop", "ours noop (no daemon)", "netavark", "ours/netavark"]
+    head = ["N", "ours add_one", "ours noop", "ours first apply of the spec", "ours noop (no daemon)"]
+    head += ["netavark", "ours/netavark"]
     out.append(" | ".join(head))
     for n in sizes:
         rs = get("ours", n)
         a = {"ours": median(rs, "handoff_add_one"), "netavark": median(get("netavark", n), "add_one")}
-        cells = [handed(rs, "handoff_add_one"), handed(rs, "handoff_noop"), both(median(rs, "noop"), None)]
+        cells = [handed(rs, f"handoff_{s}") for s in ("add_one", "noop", "first")]
+        cells.append(both(median(rs, "noop"), median(rs, "noop", "cpu")))
         cells.append(fmt(a["netavark"]))
         out.append(" | ".join([str(n), *cells, ratio(a["ours"], a["netavark"])]))
     out.append("")

@@ -152,7 +152,14 @@ def _handed_over(n: int, workdir: Path, base: str, plus: str) -> dict[str, Any]:
     try:
         _wait_for_daemon(daemon, sock, workdir / "watch.log")
         out: dict[str, Any] = {}
-        for label, path in (("handoff_noop", base), ("handoff_add_one", plus), ("handoff_remove_one", base)):
+        # The first hand-over of base.yaml parses it; the no-op after it finds the parse kept.
+        scenarios = (
+            ("handoff_first", base),
+            ("handoff_noop", base),
+            ("handoff_add_one", plus),
+            ("handoff_remove_one", base),
+        )
+        for label, path in scenarios:
             cpu0, handed = _process_cpu(daemon.pid), _handed(workdir / "watch.log")
             r = timed([sys.executable, "-m", "reconciler", "apply", path])
             if _handed(workdir / "watch.log") != handed + 1:

@@ -124,7 +124,8 @@ class Specs:
         self._kept: dict[tuple[object, ...], Spec] = {}
 
     def load(self, request: Request) -> Spec:
-        key = (request.spec, request.directory, tuple(request.files))
+        # The same files make the same spec wherever they are (a spec holds no locations).
+        key = (request.directory, tuple(request.files))
         spec = self._kept.pop(key, None) or _parse(request)
         self._kept[key] = spec  # most recent last
         while len(self._kept) > KEPT_PARSES:
