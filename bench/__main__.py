@@ -157,18 +157,20 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
     out.append("")
     out.append(
         "Add one container through the CLI with `reconciler watch` running (the spec handed to the daemon), "
-        "against one netavark setup; wall (CLI CPU, daemon CPU)"
+        "against one netavark setup; wall (CLI CPU, daemon CPU); bare: the client started without `site`"
     )
-    head = ["N", "ours add_one", "ours noop", "ours first apply of the spec", "ours noop (no daemon)"]
-    head += ["netavark", "ours/netavark"]
+    head = ["N", "ours add_one", "bare", "ours noop", "bare", "ours first apply of the spec"]
+    head += ["ours noop (no daemon)", "netavark", "ours/netavark", "bare/netavark"]
     out.append(" | ".join(head))
     for n in sizes:
         rs = get("ours", n)
         a = {"ours": median(rs, "handoff_add_one"), "netavark": median(get("netavark", n), "add_one")}
-        cells = [handed(rs, f"handoff_{s}") for s in ("add_one", "noop", "first")]
+        scenarios = ("add_one", "add_one_bare", "noop", "noop_bare", "first")
+        cells = [handed(rs, f"handoff_{s}") for s in scenarios]
         cells.append(both(median(rs, "noop"), median(rs, "noop", "cpu")))
-        cells.append(fmt(a["netavark"]))
-        out.append(" | ".join([str(n), *cells, ratio(a["ours"], a["netavark"])]))
+        cells.append(both(a["netavark"], median(get("netavark", n), "add_one", "cpu"), "ms"))
+        bare = median(rs, "handoff_add_one_bare")
+        out.append(" | ".join([str(n), *cells, ratio(a["ours"], a["netavark"]), ratio(bare, a["netavark"])]))
     out.append("")
     out.append("Ours through the CLI: wall (CPU) / netlink requests / nft transactions; peak RSS")
     out.append(" | ".join(["N", *CLI_SCENARIOS, "peak RSS"]))
