@@ -39,7 +39,7 @@ def test_hosts_file_hints_are_answered_by_what_read_the_files() -> None:
     assert Answered(2.0, frozenset({"web"}), host_level=False).answers(web_hosts)
     pending = Pending()
     pending.add(web_hosts)
-    assert pending.containers == {"web"} and not pending.full
+    assert pending.hosts == {"web"} and not pending.containers and not pending.full
 
 
 def test_lost_events_make_the_next_reconcile_full() -> None:

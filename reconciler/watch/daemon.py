@@ -84,6 +84,9 @@ class Pending:
     host: bool = False
     nft: bool = False
     containers: set[str] = field(default_factory=set)
+    # Containers whose hosts file changed: every observation but a part's reads all hosts files,
+    # so their namespaces need not be read again.
+    hosts: set[str] = field(default_factory=set)
     requests: list[handoff.Request] = field(default_factory=list)  # `reconciler apply`s handed over
 
     def add(self, hint: Drift) -> None:
@@ -91,7 +94,8 @@ class Pending:
         self.full |= hint.full
         self.host |= hint.host
         self.nft |= hint.nft
-        self.containers |= hint.containers | hint.hosts
+        self.containers |= hint.containers
+        self.hosts |= hint.hosts
 
     def __bool__(self) -> bool:
         return bool(self.triggers)
@@ -401,7 +405,7 @@ class Daemon:
                 r = dataclasses.replace(r, revision=tried, problems=problems)
                 self._report(r, scope_spec=self.spec, attempt=True)
                 if self.spec is None or not (
-                    pending.full or pending.containers or pending.host or pending.nft
+                    pending.full or pending.containers or pending.hosts or pending.host or pending.nft
                 ):
                     return True
             else:
@@ -543,6 +547,7 @@ class Daemon:
             or pending.host
             or pending.nft
             or pending.containers
+            or pending.hosts
             or self.cache is None
             or self.spec is None
             or self.desired is None
