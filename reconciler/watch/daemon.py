@@ -265,7 +265,9 @@ class Daemon:
             elif "signal" in pending.triggers and self._fetcher is None:
                 self.tracker.passed(started)
             for request in requests:
-                self._handed(request)
+                if not self._handed(request):
+                    # Memory was dropped and the hints read so far left to a full reconcile: now.
+                    next_resync = time.monotonic()
             pending = self._wait(next_resync)
         server.close()
         self.log.message("stopping: no reconcile in flight")
@@ -444,14 +446,14 @@ class Daemon:
         self._report(r, repaired, scope_spec=spec, attempt=attempt)
         return True
 
-    def _handed(self, request: handoff.Request) -> None:
+    def _handed(self, request: handoff.Request) -> bool:
         """A `reconciler apply` handed over the socket (handoff.py). It is planned and verified as a spec
         edit is, against memory; once applied, the daemon follows the handed spec (drift is repaired
         towards it) until its own source changes (an edit, a new commit) or it restarts: the last
         writer wins. A spec of another scope, or a daemon without a current observation, is left to
-        a local apply."""
+        a local apply. False when an apply failed (memory is then dropped, as after any failure)."""
         if not request.take():
-            return  # the client stopped waiting
+            return True  # the client stopped waiting
         what = f"apply {request.path}" + (" --dry-run" if request.dry_run else "")
         declined = self._declines(request)
         if declined is None:
@@ -462,13 +464,13 @@ class Daemon:
             except ReconcilerError as e:
                 self.log.message(f"handed over: {what}: invalid, nothing changed")
                 request.done("", message(e) + "\n", e.exit_code)
-                return
+                return True
             if engine.scope_of(spec) != engine.scope_of(self.spec):
                 declined = f"the daemon manages scope {engine.scope_of(self.spec)}"
         if declined is not None:
             self.log.message(f"handed over: {what}: left to the client ({declined})")
             request.local(declined)
-            return
+            return True
         assert self.spec is not None
         self.log.message(f"handed over: {what}")
         noted = f"warning: {warning}\n" if warning else ""
@@ -495,7 +497,7 @@ class Daemon:
                 self._report(r, scope_spec=spec, attempt=True)
             code = e.exit_code if isinstance(e, ReconcilerError) else 1
             request.done("", f"{noted}error: {error}\n", code)
-            return
+            return request.dry_run
         if not request.dry_run:
             self._spec_revision = revision
             result = "applied" if actions else "in_sync"
@@ -504,6 +506,7 @@ class Daemon:
         outcome = engine.Outcome(actions, applied=not request.dry_run, notices=notices)
         code = EXIT_PENDING if request.exit_code and actions else 0
         request.done(plan_output(outcome, request.output, request.colour), noted, code)
+        return True
 
     def _declines(self, request: handoff.Request) -> str | None:
         """Why the daemon leaves this apply to the client, or None."""

@@ -185,3 +185,47 @@ def _waits_on_a_socket(client: Background) -> bool:
 def _listens(host: Host) -> bool:
     """The daemon's socket exists (a killed daemon's is left behind)."""
     return host.run(["test", "-S", SOCKET], check=False).returncode == 0
+
+
+def _daemon_with(host: Host, specs: Path, env: dict[str, str]) -> Background:
+    """The daemon over a host already in sync (its start reconcile changes nothing: no kernel
+    operation counted before the handed apply's)."""
+    host.reconciler("apply", str(specs), "--local", check=True)
+    bg = start_watch(host, specs, env=env)
+    wait_for("the first reconcile", lambda: bool(reconciles(bg, "in_sync")), bg)
+    wait_for("the socket", lambda: _listens(host), bg)
+    return bg
+
+
+def test_a_failed_handed_apply_is_rolled_back_then_resynced(host: Host, specs: Path) -> None:
+    daemon = _daemon_with(host, specs, {"RECONCILER_FAIL_AFTER": "3"})
+    plus = host.write_spec(NETWORKS + containers(WEB, db()).removeprefix("version: 1\n"), "plus.yaml")
+    proc = host.reconciler("apply", str(plus))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failed = "error: apply failed: injected failure after kernel operation 3"
+    assert proc.stderr.startswith(failed), proc.stderr
+    assert "rolled back: the host is as it was before this apply" in proc.stderr, proc.stderr
+    assert host.netns_list() == ["web"]
+    # The daemon dropped its memory: a full reconcile of its own spec follows at once.
+    wait_for("the full reconcile", lambda: any("resync" in e["trigger"] for e in reconciles(daemon)), daemon)
+    assert reconciles(daemon)[-1]["mode"] == "full", daemon.output()
+    again = host.reconciler("apply", str(specs), "--dry-run", "--exit-code", "--local")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_the_daemon_killed_mid_apply_leaves_what_the_next_apply_finishes(host: Host, specs: Path) -> None:
+    """SIGKILL at the handed apply's third kernel operation: the client says the daemon went away;
+    the intent journal lets the next apply (local: no daemon listens) remove what was half made and
+    converge."""
+    daemon = _daemon_with(host, specs, {"RECONCILER_FAULT_AFTER": "3"})
+    plus = host.write_spec(NETWORKS + containers(WEB, db()).removeprefix("version: 1\n"), "plus.yaml")
+    proc = host.reconciler("apply", str(plus))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"error: the daemon at {SOCKET} went away before it answered" in proc.stderr, proc.stderr
+    assert daemon.wait(timeout=30) != 0
+    proc = host.reconciler("apply", str(plus))
+    # It finishes what the daemon began (db's namespace was made and marked before the kill).
+    assert proc.returncode == 0 and "+ iface db/front" in proc.stdout, proc.stdout + proc.stderr
+    assert host.netns_list() == ["db", "web"]
+    again = host.reconciler("apply", str(plus), "--dry-run", "--exit-code")
+    assert again.returncode == 0 and "No changes" in again.stdout, again.stdout + again.stderr
