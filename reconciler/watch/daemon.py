@@ -237,11 +237,11 @@ class Daemon:
             level = self.tracker.suspension()
             if pending.fetched is not None:
                 self._fetch(pending, pending.fetched, suspended=level is not None)
+            requests, pending.requests = pending.requests, []  # answered below, whatever the level
+            pending.triggers.discard("apply")
             self._defer_edits(pending, suspended=level is not None)
             if level == "all":
                 pending = Pending()  # nothing is reconciled, drift included; `resume` resyncs
-            requests, pending.requests = pending.requests, []
-            pending.triggers.discard("apply")
             # Following git, nothing is reconciled before a first revision is checked out.
             if pending and (self._fetcher is None or self.tracker.checked_out):
                 ok = self._reconcile(pending)

@@ -229,3 +229,12 @@ def test_the_daemon_killed_mid_apply_leaves_what_the_next_apply_finishes(host: H
     assert host.netns_list() == ["db", "web"]
     again = host.reconciler("apply", str(plus), "--dry-run", "--exit-code")
     assert again.returncode == 0 and "No changes" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_suspended_daemon_leaves_apply_to_the_client(host: Host, specs: Path, daemon: Background) -> None:
+    assert host.reconciler("suspend", "--all").returncode == 0
+    plus = host.write_spec(NETWORKS + containers(WEB, db()).removeprefix("version: 1\n"), "plus.yaml")
+    proc = host.reconciler("apply", str(plus))
+    assert proc.returncode == 0 and "+ netns db" in proc.stdout, proc.stdout + proc.stderr
+    assert handed(daemon)[-1].endswith("left to the client (the daemon is suspended)"), daemon.output()
+    assert host.netns_list() == ["db", "web"]
