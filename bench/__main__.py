@@ -77,6 +77,13 @@ def cell(rs: list[dict[str, Any]], scenario: str, unit: str) -> str:
     return f"{both(wall, cpu, unit)} / {netlink:.0f} / {nft:.0f}"
 
 
+def handed(rs: list[dict[str, Any]], scenario: str) -> str:
+    wall, cpu, daemon = (median(rs, scenario, k) for k in ("seconds", "cpu", "daemon_cpu"))
+    if wall is None:
+        return "-"
+    return f"{fmt(wall, 'ms')} ({fmt(cpu, 'ms')}, {fmt(daemon, 'ms')})"
+
+
 def both(wall: float | None, cpu: float | None, unit: str = "s") -> str:
     """Wall time, and CPU time in parentheses: the steadier figure on a loaded machine."""
     return fmt(wall, unit) + (f" ({fmt(cpu, unit)})" if cpu is not None else "")
@@ -151,6 +158,23 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         ]
         out.append(" | ".join([str(n), *cells, ratios(a, ac, "ours", "netavark")]))
     out.append("")
+    out.append(
+        "Add one container through the CLI with `reconciler watch` running (the spec handed to the daemon), "
+        "against one netavark setup; wall (CLI CPU, daemon CPU); bare: the client started without `site`"
+    )
+    head = ["N", "ours add_one", "bare", "ours noop", "bare", "ours first apply of the spec"]
+    head += ["ours noop (no daemon)", "netavark", "ours/netavark", "bare/netavark"]
+    out.append(" | ".join(head))
+    for n in sizes:
+        rs = get("ours", n)
+        a = {"ours": median(rs, "handoff_add_one"), "netavark": median(get("netavark", n), "add_one")}
+        scenarios = ("add_one", "add_one_bare", "noop", "noop_bare", "first")
+        cells = [handed(rs, f"handoff_{s}") for s in scenarios]
+        cells.append(both(median(rs, "noop"), median(rs, "noop", "cpu")))
+        cells.append(both(a["netavark"], median(get("netavark", n), "add_one", "cpu"), "ms"))
+        bare = median(rs, "handoff_add_one_bare")
+        out.append(" | ".join([str(n), *cells, ratio(a["ours"], a["netavark"]), ratio(bare, a["netavark"])]))
+    out.append("")
     out.append("Ours through the CLI: wall (CPU) / netlink requests / nft transactions; peak RSS")
     out.append(" | ".join(["N", *CLI_SCENARIOS, "peak RSS"]))
     for n in sizes:
@@ -183,6 +207,11 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         out.append(
             f"CLI start-up: --version {both(*version, 'ms')}, validate (small spec) {both(*validate, 'ms')}"
         )
+    if results.get("watch"):
+        out.append("")
+        out.append("The daemon's own paths (bench/watch_latency.py)")
+    for name, value, target in results.get("watch", []):
+        out.append(f"{name}: {value}" + (f" (target {target})" if target != "-" else ""))
     failed = [k for k, rs in runs.items() if not proofs_ok(rs)]
     if failed:
         out.append("")
@@ -212,6 +241,16 @@ def dual_stack_report(get: Any, sizes: list[int]) -> list[str]:
 
 def ratio2(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
+
+
+def watch_rows(count: int, edits: int) -> list[tuple[str, str, str]]:
+    """bench/watch_latency.py's latency phase: the daemon's own edit and drift paths."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from watch_latency import phase_latency
+
+    rows: list[tuple[str, str, str]] = []
+    phase_latency(count, edits, rows)
+    return rows
 
 
 def merged_report(parts: list[dict[str, Any]]) -> str:
@@ -253,6 +292,19 @@ def main() -> None:
         help=f"also run {DUAL}: ours on the dual-stack workload, beside ours",
     )
     p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument(
+        "--watch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also the daemon's edit -> converged and drift -> repaired latency with N containers",
+    )
+    p.add_argument("--edits", type=int, default=10, help="spec edits for --watch")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run (CI): ours and netavark at N=100, once, and --watch 100 with 5 edits",
+    )
     p.add_argument("--out", default=None, help="JSON file (default bench/results/TIMESTAMP.json)")
     p.add_argument(
         "--report", nargs="+", metavar="JSON", help="print the table of earlier runs (merged), run nothing"
@@ -261,6 +313,8 @@ def main() -> None:
     if args.report:
         print(merged_report([json.loads(Path(f).read_text()) for f in args.report]))
         return
+    if args.quick:
+        args.sizes, args.reps, args.peers, args.watch, args.edits = "100", 1, "ours,netavark", 100, 5
     sizes = [int(s) for s in args.sizes.split(",")]
     peers = args.peers.split(",")
     if args.dual_stack:
@@ -290,6 +344,8 @@ def main() -> None:
                 flush=True,
             )
             out.write_text(json.dumps(results, indent=1))
+    if args.watch:
+        results["watch"] = watch_rows(args.watch, args.edits)
     results["loadavg_end"] = os.getloadavg()
     results["table"] = report(results, sizes)
     out.write_text(json.dumps(results, indent=1))

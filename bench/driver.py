@@ -128,12 +128,93 @@ def run_ours(n: int, workdir: Path, dual: bool = False) -> dict[str, Any]:
     out["change_port"] = _reconciler(workdir, "apply", moved)
     out["change_port_proof"] = proof(n, lambda c: (gateway(c.net), 30000 if c.index == 0 else c.host_port))
     out["noop_dry"] = _reconciler(workdir, "apply", base, "--dry-run")
+    out.update(_handed_over(n, workdir, base, plus))
     out.update(_in_process(n, base, plus, moved))
     out["inproc_proof"] = proof(n, published)
     out["destroy"] = _reconciler(workdir, "destroy", base)
     out["destroy"]["settle"] = wait_veths_gone()
     out["destroy"]["seconds"] += out["destroy"]["settle"]
     return out
+
+
+DAEMON_START = 600.0
+# How the hand-over client is started: the console script (as users run it, in this editable venv,
+# whose import hook loads pathlib and re at every start: about 28 ms), and without `site` at all
+# (what a start costs without that hook; the thin client needs no third-party package).
+CONSOLE = [str(Path(sys.executable).with_name("reconciler"))]
+BARE = [sys.executable, "-S", "-c", "import sys; from reconciler.cli import main; sys.exit(main())"]
+
+
+def _handed_over(n: int, workdir: Path, base: str, plus: str) -> dict[str, Any]:
+    """`reconciler apply` with a `reconciler watch` running on the state directory: the CLI hands the
+    spec to the daemon (client.py). The daemon follows base.yaml; each apply is timed from the CLI's
+    start to its exit (the console script, or BARE for `_bare`; not bench.counted, which imports
+    the netlink and nft modules the thin client never loads). `daemon_cpu`: the daemon's CPU time
+    for it."""
+    from reconciler.client import socket_path, state_dir_of
+
+    sock = Path(socket_path(state_dir_of(None)))
+    log = open(workdir / "watch.log", "wb")  # noqa: SIM115
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", base, "--resync-interval", "3600"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_daemon(daemon, sock, workdir / "watch.log")
+        out: dict[str, Any] = {}
+        # The first hand-over of base.yaml parses it; the no-op after it finds the parse kept.
+        scenarios = (
+            ("handoff_first", CONSOLE, base),
+            ("handoff_noop", CONSOLE, base),
+            ("handoff_add_one", CONSOLE, plus),
+            ("handoff_remove_one", CONSOLE, base),
+            ("handoff_noop_bare", BARE, base),
+            ("handoff_add_one_bare", BARE, plus),
+            ("handoff_remove_one_bare", BARE, base),
+        )
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        for label, client, path in scenarios:
+            cpu0, handed = _process_cpu(daemon.pid), _handed(workdir / "watch.log")
+            r = timed([*client, "apply", path], env=env)
+            if _handed(workdir / "watch.log") != handed + 1:
+                raise RuntimeError(f"{label}: the apply was not handed to the daemon")
+            out[label] = {k: r[k] for k in ("seconds", "cpu", "rss_mb")}
+            out[label]["daemon_cpu"] = _process_cpu(daemon.pid) - cpu0
+            if label.startswith("handoff_add_one"):
+                out[f"{label}_proof"] = proof(n + 1, published)
+        out["handoff_daemon_rss_mb"] = _rss_mb(daemon.pid)
+        return out
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        log.close()
+
+
+def _wait_for_daemon(daemon: subprocess.Popen[bytes], sock: Path, log: Path) -> None:
+    deadline = time.monotonic() + DAEMON_START
+    while not (sock.exists() and "reconcile" in log.read_text()):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def _handed(log: Path) -> int:
+    """How many applies the daemon says it was handed (and did not leave to the client)."""
+    lines = log.read_text().splitlines()
+    return sum(1 for line in lines if "handed over: apply" in line and "left to the client" not in line)
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _in_process(n: int, base: str, plus: str, moved: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .drivers.overlay.wgkeys import DEFAULT_KEY_FILE
-from .errors import ReconcilerError, SpecError
+from .errors import ReconcilerError, SpecError, message
 
 if TYPE_CHECKING:
     import signal
@@ -166,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     a.add_argument(
         "--exit-code", action="store_true", help="exit 2 when the plan is not empty, 0 when in sync"
+    )
+    a.add_argument(
+        "--local",
+        action="store_true",
+        help="apply in this process even when a `reconciler watch` runs on the state directory "
+        "(by default the daemon is handed the spec: it plans against the state it holds in memory)",
     )
     host(a)
     key_file(a)
@@ -376,12 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except SpecError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return e.exit_code
     except ReconcilerError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(message(e), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -421,6 +423,12 @@ def _run(args: argparse.Namespace) -> int:
         if created:
             print(f"created {args.key_file}", file=sys.stderr)
         return 0
+    if args.command == "apply" and not args.local:
+        from .client import hand_over
+
+        code = hand_over(args)
+        if code is not None:
+            return code
     from . import engine
 
     if args.command in ("status", "sync", "suspend", "resume"):
@@ -576,20 +584,10 @@ def _lock(path: str, *, check: bool) -> int:
 
 
 def _print_plan(outcome: engine.Outcome, fmt: str) -> None:
-    from .render import json_plan, text_plan
+    from .render import plan_output
+    from .term import colour_enabled
 
-    if fmt == "json":
-        result = {**json_plan(outcome.actions), "applied": outcome.applied, "notices": outcome.notices}
-        print(json.dumps(result, indent=2))
-        return
-    from .term import colour_enabled, colour_plan
-
-    text = text_plan(outcome.actions)
-    print(colour_plan(text) if colour_enabled(sys.stdout) else text)
-    if outcome.actions:
-        print("Applied." if outcome.applied else "Dry run: nothing was changed.")
-    for notice in outcome.notices:
-        print(f"note: {notice}")
+    sys.stdout.write(plan_output(outcome, fmt, colour_enabled(sys.stdout)))
 
 
 def _show_text(result: dict[str, object]) -> str:

@@ -281,11 +281,18 @@ def snapshot(state_dir: StateDir, scope: str | None = None) -> dict[str, Observe
 
 
 def observe_all(
-    scope: str, adopted: dict[str, str], nft: Nft, containers: set[str] | None = None
+    scope: str,
+    adopted: dict[str, str],
+    nft: Nft,
+    containers: set[str] | None = None,
+    *,
+    hosts: set[str] | None = None,
+    links: set[str] | None = None,
 ) -> Observed:
     """The scope's observed state with the objects drivers read themselves: what verification compares.
-    `containers`: read only their namespaces (as `observe`)."""
-    observed = observe(scope, adopted, nft, containers)
+    `containers`, `hosts`, `links`: read only their namespaces, their hosts files, these host links
+    (as `observe`); nothing that only conflict checks use."""
+    observed = observe(scope, adopted, nft, containers, hosts=hosts, only_links=links, conflicts=False)
     for driver in DRIVERS.values():
         for resource in driver.observe(scope, observed.state):
             observed.state.add(resource)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .diff import Action, summary
 from .drivers.overlay.model import Fdb, Neigh, Vxlan
@@ -22,6 +22,9 @@ from .model import (
     Sysctl,
     Vlan,
 )
+
+if TYPE_CHECKING:
+    from .engine import Outcome
 
 SIGNS = {"create": "  +", "change": "  ~", "replace": "-/+", "delete": "  -"}
 # A changed value longer than this is shown cut around its first difference, with CONTEXT before it.
@@ -96,15 +99,27 @@ def line(action: Action) -> str:
 def _change(action: Action, name: str, before: Any, after: Any) -> str:
     listed = _entries(action.resource, name)
     if listed is not None:
+        if isinstance(before, str) and isinstance(after, str):
+            before, after = _differing_lines(before, after)
         old, new = listed(before), listed(after)
-        added = [f"+ {e}" for e in new if e not in old]
-        removed = [f"- {e}" for e in old if e not in new]
+        old_set, new_set = set(old), set(new)
+        added = [f"+ {e}" for e in new if e not in old_set]
+        removed = [f"- {e}" for e in old if e not in new_set]
         # A hosts file is its content: the entries alone say it; other fields keep their name.
         label = "" if isinstance(action.resource, HostsFile) else f"{name}: "
         return label + ("; ".join(added + removed) or "same entries, reordered")
     forces = " (forces replacement)" if action.op == "replace" and name in action.resource.immutable else ""
     old_text, new_text = _pair(before, after)
     return f"{name}: {old_text} -> {new_text}{forces}"
+
+
+def _differing_lines(before: str, after: str) -> tuple[str, str]:
+    """The lines of each text that the other lacks: listing what changed in two hosts files of a
+    network of 1,000 then costs their differences, not their lengths (a line in both is no entry
+    that comes or goes, however it is split)."""
+    old, new = before.splitlines(), after.splitlines()
+    old_set, new_set = set(old), set(new)
+    return "\n".join(x for x in old if x not in new_set), "\n".join(x for x in new if x not in old_set)
 
 
 def _entries(res: Resource, name: str) -> Callable[[Any], list[str]] | None:
@@ -180,3 +195,19 @@ def _before(action: Action) -> dict[str, Any] | None:
     if action.op == "delete":
         return action.resource.describe()
     return action.before.describe() if action.before else None
+
+
+def plan_output(outcome: Outcome, fmt: str, colour: bool) -> str:
+    """What `apply` and `destroy` print on stdout, run here or by the daemon for a handed-over apply
+    (watch/handoff.py), so that both print the same."""
+    if fmt == "json":
+        result = {**json_plan(outcome.actions), "applied": outcome.applied, "notices": outcome.notices}
+        return json.dumps(result, indent=2) + "\n"
+    from .term import colour_plan
+
+    text = text_plan(outcome.actions)
+    lines = [colour_plan(text) if colour else text]
+    if outcome.actions:
+        lines.append("Applied." if outcome.applied else "Dry run: nothing was changed.")
+    lines.extend(f"note: {notice}" for notice in outcome.notices)
+    return "\n".join(lines) + "\n"

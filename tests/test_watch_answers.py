@@ -26,6 +26,22 @@ def test_only_a_later_observation_that_compared_the_object_answers_a_hint() -> N
     assert not Answered(2.0, frozenset({"web"})).answers(Drift(1.0, containers=frozenset({"web", "db"})))
 
 
+def test_hosts_file_hints_are_answered_by_what_read_the_files() -> None:
+    web_hosts = Drift(1.0, hosts=frozenset({"web"}))
+    # A verification that read web's and db's hosts files, and web's namespace only.
+    verified = Answered(2.0, frozenset({"web"}), host_level=True, hosts=frozenset({"web", "db"}))
+    assert verified.answers(web_hosts) and verified.answers(Drift(1.0, hosts=frozenset({"db"})))
+    assert not verified.answers(Drift(1.0, containers=frozenset({"db"})))  # db's namespace: not read
+    assert not verified.answers(Drift(1.0, hosts=frozenset({"cache"})))
+    # Every file read (a whole host level), or none but the containers' (a host level that differed).
+    assert Answered(2.0, frozenset({"db"})).answers(web_hosts)
+    assert not Answered(2.0, frozenset({"db"}), host_level=False).answers(web_hosts)
+    assert Answered(2.0, frozenset({"web"}), host_level=False).answers(web_hosts)
+    pending = Pending()
+    pending.add(web_hosts)
+    assert pending.hosts == {"web"} and not pending.containers and not pending.full
+
+
 def test_lost_events_make_the_next_reconcile_full() -> None:
     pending = Pending()
     pending.add(Drift(1.0, containers=frozenset({"web"})))
@@ -61,7 +77,7 @@ def test_hosts_file_edits_name_their_container(tmp_path: Path) -> None:
 def until(hints: queue.Queue[Drift], container: str) -> list[set[str]]:
     """The containers of the hints before the first that names only `container` (within 10 s)."""
     before = []
-    while (seen := hints.get(timeout=10).containers) != {container}:
+    while (seen := hints.get(timeout=10).hosts) != {container}:
         before.append(set(seen))
     return before
 

@@ -12,6 +12,7 @@ from ..model import KIND_RANK, Iface, Netns, Route
 from . import container, firewall, hosts, sysctl
 from .context import Context
 
+
 @functools.cache
 def executors() -> dict[str, Callable[[Context, Action], None]]:
     """Built on first use, not at import: a driver's executors import this package's context, so a

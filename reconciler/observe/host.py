@@ -50,25 +50,37 @@ class _NsIface:
 
 
 def observe(
-    scope: str, adopted: dict[str, str], nft: Nft, containers: Collection[str] | None = None
+    scope: str,
+    adopted: dict[str, str],
+    nft: Nft,
+    containers: Collection[str] | None = None,
+    *,
+    hosts: Collection[str] | None = None,
+    only_links: Collection[str] | None = None,
+    conflicts: bool = True,
 ) -> Observed:
     """`adopted`: namespace path -> container, for namespaces we use but did not create (from the spec
     and the record); they may live outside /run/netns. `containers`: read only these containers'
-    namespaces (the watch daemon's partial observe); host objects, files and nft are always read."""
+    namespaces (the watch daemon's partial observe); host objects and nft are always read. `hosts`:
+    read only these containers' hosts files; `only_links`: only the host links of these names (our
+    bridges and the veths an apply touched; nothing is then known of the others). `conflicts=False`:
+    skip what only the conflict checks use (other scopes' ports, the host's prefixes and routes), as a
+    verification does."""
     obs = Observed()
     with Rtnl() as sock:
-        links = read_links(sock)
+        links = read_links(sock, only_links)
         read_addresses(sock, links)
         ours = _host_links(scope, links, obs)
         our_indexes = {link.index for link in ours}
-        obs.host_prefixes = route_prefixes(sock, skip=our_indexes)
-        obs.ra_dependent = _ra_dependent(sock, links)
+        if conflicts:
+            obs.host_prefixes = route_prefixes(sock, skip=our_indexes)
+            obs.ra_dependent = _ra_dependent(sock, links)
         obs.link_mtus = {link.ifname: link.mtu for link in links.values()}
         for driver in DRIVERS.values():
             for resource in driver.observe_host(ours, links, sock):
                 obs.state.add(resource)
     for link in links.values():
-        if link.index not in our_indexes:
+        if conflicts and link.index not in our_indexes:
             prefixes = [ipaddress.IPv4Network(a, strict=False) for a in link.addresses]
             obs.host_prefixes.extend(prefixes)
             prefixes6 = [ipaddress.IPv6Network(a, strict=False) for a in link.addresses6]
@@ -86,10 +98,11 @@ def observe(
         if key not in ns_ifaces and (containers is None or container in containers):
             # A peer that lost its container side: only deleting it helps.
             obs.state.add(Iface(container, network, "", "", host_link.ifname, None, up=False))
-    _observe_files(scope, obs)
+    _observe_files(scope, obs, hosts)
     for resource in observe_firewall(nft, scope):
         obs.state.add(resource)
-    obs.other_ports = other_ports(nft, scope)
+    if conflicts:
+        obs.other_ports = other_ports(nft, scope)
     return obs
 
 
@@ -211,11 +224,11 @@ def _observe_namespaces(
     return ifaces
 
 
-def _observe_files(scope: str, obs: Observed) -> None:
+def _observe_files(scope: str, obs: Observed, hosts: Collection[str] | None) -> None:
     obs.state.add(Sysctl("net.ipv4.ip_forward", _sysctl("net/ipv4/ip_forward") or "0"))
     obs.state.add(Sysctl(names.IPV6_FORWARDING, _sysctl(names.IPV6_FORWARDING.replace(".", "/")) or "0"))
     header = f"{names.HOSTS_HEADER} (scope {scope})"
-    for container in _listdir(names.ETC_NETNS_DIR):
+    for container in _listdir(names.ETC_NETNS_DIR) if hosts is None else sorted(hosts):
         try:
             with open(os.path.join(names.ETC_NETNS_DIR, container, "hosts")) as f:
                 content = f.read(1 << 20)

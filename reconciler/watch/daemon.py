@@ -36,17 +36,18 @@ from ..dns import hook as dns
 from ..dns.supervise import Supervisor
 from ..drivers.overlay import clusteripam
 from ..drivers.overlay.wgkeys import DEFAULT_KEY_FILE
-from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError
-from ..model import Key, State
+from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError, message
+from ..model import Bridge, HostsFile, Iface, Key, State
 from ..nft import Nft
 from ..observe import Observed, observe
+from ..render import plan_output
 from ..rollback import Verification
 from ..session import advance, narrow, reach
 from ..spec import Spec
 from ..statedir import ScopeRecord, StateDir
 from ..store.mode import EtcdMode
 from ..store.oneshot import etcd_mode
-from . import cache
+from . import cache, handoff
 from .events import Drift, Events
 from .files import watch_specs
 from .gitremote import Fetched, Fetcher, GitFailed, GitRemote, Unverified
@@ -61,6 +62,7 @@ DRIFT_SETTLE = 0.05
 DRIFT_SETTLE_MAX = 0.5
 RETRY_AFTER_FAILURE = 5.0
 LOCK_HOLDER = "reconciler watch"
+EXIT_PENDING = 2  # `apply --exit-code` with changes (cli.py)
 
 
 @dataclass
@@ -89,6 +91,10 @@ class Pending:
     host: bool = False
     nft: bool = False
     containers: set[str] = field(default_factory=set)
+    # Containers whose hosts file changed: every observation but a part's reads all hosts files,
+    # so their namespaces need not be read again.
+    hosts: set[str] = field(default_factory=set)
+    requests: list[handoff.Request] = field(default_factory=list)  # `reconciler apply`s handed over
 
     def add(self, hint: Drift) -> None:
         self.triggers.add("drift")
@@ -96,6 +102,7 @@ class Pending:
         self.host |= hint.host
         self.nft |= hint.nft
         self.containers |= hint.containers
+        self.hosts |= hint.hosts
 
     def __bool__(self) -> bool:
         return bool(self.triggers)
@@ -106,11 +113,14 @@ class Answered:
     """An observation found matching the desired state, started at `at`: every hint read before `at`
     reports a change it saw. It answers those hints for what it compared: the whole scope
     (`containers` None), or these containers' namespaces and, with `host_level`, every host-level
-    object (links, nft tables, hosts files, overlay entries)."""
+    object (links, nft tables, hosts files, overlay entries). `hosts`: the containers whose hosts
+    files it compared, when it read only those (None: every one with `host_level`, else those of
+    `containers`)."""
 
     at: float
     containers: frozenset[str] | None = None
     host_level: bool = True
+    hosts: frozenset[str] | None = None
 
     def answers(self, hint: Drift) -> bool:
         if hint.at >= self.at:
@@ -118,7 +128,13 @@ class Answered:
         if self.containers is None:
             return True
         host = hint.host or hint.nft or bool(hint.entries)
-        return not hint.full and hint.containers <= self.containers and (self.host_level or not host)
+        files = self.hosts if self.hosts is not None else None if self.host_level else self.containers
+        return (
+            not hint.full
+            and hint.containers <= self.containers
+            and (files is None or hint.hosts <= files)
+            and (self.host_level or not host)
+        )
 
 
 class Daemon:
@@ -156,6 +172,8 @@ class Daemon:
         self._spec_revision = ""  # the git revision `spec` came from ("" when following files)
         self._etcd: EtcdMode | None = None  # etcd mode (`cluster:`): the store the cluster lives in
         self._dns_published = False  # the resolver has this daemon's records
+        self._requests: list[handoff.Request] = []
+        self._handed_specs = handoff.Specs()
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -166,6 +184,11 @@ class Daemon:
     def _notify_drift(self, hint: Drift) -> None:
         with self._inbox_lock:
             self._hints.append(hint)
+        self._wake()
+
+    def _notify_request(self, request: handoff.Request) -> None:
+        with self._inbox_lock:
+            self._requests.append(request)
         self._wake()
 
     def _notify_fetch(self, fetched: Fetched) -> None:
@@ -208,6 +231,11 @@ class Daemon:
         except OSError as e:
             raise ReconcilerError(f"cannot watch the hosts files in {names.ETC_NETNS_DIR}: {e}") from e
         Supervisor(self.opts.state_dir.path, self.log.message).start()
+        server = handoff.Server(self.opts.state_dir.path, self._notify_request)
+        try:
+            server.start()
+        except OSError as e:  # `apply` then applies locally, as without a daemon
+            self.log.message(f"not serving `reconciler apply` on {server.path}: {e}")
         self.log.message(f"watching {self.tracker.source} (resync every {self.opts.resync_interval:g} s)")
         pending = Pending({"start"}, spec=True, full=True) if self._resume_revision() else Pending()
         if self._fetcher is not None:
@@ -219,6 +247,8 @@ class Daemon:
             level = self.tracker.suspension()
             if pending.fetched is not None:
                 self._fetch(pending, pending.fetched, suspended=level is not None)
+            requests, pending.requests = pending.requests, []  # answered below, whatever the level
+            pending.triggers.discard("apply")
             self._defer_edits(pending, suspended=level is not None)
             if level == "all":
                 pending = Pending()  # nothing is reconciled, drift included; `resume` resyncs
@@ -244,7 +274,12 @@ class Daemon:
                 self.tracker.passed(pending.fetched.started)
             elif "signal" in pending.triggers and self._fetcher is None:
                 self.tracker.passed(started)
+            for request in requests:
+                if not self._handed(request):
+                    # Memory was dropped and the hints read so far left to a full reconcile: now.
+                    next_resync = time.monotonic()
             pending = self._wait(next_resync)
+        server.close()
         self.log.message("stopping: no reconcile in flight")
         return 0
 
@@ -340,6 +375,10 @@ class Daemon:
             hints, self._hints = self._hints, []
             spec, self._spec_changed = self._spec_changed, False
             fetched, self._fetched = self._fetched, None
+            requests, self._requests = self._requests, []
+        if requests:
+            pending.requests.extend(requests)
+            pending.triggers.add("apply")
         if fetched is not None:
             pending.fetched = fetched
         if spec:
@@ -381,7 +420,7 @@ class Daemon:
                 r = dataclasses.replace(r, revision=tried, problems=problems)
                 self._report(r, scope_spec=self.spec, attempt=True)
                 if self.spec is None or not (
-                    pending.full or pending.containers or pending.host or pending.nft
+                    pending.full or pending.containers or pending.hosts or pending.host or pending.nft
                 ):
                     return True
             else:
@@ -391,12 +430,13 @@ class Daemon:
                     self.log.message(f"warning: {warning}")
         assert spec is not None
         attempt = spec is not self.spec  # a new spec (revision) is tried, not only the applied one kept
-        containers = self._partial_scope(pending, spec)
         part = self._reached(pending, spec, lock)
+        # A part is planned from memory: which namespaces a re-read would cover does not matter then.
+        containers = self._partial_scope(pending, spec) if part is None else part
         mode = "full" if containers is None else "partial"
         try:
             with self.opts.state_dir.lock(holder=LOCK_HOLDER):
-                actions, repaired, mode = self._converge(spec, lock, containers, part)
+                actions, repaired, mode, _ = self._converge(spec, lock, containers, part)
         except (ReconcilerError, OSError) as e:
             self._forget(spec)
             self._failed_applying = isinstance(e, ApplyFailed)
@@ -430,6 +470,84 @@ class Daemon:
         self.opts.host = self._etcd.host
         return self._etcd.resolve(spec, self.opts.state_dir.load(scope), self.opts.path)
 
+    def _handed(self, request: handoff.Request) -> bool:
+        """A `reconciler apply` handed over the socket (handoff.py). It is planned and verified as a spec
+        edit is, against memory; once applied, the daemon follows the handed spec (drift is repaired
+        towards it) until its own source changes (an edit, a new commit) or it restarts: the last
+        writer wins. A spec of another scope, or a daemon without a current observation, is left to
+        a local apply. False when an apply failed (memory is then dropped, as after any failure)."""
+        if not request.take():
+            return True  # the client stopped waiting
+        what = f"apply {request.path}" + (" --dry-run" if request.dry_run else "")
+        declined = self._declines(request)
+        if declined is None:
+            assert self.spec is not None
+            try:
+                spec = self._handed_specs.load(request)
+                lock, warning = clusteripam.pinned(request.path, spec)
+            except ReconcilerError as e:
+                self.log.message(f"handed over: {what}: invalid, nothing changed")
+                request.done("", message(e) + "\n", e.exit_code)
+                return True
+            if engine.scope_of(spec) != engine.scope_of(self.spec):
+                declined = f"the daemon manages scope {engine.scope_of(self.spec)}"
+            elif spec.cluster is not None:  # its addresses are the store's: `apply` claims them itself
+                declined = "etcd mode: apply reconciles against the store itself"
+        if declined is not None:
+            self.log.message(f"handed over: {what}: left to the client ({declined})")
+            request.local(declined)
+            return True
+        assert self.spec is not None
+        self.log.message(f"handed over: {what}")
+        noted = f"warning: {warning}\n" if warning else ""
+        if spec is self.spec:
+            spec = spec.model_copy()  # a new spec object: `_reached` compares it with the applied one
+        start = time.monotonic()
+        pending = Pending({"apply"}, spec=True)
+        part = self._reached(pending, spec, lock)
+        containers = self._partial_scope(pending, spec) if part is None else part
+        revision = f"apply {request.path}"
+        try:
+            with self.opts.state_dir.lock(holder=LOCK_HOLDER):
+                actions, repaired, mode, notices = self._converge(
+                    spec, lock, containers, part, dry_run=request.dry_run, rollback=request.rollback
+                )
+        except Exception as e:  # as a local apply fails: a message and its exit code, the daemon goes on
+            known = isinstance(e, ReconcilerError)
+            error = str(e) if known else f"{type(e).__name__}: {e}"
+            if not request.dry_run:
+                self._forget(self.spec)  # the spec followed stays; memory is read again
+                result = "rolled_back" if isinstance(e, RolledBack) else "failed"
+                took = time.monotonic() - start
+                r = Reconciled("apply", "partial", result, took, error=error, revision=revision)
+                self._report(r, scope_spec=spec, attempt=True)
+            code = e.exit_code if isinstance(e, ReconcilerError) else 1
+            request.done("", f"{noted}error: {error}\n", code)
+            return request.dry_run
+        if not request.dry_run:
+            self._spec_revision = revision
+            result = "applied" if actions else "in_sync"
+            r = Reconciled("apply", mode, result, time.monotonic() - start, actions, revision=revision)
+            self._report(r, repaired, scope_spec=spec, attempt=True)
+        outcome = engine.Outcome(actions, applied=not request.dry_run, notices=notices)
+        code = EXIT_PENDING if request.exit_code and actions else 0
+        request.done(plan_output(outcome, request.output, request.colour), noted, code)
+        return True
+
+    def _declines(self, request: handoff.Request) -> str | None:
+        """Why the daemon leaves this apply to the client, or None."""
+        if self.tracker.suspension() is not None:
+            return "the daemon is suspended"
+        if self.spec is None or self.cache is None or self._retrying:
+            return "the daemon has no current observation (starting, or retrying after a failure)"
+        if request.host is not None and request.host != self.opts.host:
+            return f"the daemon runs as host {self.opts.host or '(found by address)'}"
+        if request.key_file is not None and request.key_file != self.opts.key_file:
+            return f"the daemon uses the key file {self.opts.key_file}"
+        if request.advertise is not None and request.advertise != self.opts.advertise:
+            return f"the daemon advertises {self.opts.advertise or '(its route towards the store)'}"
+        return None
+
     def _forget(self, spec: Spec) -> None:
         """After a failure: observe everything next time, with a fresh nftables context, and read
         the spec again if this one never got applied (the retry must not fall back to the old one).
@@ -462,6 +580,7 @@ class Daemon:
             or pending.host
             or pending.nft
             or pending.containers
+            or pending.hosts
             or self.cache is None
             or self.spec is None
             or self.desired is None
@@ -477,7 +596,12 @@ class Daemon:
         lock: clusteripam.Allocation | None,
         containers: set[str] | None,
         part: set[str] | None,
-    ) -> tuple[list[Action], list[str], str]:
+        *,
+        dry_run: bool = False,
+        rollback: bool = True,
+    ) -> tuple[list[Action], list[str], str, list[str]]:
+        """Plan `spec` and apply it (`dry_run`: plan only, remember nothing); the actions, the kinds
+        of what they repaired, the mode and the apply's notices."""
         scope = engine.scope_of(spec)
         if self._events is None:
             self._events = Events(scope, self._notify_drift)
@@ -514,8 +638,13 @@ class Daemon:
             observed, record, desired, actions, check = self._plan_whole(
                 spec, lock, observed, previous, containers, adopted
             )
+        if dry_run:
+            return actions, [], mode, []
+        notices: list[str] = []
         if actions or record != previous:
             self._verified = None
+            if check is not None and not rollback:
+                check = dataclasses.replace(check, rollback=False)
             notices = engine.commit(actions, scope, previous, record, state_dir, nft, check)
             answer = self._verified
             for notice in notices:
@@ -536,7 +665,7 @@ class Daemon:
         advance(observed.state, actions)
         self.cache = observed
         self.spec, self.lock, self.desired, self._record = spec, lock, desired, record
-        return actions, repaired, mode
+        return actions, repaired, mode, notices
 
     def _plan_whole(
         self,
@@ -625,20 +754,27 @@ class Daemon:
         whole = State({k: r for k, r in before.resources.items() if k not in narrowed.old_keys})
         whole.resources.update(desired.resources)
         keys, nft = narrowed.old_keys | desired.resources.keys(), self._nft
-
+        actions = plan(desired, narrowed.observed.state)
+        # What the actions can have changed, read again: the namespaces they name and the part's
+        # hosts files (an add rewrites its network's), with the host's links and our nft tables;
+        # the part's other namespaces are as memory has them.
+        touched, files = engine.touched(actions), {k[1] for k in keys if k[0] == HostsFile.kind}
+        links = _links(touched, desired, narrowed.observed.state)
         host_in_sync = False
 
         def again() -> State:
             nonlocal host_in_sync
-            fresh = engine.observe_all(scope, adopted, nft, part).state
-            # The host level is read whole anyway: when all of it matches the whole desired state,
-            # this observation answers host-level hints too (our bridge's and nft table's echoes).
-            host_in_sync = not plan(_host_level(whole), _host_level(fresh))
-            return _only(fresh, keys)
+            fresh = engine.observe_all(scope, adopted, nft, touched, hosts=files, links=links).state
+            # When the host level read (all but the other hosts files) matches the whole desired
+            # state, this observation answers host-level hints too (our bridge's and nft table's echoes).
+            host_in_sync = not plan(_seen(whole, files), _seen(fresh, files))
+            return _only(engine.over(narrowed.observed.state, fresh, touched), keys)
 
         check = Verification(desired, narrowed.observed.state, again)
-        check = self._answering(check, spec, adopted, frozenset(part), lambda: host_in_sync)
-        return record, whole, plan(desired, narrowed.observed.state), check
+        check = self._answering(
+            check, spec, adopted, frozenset(touched), lambda: host_in_sync, frozenset(files)
+        )
+        return record, whole, actions, check
 
     def _follow(self, spec: Spec, adopted: dict[str, str]) -> None:
         """Before an observation: the event source attributes the events of every namespace of ours."""
@@ -654,17 +790,19 @@ class Daemon:
         adopted: dict[str, str],
         containers: frozenset[str] | None,
         host_level: Callable[[], bool],
+        hosts: frozenset[str] | None = None,
     ) -> Verification:
         """`check`, remembering (in `_verified`) when its last observation started and what it
-        compared (`host_level()`: whether the host level matched, asked after it was observed):
-        once the apply is verified, that observation answers the hints read before it."""
+        compared (`host_level()`: whether the host level matched, asked after it was observed;
+        `hosts`: whose hosts files, as `Answered`): once the apply is verified, that observation
+        answers the hints read before it."""
         observe_again = check.observe
 
         def observe_answering() -> State:
             self._follow(spec, adopted)
             at = time.monotonic()
             state = observe_again()
-            self._verified = Answered(at, containers, host_level())
+            self._verified = Answered(at, containers, host_level(), hosts)
             return state
 
         return dataclasses.replace(check, observe=observe_answering)
@@ -679,8 +817,28 @@ class Daemon:
         self.tracker.reconciled(r, scope, repaired=bool(repaired), attempt=attempt)
 
 
-def _host_level(state: State) -> State:
-    return State({k: r for k, r in state.resources.items() if k[0] not in cache.NAMESPACE_KINDS})
+def _links(touched: set[str], *states: State) -> set[str]:
+    """The host links a part's verification reads: the networks' bridges, the touched containers'
+    veths (wanted or found)."""
+    out = set()
+    for state in states:
+        for r in state.resources.values():
+            if isinstance(r, Bridge):
+                out.add(r.ifname)
+            elif isinstance(r, Iface) and r.container in touched and r.host_ifname:
+                out.add(r.host_ifname)
+    return out
+
+
+def _seen(state: State, hosts: set[str]) -> State:
+    """The host level, but for the hosts files of containers other than `hosts`."""
+    return State(
+        {
+            k: r
+            for k, r in state.resources.items()
+            if k[0] not in cache.NAMESPACE_KINDS and (k[0] != HostsFile.kind or k[1] in hosts)
+        }
+    )
 
 
 def _only(state: State, keys: frozenset[Key]) -> State:

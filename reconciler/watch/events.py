@@ -85,6 +85,9 @@ class Drift:
 
     at: float
     containers: frozenset[str] = frozenset()
+    # Containers whose hosts file changed (host-level files, apart from their namespaces: a
+    # verification may read the files of containers whose namespaces it does not read again).
+    hosts: frozenset[str] = frozenset()
     host: bool = False
     nft: bool = False
     full: bool = False

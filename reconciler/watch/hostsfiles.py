@@ -77,7 +77,7 @@ class HostsFiles:
             if lost:
                 self._notify(Drift(at, full=True))
             elif changed:
-                self._notify(Drift(at, containers=frozenset(changed)))
+                self._notify(Drift(at, hosts=frozenset(changed)))
 
     def _parse(self, data: bytes) -> tuple[set[str], bool]:
         """The containers whose hosts file may have changed; True when events were lost (the queue

@@ -8,16 +8,17 @@ files, or files that disagree on `version` or `name`, are conflicts naming both 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import Problem, SpecError
 from ..spec import Spec
+from ..specfiles import is_spec_name
 from ..specload import FieldPath, Locate, load_spec, parse_spec_data, read_spec_text, validate_spec_data
 
 SECTIONS = ("networks", "containers", "hosts", "services", "policies")
-# Both spellings: compose users name their files `.yml`, and a file left unread is a silent deletion.
-SUFFIXES = (".yaml", ".yml")
 Parsed = tuple[dict[str, Any], Locate]
 
 
@@ -56,7 +57,7 @@ def spec_files(path: Path) -> list[Path]:
 
 def is_spec_file(path: Path) -> bool:
     """A directory's spec file by its name (what the watcher follows too)."""
-    return path.suffix in SUFFIXES and not path.name.startswith(".")
+    return is_spec_name(path.name)
 
 
 def load_specs(path: Path, parses: Parses | None = None) -> Spec:
@@ -69,11 +70,17 @@ def load_specs(path: Path, parses: Parses | None = None) -> Spec:
         raise SpecError([Problem((), "no *.yaml or *.yml spec files in this directory", str(path))])
     parses = parses or Parses()
     parses.forget_except(files)
+    return from_parts([functools.partial(parses.parse, file) for file in files])
+
+
+def from_parts(parsers: Sequence[Callable[[], Parsed]]) -> Spec:
+    """One spec from a directory's files, each parsed by one of `parsers` (every file's problems are
+    reported, then the conflicts between them)."""
     parts: list[Parsed] = []
     problems: list[Problem] = []
-    for file in files:
+    for parse in parsers:
         try:
-            parts.append(parses.parse(file))
+            parts.append(parse())
         except SpecError as e:
             problems.extend(e.problems)
     if problems:

@@ -340,7 +340,8 @@ def test_apply_waits_for_the_daemon_and_the_daemon_for_apply(
     replace(app, containers(WEB, db(), *many))
     _freeze_holding_lock(host, daemon)
     try:
-        apply = host.reconciler_background("apply", str(specs), log=host.workdir / "apply.log")
+        # --local: this apply's own run waits for the lock (handed over, the daemon would run it).
+        apply = host.reconciler_background("apply", str(specs), "--local", log=host.workdir / "apply.log")
         wait_for("apply to wait", lambda: "waiting for another reconciler run" in apply.output())
         assert ", reconciler watch) to finish" in apply.output(), apply.output()
         assert apply.proc.poll() is None, apply.output()
@@ -407,5 +408,5 @@ def test_failed_reconcile_is_rolled_back_then_retried(host: Host, specs: Path) -
     text = http_get(host, "/metrics")
     assert metric(text, 'netreconciler_watch_reconciles_total{result="rolled_back"}') == 1.0, text
     assert http_get(host, "/healthz").startswith("HTTP/1.0 200"), "healthz after the retry"
-    proc = host.reconciler("apply", str(specs), "--dry-run", "--exit-code")
+    proc = host.reconciler("apply", str(specs), "--dry-run", "--exit-code", "--local")  # the host, read
     assert proc.returncode == 0 and "No changes" in proc.stdout, proc.stdout + proc.stderr

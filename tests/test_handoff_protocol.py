@@ -1,0 +1,125 @@
+"""The hand-over protocol between `reconciler apply` (client.py) and the daemon's socket
+(watch/handoff.py), over a real unix socket in a temporary state directory: what the daemon's loop
+answers is printed as is, a declined request or a missing daemon means a local apply, another
+protocol version is declined, a daemon gone mid-request is an error naming its socket. The loop
+itself (planning, applying) is tested against the kernel in tests/integration/test_handoff.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler import client
+from reconciler.errors import ReconcilerError
+from reconciler.watch import handoff
+
+Serve = Callable[[Callable[[handoff.Request], None]], list[handoff.Request]]
+SPEC = "version: 1\nnetworks:\n  front:\n    subnet: 10.20.0.0/24\n"
+
+
+def args(state_dir: Path, spec: Path, **options: object) -> argparse.Namespace:
+    defaults = {"dry_run": False, "exit_code": False, "output": "text", "host": None, "no_rollback": False}
+    return argparse.Namespace(spec=str(spec), state_dir=str(state_dir), **{**defaults, **options})
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """A daemon's socket whose loop runs `answer` on each request; the requests it got."""
+    servers: list[handoff.Server] = []
+
+    def start(answer: Callable[[handoff.Request], None]) -> list[handoff.Request]:
+        got: list[handoff.Request] = []
+
+        def loop(request: handoff.Request) -> None:
+            got.append(request)
+            assert request.take()
+            threading.Thread(target=answer, args=(request,)).start()
+
+        server = handoff.Server(tmp_path / "state", loop)
+        server.start()
+        servers.append(server)
+        return got
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_the_answer_is_printed_with_its_exit_code(
+    tmp_path: Path, spec: Path, serve: Serve, capsys: pytest.CaptureFixture[str]
+) -> None:
+    got = serve(lambda r: r.done("  + netns db\nPlan: 1 to add\n", "warning: w\n", 2))
+    code = client.hand_over(args(tmp_path / "state", spec, dry_run=True, exit_code=True, output="json"))
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert out == "  + netns db\nPlan: 1 to add\n" and err == "warning: w\n"
+    (request,) = got
+    assert request.files == [(None, SPEC)] and request.spec == str(spec) and not request.directory
+    assert request.dry_run and request.exit_code and request.output == "json" and request.rollback
+    folder = tmp_path / "state" / "watch" / "socket"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "apply.sock").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_directory_is_sent_as_its_spec_files(tmp_path: Path, serve: Serve) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "b.yml").write_text("version: 1\n")
+    (specs / "a.yaml").write_text(SPEC)
+    (specs / ".a.yaml.swp").write_text("an editor's")
+    (specs / "notes.txt").write_text("not a spec")
+    got = serve(lambda r: r.done("", "", 0))
+    assert client.hand_over(args(tmp_path / "state", specs)) == 0
+    assert got[0].directory and got[0].files == [("a.yaml", SPEC), ("b.yml", "version: 1\n")]
+
+
+def test_declined_or_no_daemon_means_a_local_apply(tmp_path: Path, spec: Path, serve: Serve) -> None:
+    assert client.hand_over(args(tmp_path / "state", spec)) is None  # no socket at all
+    serve(lambda r: r.local("the daemon manages scope other"))
+    assert client.hand_over(args(tmp_path / "state", spec)) is None
+    # What a local load must report is not handed over: not UTF-8, missing.
+    (tmp_path / "bad.yaml").write_bytes(b"version: 1\n\xff\n")
+    assert client.hand_over(args(tmp_path / "state", tmp_path / "bad.yaml")) is None
+    assert client.hand_over(args(tmp_path / "state", tmp_path / "missing.yaml")) is None
+
+
+def test_another_protocol_version_is_declined(tmp_path: Path, serve: Serve) -> None:
+    got = serve(lambda r: r.done("", "", 0))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(client.socket_path(str(tmp_path / "state")))
+        sock.sendall(json.dumps({"protocol": client.PROTOCOL + 1}).encode() + b"\n")
+        answer = json.loads(sock.makefile("rb").readline())
+    assert answer["state"] == "local" and "protocol" in answer["reason"], answer
+    assert got == []
+
+
+def test_a_daemon_gone_mid_request_is_an_error_naming_its_socket(tmp_path: Path, spec: Path) -> None:
+    path = client.socket_path(str(tmp_path / "state"))
+    os.makedirs(os.path.dirname(path))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def read_then_die() -> None:
+        conn, _ = listener.accept()
+        conn.makefile("rb").readline()
+        conn.close()
+
+    threading.Thread(target=read_then_die).start()
+    with pytest.raises(ReconcilerError, match=f"the daemon at {path} went away before it answered"):
+        client.hand_over(args(tmp_path / "state", spec))
+    listener.close()
