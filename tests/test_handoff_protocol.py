@@ -25,7 +25,15 @@ SPEC = "version: 1\nnetworks:\n  front:\n    subnet: 10.20.0.0/24\n"
 
 
 def args(state_dir: Path, spec: Path, **options: object) -> argparse.Namespace:
-    defaults = {"dry_run": False, "exit_code": False, "output": "text", "host": None, "no_rollback": False}
+    defaults = {
+        "dry_run": False,
+        "exit_code": False,
+        "output": "text",
+        "host": None,
+        "no_rollback": False,
+        "key_file": "/etc/netreconciler/wireguard.key",
+        "advertise": None,
+    }
     return argparse.Namespace(spec=str(spec), state_dir=str(state_dir), **{**defaults, **options})
 
 
