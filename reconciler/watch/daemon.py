@@ -683,32 +683,21 @@ class Daemon:
         scope, state_dir = engine.scope_of(spec), self.opts.state_dir
         assert self._nft is not None
         nft = self._nft
-        record, desired = engine.prepare(
-            spec,
-            scope,
-            previous,
-            observed,
-            state_dir,
-            host=self.opts.host,
-            lock=lock,
-            key_file=self.opts.key_file,
-        )
+
+        def prepare(observed: Observed) -> tuple[ScopeRecord, State]:
+            opts = self.opts
+            return engine.prepare(
+                spec, scope, previous, observed, state_dir, host=opts.host, lock=lock, key_file=opts.key_file
+            )
+
+        record, desired = prepare(observed)
         if containers is not None:
             # Allocation can reach past what the spec edit named (an address freed and reused).
             extra = cache.desired_changes(self.desired, desired) - containers
             if extra:
                 fresh = observe(scope, adopted, nft, extra)
                 observed = cache.merge(observed, fresh, extra, adopted)
-                record, desired = engine.prepare(
-                    spec,
-                    scope,
-                    previous,
-                    observed,
-                    state_dir,
-                    host=self.opts.host,
-                    lock=lock,
-                    key_file=self.opts.key_file,
-                )
+                record, desired = prepare(observed)
         if containers is None:
             check = engine.verification(desired, observed.state, scope, adopted, nft)
             check = self._answering(check, spec, adopted, None, lambda: True)
