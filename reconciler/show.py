@@ -112,17 +112,11 @@ def _iface(res: Iface, containers: dict[str, Any], networks: dict[str, Any]) -> 
 
 def text(result: dict[str, Any]) -> str:
     if "scopes" not in result:
-        return "\n".join([*_scope_lines(result["scope"], result), _resolver_line(result["resolver"])])
+        return "\n".join([*_scope_lines(result["scope"], result), supervise.describe(result["resolver"])])
     if not result["scopes"]:
-        return "\n".join(["no managed state on this host", _resolver_line(result["resolver"])])
+        return "\n".join(["no managed state on this host", supervise.describe(result["resolver"])])
     scopes = "\n\n".join("\n".join(_scope_lines(s, v)) for s, v in sorted(result["scopes"].items()))
-    return f"{scopes}\n\n{_resolver_line(result['resolver'])}"
-
-
-def _resolver_line(resolver: dict[str, Any] | None) -> str:
-    if resolver is None:
-        return "dns resolver: not running"
-    return f"dns resolver: running (pid {resolver['pid']}, listening in {resolver['namespaces']} namespaces)"
+    return f"{scopes}\n\n{supervise.describe(result['resolver'])}"
 
 
 def _scope_lines(scope: str, result: dict[str, Any]) -> list[str]:

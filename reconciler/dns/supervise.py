@@ -92,6 +92,13 @@ def status(state_dir: Path) -> dict[str, Any] | None:
     return found
 
 
+def describe(resolver: dict[str, Any] | None) -> str:
+    """One line for `show` and `status`: whether the resolver runs, and where it listens."""
+    if resolver is None:
+        return "dns resolver: not running"
+    return f"dns resolver: running (pid {resolver['pid']}, listening in {resolver['namespaces']} namespaces)"
+
+
 def needed(state_dir: Path) -> bool:
     return any((folder_of(state_dir) / SCOPES).glob("*.json"))
 

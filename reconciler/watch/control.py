@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..dns import supervise
 from ..errors import ReconcilerError
 from . import status
 
@@ -45,6 +46,7 @@ def _with_running(data: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     pid = status.running_pid(state_dir)
     data["running"] = pid is not None
     data["pid"] = pid
+    data["resolver"] = supervise.status(state_dir)  # the daemon runs it; `show` tells it too
     return data
 
 
@@ -59,6 +61,7 @@ def text(report: dict[str, Any]) -> str:
         f"daemon: {'running, pid ' + str(report['pid']) if report['running'] else 'not running'}"
         + (f" ({where})" if source else ""),
         f"suspended: {report['suspended'] or 'no'}",
+        supervise.describe(report.get("resolver")),
     ]
     fetch = report.get("fetch")
     if fetch:

@@ -290,12 +290,15 @@ def test_the_resolver_lives_while_needed_and_a_killed_one_leaves_nothing_bound(h
         assert addresses(ask(host, "a", "b")) == [shown_address(host, "b", "net", first)]
         pid = resolver_pid(host)
         assert pid is not None
+        status = host.reconciler("status", check=True).stdout
+        assert f"dns resolver: running (pid {pid}, listening in 3 namespaces)" in status, status
         assert host.reconciler("destroy", str(second)).returncode == 0
         assert resolver_pid(host) == pid and addresses(ask(host, "a", "b"))
         assert host.reconciler("destroy", str(first)).returncode == 0
         assert gone(host, pid) and resolver_pid(host) is None
         assert host.run(["ls", "-A", host.state_dir]).stdout.split() == ["lock"]
         assert "dns resolver: not running" in host.reconciler("show", check=True).stdout
+        assert "dns resolver: not running" in host.reconciler("status", check=True).stdout
 
 
 def test_the_daemon_restarts_a_killed_resolver(host: Host) -> None:
