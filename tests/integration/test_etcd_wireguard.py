@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from etcd_members import start_members
 from sandbox import Host, make_cluster
 from test_etcd_store import HOSTS, MEMBERS, Fleet, on_pets, spec_data, start_fleet
 from test_watch import wait_for
-from test_wireguard import PRIVATE_DIRS, WG_PORT, Capture, keygen, udp_flows, vnis
+from test_wireguard import KEY_FILE, PRIVATE_DIRS, WG_PORT, Capture, keygen, udp_flows, vnis
 
 from reconciler.drivers.overlay.wireguard import TUNNEL_VXLAN_PORT
 from reconciler.names import wireguard_ifname
@@ -52,8 +53,8 @@ def keyed_fleet(tmp_path: Path) -> Iterator[tuple[Fleet, dict[str, str]]]:
         cluster.close()
 
 
-def encrypted_spec(containers: dict[str, Any]) -> dict[str, Any]:
-    data = spec_data(containers)
+def encrypted_spec(containers: dict[str, Any], ttl: int = 10) -> dict[str, Any]:
+    data = spec_data(containers, ttl)
     data["networks"] = {"pets": {"driver": "overlay", "subnet": SUBNET, "encrypted": True}}
     assert "hosts" not in data
     return data
@@ -123,3 +124,42 @@ def test_encrypted_overlay_with_peers_from_the_store(keyed_fleet: tuple[Fleet, d
         assert wg_peers(host) == expected, (name, address)
         registered = json.loads(fleet.etcd.etcdctl("get", "--print-value-only", f"{HOSTS_KEY}/{name}"))
         assert registered == {"address": address, "public_key": keys[name]}, registered
+
+
+def test_a_new_key_and_a_dead_host_reach_the_peers_through_the_store(
+    keyed_fleet: tuple[Fleet, dict[str, str]],
+) -> None:
+    fleet, keys = keyed_fleet
+    ttl = 3
+    placed = {"host-a": "web", "host-b": "db", "host-c": "worker"}
+    start_fleet(fleet, {host: encrypted_spec(on_pets(c), ttl) for host, c in placed.items()})
+    a, b, _ = (fleet.host(n) for n in HOSTS)
+    da, db_ = fleet.daemons["host-a"], fleet.daemons["host-b"]
+    b.serve("db", 6379, "db-on-b")
+    wait_for("web to reach db", lambda: a.connect("web", "db", 6379).data == "db-on-b\n", da)
+
+    # host-b's daemon restarted with a new key: host-a's device follows its registration, and
+    # traffic flows under the new key.
+    db_.signal(signal.SIGTERM)
+    assert db_.wait(timeout=30) == 0, db_.output()
+    b.run(["rm", KEY_FILE])
+    new = keygen(b)
+    fleet.start("host-b")
+    wait_for("host-a's peer to take host-b's new key", lambda: new in wg_peers(a), da)
+    assert keys["host-b"] not in wg_peers(a)
+    wait_for(
+        "web to reach db under the new key", lambda: a.connect("web", "db", 6379).data == "db-on-b\n", da
+    )
+    handshakes = a.run(["wg", "show", DEVICE, "latest-handshakes"]).stdout
+    assert any(line.split()[0] == new and int(line.split()[1]) > 0 for line in handshakes.splitlines()), (
+        handshakes
+    )
+
+    # host-c's daemon killed: after its TTL its registration expires, and its peer leaves the others.
+    fleet.daemons["host-c"].signal(signal.SIGKILL)
+    wait_for("host-c's peer to leave host-a", lambda: keys["host-c"] not in wg_peers(a), da)
+    wait_for(
+        "host-c's peer to leave host-b", lambda: keys["host-c"] not in wg_peers(b), fleet.daemons["host-b"]
+    )
+    assert set(wg_peers(a)) == {new}
+    assert a.connect("web", "db", 6379).data == "db-on-b\n"
