@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from etcd_members import start_members
 from sandbox import Host, make_cluster
-from test_etcd_store import HOSTS, MEMBERS, Fleet, on_pets, spec_data, start_fleet
+from test_etcd_store import HOSTS, MEMBERS, Fleet, on_pets, said, spec_data, start_fleet
 from test_watch import wait_for
 from test_wireguard import KEY_FILE, PRIVATE_DIRS, WG_PORT, Capture, keygen, udp_flows, vnis
 
@@ -163,3 +163,39 @@ def test_a_new_key_and_a_dead_host_reach_the_peers_through_the_store(
     )
     assert set(wg_peers(a)) == {new}
     assert a.connect("web", "db", 6379).data == "db-on-b\n"
+
+
+def test_a_copied_key_is_refused_on_the_host_that_registered_it_second(
+    keyed_fleet: tuple[Fleet, dict[str, str]],
+) -> None:
+    fleet, keys = keyed_fleet
+    a, b, h3 = (fleet.host(n) for n in HOSTS)
+    start_fleet(
+        fleet, {"host-a": encrypted_spec(on_pets("web")), "host-c": encrypted_spec(on_pets("worker"))}
+    )
+    a.serve("web", 8080, "web-on-a")
+    wait_for("worker to reach web", lambda: h3.connect("worker", "web", 8080).data == "web-on-a\n")
+
+    # host-b gets host-a's key file (a cloned machine): host-b refuses and changes nothing; host-a
+    # and host-c leave it out and keep their peers.
+    b.run(f"umask 077 && cat > {KEY_FILE}", input=a.run(["cat", KEY_FILE]).stdout)
+    fleet.write("host-b", encrypted_spec(on_pets("db")))
+    db_ = fleet.start("host-b")
+    refusal = f"host host-b's WireGuard public key {keys['host-a']} is registered by host host-a too"
+    wait_for("host-b's refusal", lambda: said(db_, refusal), db_)
+    assert "db" not in b.netns_list() and DEVICE not in b.links()
+    assert set(wg_peers(a)) == {keys["host-c"]} and set(wg_peers(h3)) == {keys["host-a"]}
+    assert h3.connect("worker", "web", 8080).data == "web-on-a\n"
+
+    # A key of its own and a restart: host-b joins.
+    db_.signal(signal.SIGTERM)
+    assert db_.wait(timeout=30) == 0, db_.output()
+    b.run(["rm", KEY_FILE])
+    own = keygen(b)
+    fleet.start("host-b")
+    wait_for("db on host-b", lambda: "db" in b.netns_list(), fleet.daemons["host-b"])
+    b.serve("db", 6379, "db-on-b")
+    wait_for(
+        "web to reach db", lambda: a.connect("web", "db", 6379).data == "db-on-b\n", fleet.daemons["host-a"]
+    )
+    assert set(wg_peers(a)) == {keys["host-c"], own}
