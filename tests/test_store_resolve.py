@@ -3,8 +3,11 @@ so a view is written out by hand here (the same JSON the store holds)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from reconciler.errors import HostConflict
 from reconciler.spec import Spec
 from reconciler.store.client import Entry
 from reconciler.store.model import Endpoint, HostRecord, Keys, View
@@ -91,3 +94,44 @@ def test_a_hosts_registered_wireguard_key_becomes_its_public_key() -> None:
     r = resolve(local(), View(KEYS, entries, 10), "host-a")
     assert r.spec.hosts["host-b"].public_key == key
     assert r.spec.hosts["host-a"].public_key is None
+
+
+def keyed_view(keys: dict[str, str], *endpoints: Endpoint) -> View:
+    """host -> public key, registered in this order (host-a first)."""
+    vteps = {"host-a": "192.0.2.11", "host-b": "192.0.2.12", "host-c": "192.0.2.13"}
+    entries = {}
+    for revision, (host, key) in enumerate(keys.items(), start=2):
+        record = HostRecord(vteps[host], key).to_json()
+        entries[KEYS.host(host)] = Entry(KEYS.host(host), record, 1, revision, revision)
+    for ep in endpoints:
+        entries[KEYS.address(ep.network, ep.address)] = Entry(
+            KEYS.address(ep.network, ep.address), ep.to_json(), 1, 1, 1
+        )
+    return View(KEYS, entries, 10)
+
+
+KEY_A, KEY_C = "A" * 43 + "=", "C" * 43 + "="
+NODE_C = Endpoint.make("node", "host-c", "pets", "10.200.0.102", "host-c", "192.0.2.13")
+WORKER = Endpoint.make("container", "worker", "pets", "10.200.0.12", "host-c", "192.0.2.13")
+
+
+def test_registered_public_keys_become_the_hosts_keys() -> None:
+    r = resolve(
+        local(), keyed_view({"host-a": KEY_A, "host-c": KEY_C}, NODES[0], NODE_C, WEB, WORKER), "host-a"
+    )
+    assert {h: c.public_key for h, c in r.spec.hosts.items()} == {"host-a": KEY_A, "host-c": KEY_C}
+
+
+def test_a_key_registered_twice_stays_with_its_first_host() -> None:
+    # host-b registered host-a's key after it (a copied key file): refused on host-b, and left out
+    # of host-a's and host-c's cluster with its containers.
+    keys = {"host-a": KEY_A, "host-b": KEY_A, "host-c": KEY_C}
+    v = keyed_view(keys, *NODES, NODE_C, WEB, DB, WORKER)
+    for me in ("host-a", "host-c"):
+        r = resolve(local(), v, me)
+        assert set(r.spec.hosts) == {"host-a", "host-c"} and "db" not in r.spec.containers, me
+    with pytest.raises(
+        HostConflict,
+        match=re.escape(f"host host-b's WireGuard public key {KEY_A} is registered by host host-a too"),
+    ):
+        resolve(local(db={"networks": ["pets"]}), v, "host-b")

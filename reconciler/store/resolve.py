@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from ..drivers.overlay.clusteripam import Allocation, OverlayAllocation
 from ..drivers.overlay.clusterspec import overlay_networks
-from ..errors import ReconcilerError
+from ..errors import HostConflict, ReconcilerError
 from ..spec import Attachment, ClusterHost, Container, Spec
-from .model import Endpoint, View
+from .model import Endpoint, HostRecord, View
 
 
 class StoreWaiting(ReconcilerError):
@@ -79,11 +79,31 @@ def _hosts(
     """The hosts with a node address on every overlay of ours: their endpoints can be programmed."""
     out = {}
     records = view.hosts()
+    holders = _key_holders(view, records)
     for host, record in records.items():
+        holder = holders.get(record.public_key) if record.public_key else host
+        if holder != host:
+            if host == me:
+                raise HostConflict(
+                    f"host {me}'s WireGuard public key {record.public_key} is registered by host {holder} "
+                    "too: each host needs a key of its own (a copied key file? `reconciler keygen` here "
+                    "makes a new one); nothing was changed"
+                )
+            continue  # a peer WireGuard could not tell from the first holder of its key
         if all(("node", host, n) in by_owner for n in nets):
             out[host] = ClusterHost(address=record.address, public_key=record.public_key)  # type: ignore[arg-type]
     if me not in out:
         raise StoreWaiting(f"host {me} has no node address in the store yet: nothing to build on")
+    return out
+
+
+def _key_holders(view: View, records: dict[str, HostRecord]) -> dict[str, str]:
+    """Public key -> the host that registered it first (every host picks the same one)."""
+    out: dict[str, str] = {}
+    for host in sorted(records, key=lambda h: (view.entries[view.keys.host(h)].create_revision, h)):
+        key = records[host].public_key
+        if key is not None:
+            out.setdefault(key, host)
     return out
 
 
