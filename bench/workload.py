@@ -4,20 +4,16 @@ dual-stack variant (ours only) gives every network an IPv6 /64 too, and proves t
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.netns import is_netns
+from reconciler.netns import is_netns, run_in
 
 NETWORKS = 10
 CONTAINER_PORT = 8080
 HOST_PORT_BASE = 20000
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -86,30 +82,13 @@ def spec(n: int, extra: int = 0, port_of: dict[int, int] | None = None, dual: bo
 
 
 def _listen_in(path: str, dual: bool) -> socket.socket:
-    """A listening socket inside the namespace at `path` (made by a thread that entered it); `dual`:
-    for both families."""
-    box: list[socket.socket] = []
-
-    def run() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {path}")
-        finally:
-            os.close(fd)
-        if dual:
-            box.append(
-                socket.create_server(("::", CONTAINER_PORT), family=socket.AF_INET6, dualstack_ipv6=True)
-            )
-        else:
-            box.append(socket.create_server(("0.0.0.0", CONTAINER_PORT)))
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if not box:
-        raise RuntimeError(f"could not listen in {path}")
-    return box[0]
+    """A listening socket inside the namespace at `path`; `dual`: for both families."""
+    if dual:
+        return run_in(
+            path,
+            lambda: socket.create_server(("::", CONTAINER_PORT), family=socket.AF_INET6, dualstack_ipv6=True),
+        )
+    return run_in(path, lambda: socket.create_server(("0.0.0.0", CONTAINER_PORT)))
 
 
 def sample(n: int, k: int = 10) -> list[Container]:

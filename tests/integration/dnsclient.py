@@ -3,20 +3,17 @@ stays in the namespace its thread was in when it was made), and a fake upstream 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import struct
-import threading
 import time
 
 from sandbox import Host
 
 from reconciler.dns import wire
+from reconciler.netns import run_in
 
-CLONE_NEWNET = 0x40000000
 RESOLVER = ("127.0.0.11", 53)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # A fake upstream: answers every A question with ANSWER (argv[2]), or, with "silent", never answers;
 # prints each name it was asked, so a test can tell what was forwarded.
@@ -48,27 +45,7 @@ def netns_path(host: Host, container: str) -> str:
 
 
 def socket_in(path: str, kind: int) -> socket.socket:
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {path}")
-            finally:
-                os.close(fd)
-            made.append(socket.socket(socket.AF_INET, kind))
-        except BaseException as e:
-            failed.append(e)
-
-    thread = threading.Thread(target=run)  # it ends in the namespace: nothing else runs on it
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    return run_in(path, lambda: socket.socket(socket.AF_INET, kind))
 
 
 def ask(
