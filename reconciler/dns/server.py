@@ -438,7 +438,7 @@ class Resolver:
         with conn:
             conn.settimeout(2)
             try:
-                line = _read_line(conn)
+                line = read_line(conn)
                 conn.sendall(self.command(line).encode() + b"\n")
             except OSError:
                 return
@@ -458,7 +458,8 @@ class Resolver:
         return f"error unknown command {verb!r}"
 
 
-def _read_line(conn: socket.socket) -> str:
+def read_line(conn: socket.socket) -> str:
+    """One control line (both ends of the control socket), bounded."""
     data = b""
     while not data.endswith(b"\n"):
         chunk = conn.recv(65536)

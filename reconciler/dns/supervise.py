@@ -25,6 +25,7 @@ from ..errors import ReconcilerError
 from ..model import Netns
 from .process import CONTROL, LOCK, LOG, SCOPES, folder_of
 from .records import Records
+from .server import read_line
 
 TIMEOUT = 10.0  # seconds for the resolver to start, answer or stop
 POLL = 0.01
@@ -167,12 +168,7 @@ def _ask(folder: Path, line: str, *, quiet: bool = False) -> str | None:
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         sock.sendall(line.encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        answer = read_line(sock)
     except OSError as e:
         if quiet:
             return None
@@ -181,7 +177,7 @@ def _ask(folder: Path, line: str, *, quiet: bool = False) -> str | None:
         ) from e
     finally:
         sock.close()
-    return data.decode().strip() or None
+    return answer or None
 
 
 def _read(path: Path) -> str | None:
