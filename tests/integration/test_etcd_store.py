@@ -12,6 +12,7 @@ wait polls with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,9 +77,16 @@ def log_lines_all(workdir: Path) -> list[Path]:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with made_fleet(tmp_path) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def made_fleet(tmp_path: Path, private_dirs: tuple[str, ...] = ()) -> Iterator[Fleet]:
+    """The hosts (each with `private_dirs` too, see make_cluster) and the etcd members on the switch."""
     if os.geteuid() != 0:
         pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
-    cluster = make_cluster(len(HOSTS), tmp_path)
+    cluster = make_cluster(len(HOSTS), tmp_path, private_dirs=private_dirs)
     try:
         for address in MEMBERS:
             cluster.underlay.run(f"ip addr add {address}/24 dev ul")

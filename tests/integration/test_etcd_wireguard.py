@@ -11,16 +11,14 @@ hosts, no VXLAN in clear, and never the payload. Every wait polls with a deadlin
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_members import start_members
-from sandbox import Host, make_cluster
-from test_etcd_store import HOSTS, MEMBERS, Fleet, on_pets, said, spec_data, start_fleet
+from sandbox import Host
+from test_etcd_store import HOSTS, Fleet, made_fleet, on_pets, said, spec_data, start_fleet
 from test_watch import wait_for
 from test_wireguard import KEY_FILE, PRIVATE_DIRS, WG_PORT, Capture, keygen, udp_flows, vnis
 
@@ -38,19 +36,9 @@ DEVICE = wireguard_ifname("pets")  # the scope is the spec's name
 def keyed_fleet(tmp_path: Path) -> Iterator[tuple[Fleet, dict[str, str]]]:
     """The fleet of test_etcd_store with a private /etc/netreconciler and /run/wireguard per host, and
     each host's public key from `reconciler keygen` (by host name)."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
-    cluster = make_cluster(len(HOSTS), tmp_path, private_dirs=PRIVATE_DIRS)
-    try:
-        for address in MEMBERS:
-            cluster.underlay.run(f"ip addr add {address}/24 dev ul")
-        etcd = start_members(cluster.underlay, MEMBERS, tmp_path)
-        for name in HOSTS:
-            (tmp_path / name).mkdir()
-        keys = {name: keygen(host) for name, host in zip(HOSTS, cluster.hosts, strict=True)}
-        yield Fleet(cluster, etcd, tmp_path, {}), keys
-    finally:
-        cluster.close()
+    with made_fleet(tmp_path, PRIVATE_DIRS) as made:
+        keys = {name: keygen(host) for name, host in zip(HOSTS, made.cluster.hosts, strict=True)}
+        yield made, keys
 
 
 def encrypted_spec(containers: dict[str, Any], ttl: int = 10) -> dict[str, Any]:
