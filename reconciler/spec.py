@@ -767,11 +767,10 @@ def _ports_of_a_family(cname: str, ctr: Container, nets: list[Network]) -> list[
     target = next(n for n in nets if not n.internal and n.driver != "macvlan")
     out = []
     for index, text in enumerate(ctr.ports):
-        for version, has in ((4, target.has_ipv4), (6, target.has_ipv6)):
-            if (
-                any(pm.host_ip is not None and pm.host_ip.version == version for pm in parse_port(text))
-                and not has
-            ):
+        # Most ports bind every host address: only a port on a host address has a family to check.
+        versions = sorted({pm.host_ip.version for pm in parse_port(text) if pm.host_ip is not None})
+        for version in versions:
+            if not (target.has_ipv4 if version == 4 else target.has_ipv6):
                 family = FAMILY[version]
                 msg = f"a port on an {family} host address, but the container has no {family} address"
                 msg += " on the network its ports are published on"
