@@ -1,4 +1,4 @@
-"""`reconciler`: the command line. Errors become messages and exit codes at its edge (entry.guarded),
+"""`reconciler`: the command line. Errors become messages and exit codes at its edge (guard.py),
 and only there.
 
 Exit codes: 0 success (or in sync); 1 invalid spec, refused or failed apply; 2 changes pending
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .drivers.overlay.wgkeys import DEFAULT_KEY_FILE
-from .entry import guarded
 from .errors import ReconcilerError, SpecError
+from .guard import guarded
 
 if TYPE_CHECKING:
     import signal

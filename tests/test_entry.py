@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler import client, entry, statedir
+from reconciler import client, guard, statedir
 from reconciler.cli import _parser
 from reconciler.drivers.overlay import wgkeys
 
@@ -110,11 +110,11 @@ def test_errors_are_reported_as_the_cli_reports_them(capsys: pytest.CaptureFixtu
     def busy() -> int:
         raise LockBusy("the daemon at /x did not start this apply")
 
-    assert entry.guarded(busy) == 3
+    assert guard.guarded(busy) == 3
     assert capsys.readouterr().err == "error: the daemon at /x did not start this apply\n"
 
     def broken() -> int:
         raise RuntimeError("a bug")
 
     with pytest.raises(RuntimeError):  # not ours: a traceback, as from the CLI
-        entry.guarded(broken)
+        guard.guarded(broken)

@@ -29,7 +29,15 @@ Serve = Callable[[Callable[[handoff.Request], None]], list[handoff.Request]]
 SPEC = "version: 1\nnetworks:\n  front:\n    subnet: 10.20.0.0/24\n"
 REPO = Path(__file__).resolve().parent.parent
 # What the command may import beyond an interpreter's own start to hand an apply over (entry.py).
-LEAN = {"reconciler", "reconciler.entry", "reconciler.client", "reconciler.specfiles", "_json", "_socket"}
+LEAN = {
+    "reconciler",
+    "reconciler.entry",
+    "reconciler.guard",
+    "reconciler.client",
+    "reconciler.specfiles",
+    "_json",
+    "_socket",
+}
 LEAN |= {"types", "__future__"}
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
