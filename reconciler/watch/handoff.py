@@ -21,7 +21,6 @@ the state lock; a client that leaves does not stop the one it handed over (nor d
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import socket
@@ -33,12 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from ..client import PROTOCOL, SOCKET
-from ..errors import SpecError
 from ..spec import Spec
-from ..specload import parse_spec_data
-from ..specreuse import Reparser, unlocated
 from ..statedir import LOCK_WAIT
-from .sources import from_parts, merge
+from .sources import Parses
 
 HEARTBEAT = 1.0
 READ_WAIT = 5.0  # for the request line, once connected
@@ -124,47 +120,22 @@ class Request:
 
 class Specs:
     """Handed specs parsed, the last few kept by content: applying an unchanged spec again (a no-op, a
-    drift check) skips YAML and pydantic. A changed one is parsed again where it changed only
-    (specreuse.py: an added container is one piece composed and one model validated)."""
+    drift check) skips YAML and pydantic. A changed one is parsed again where it changed only."""
 
     def __init__(self) -> None:
         self._kept: dict[tuple[object, ...], Spec] = {}
-        self._files: dict[str | None, Reparser] = {}  # by file name in a directory, None for a file
-        self._merged = Reparser()  # a directory's merged data: its containers' models
+        self._parses = Parses()
 
     def load(self, request: Request) -> Spec:
         # The same files make the same spec wherever they are (a spec holds no locations).
         key = (request.directory, tuple(request.files))
-        spec = self._kept.pop(key, None) or self._parse(request)
+        spec = self._kept.pop(key, None)
+        if spec is None:  # as `load_specs(Path(request.spec))` would load the same files
+            spec = self._parses.spec(Path(request.spec), request.directory, request.files)
         self._kept[key] = spec  # most recent last
         while len(self._kept) > KEPT_PARSES:
             del self._kept[next(iter(self._kept))]
         return spec
-
-    def _parse(self, request: Request) -> Spec:
-        """As `load_specs(Path(request.spec))` would load the same files (its problems exactly)."""
-        path = Path(request.spec)
-        if not request.directory:
-            return self._reparser(None).spec(request.files[0][1], str(path))
-        self._files = {name: self._files.get(name) or Reparser() for name, _ in request.files}
-        parts = [self._reparser(name).data(text, str(path / str(name))) for name, text in request.files]
-        spec = None if None in parts else self._merge([p for p in parts if p is not None])
-        if spec is not None:
-            return spec
-        files = request.files
-        parsers = [functools.partial(parse_spec_data, text, str(path / str(name))) for name, text in files]
-        return from_parts(parsers)
-
-    def _reparser(self, name: str | None) -> Reparser:
-        return self._files.setdefault(name, Reparser())
-
-    def _merge(self, parts: list[dict[str, Any]]) -> Spec | None:
-        """The files' data merged and validated, or None for a problem (from_parts reports it)."""
-        try:
-            merged, _, conflicts = merge([(data, unlocated) for data in parts])
-        except SpecError:
-            return None
-        return None if conflicts else self._merged.validated(merged)
 
 
 class Server:
