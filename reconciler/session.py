@@ -27,7 +27,7 @@ from .engine import Outcome, adopted_of, converge, scope_of
 from .model import Key, Netns, State
 from .nft import Nft
 from .observe import Observed, observe
-from .spec import Spec
+from .spec import Container, Spec
 from .statedir import NetworkRecord, ScopeRecord, StateDir
 
 
@@ -176,15 +176,21 @@ def reach(old: Spec, new: Spec) -> set[str] | None:
     if any(getattr(old, f) != getattr(new, f) for f in _SHARED) or not own_objects(new):
         return None
     everyone = old.containers.keys() | new.containers.keys()
-    # Identity first: a container parsed once (a kept parse) is the same object in both specs.
-    changed = {
-        c for c in everyone if (a := old.containers.get(c)) is not (b := new.containers.get(c)) and a != b
-    }
+    changed = {c for c in everyone if _differs(old.containers.get(c), new.containers.get(c))}
     if changed and (_in_policy(old, changed) or _in_policy(new, changed)):
         return None
     if changed and len(changed) == len(everyone):
         return None
     return changed
+
+
+def _differs(a: Container | None, b: Container | None) -> bool:
+    """`a != b`, for 1,000 containers per change: identity first (a kept parse is the same object in
+    both specs), then their fields, which is what a model's `==` compares (no extra fields, no
+    private attributes) at a third of its cost."""
+    if a is b:
+        return False
+    return a is None or b is None or a.__dict__ != b.__dict__
 
 
 def own_objects(spec: Spec) -> bool:
