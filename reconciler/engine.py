@@ -20,6 +20,8 @@ from .spec import Net, Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from .drivers.driver import Driver
     from .nft import Nft
     from .rollback import Verification
@@ -154,7 +156,8 @@ def prepare(
     FDB and neighbour entries). Each driver's stage takes part in every step (`drivers.driver.Stage`).
     `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`);
     `ipam.Moved` when they cannot stay as they are (the caller plans the whole spec then)."""
-    stages = [driver.stage(scope, observed) for driver in _taking_part(spec, keep is not None)]
+    drivers = part_drivers(spec) if keep is not None else list(DRIVERS.values())
+    stages = [driver.stage(scope, observed) for driver in drivers]
     for stage in stages:
         for resource in stage.resources:
             observed.state.add(resource)
@@ -187,12 +190,12 @@ def prepare(
     return record, desired
 
 
-def _taking_part(spec: Spec, part: bool) -> list[Driver]:
-    """The drivers whose stage takes part in planning `spec`: all of them, but for a part
-    (`session.reach`: networks unchanged, no hosts) only those its networks use. Another driver's
-    stage would observe what the part cannot touch (the overlay's: every host address, 10 ms at
-    1,000 containers)."""
-    if not part or spec.hosts:
+def part_drivers(spec: Spec) -> list[Driver]:
+    """The drivers that take part in planning and verifying a part of `spec` (`session.reach`:
+    networks unchanged): those its networks use, all of them when it names hosts (the overlay's
+    stage picks this host's containers). Another driver would observe what the part cannot touch
+    (the overlay: every host address, 10 ms at 1,000 containers)."""
+    if spec.hosts:
         return list(DRIVERS.values())
     used = {net.driver for net in spec.networks.values()}
     return [driver for driver in DRIVERS.values() if driver.name in used]
@@ -301,12 +304,14 @@ def observe_all(
     *,
     hosts: set[str] | None = None,
     links: set[str] | None = None,
+    drivers: Collection[Driver] | None = None,
 ) -> Observed:
     """The scope's observed state with the objects drivers read themselves: what verification compares.
     `containers`, `hosts`, `links`: read only their namespaces, their hosts files, these host links
-    (as `observe`); nothing that only conflict checks use."""
+    (as `observe`); nothing that only conflict checks use. `drivers`: only these read theirs (a
+    part's, `part_drivers`)."""
     observed = observe(scope, adopted, nft, containers, hosts=hosts, only_links=links, conflicts=False)
-    for driver in DRIVERS.values():
+    for driver in DRIVERS.values() if drivers is None else drivers:
         for resource in driver.observe(scope, observed.state):
             observed.state.add(resource)
     return observed

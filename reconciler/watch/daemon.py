@@ -783,7 +783,9 @@ class Daemon:
 
         def again() -> State:
             nonlocal host_in_sync
-            fresh = engine.observe_all(scope, adopted, nft, touched, hosts=files, links=links).state
+            fresh = engine.observe_all(
+                scope, adopted, nft, touched, hosts=files, links=links, drivers=engine.part_drivers(spec)
+            ).state
             # When the host level read (all but the other hosts files) matches the whole desired
             # state, this observation answers host-level hints too (our bridge's and nft table's echoes).
             host_in_sync = not plan(_seen(whole, files), _seen(fresh, files))
