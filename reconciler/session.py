@@ -24,7 +24,7 @@ from .diff import Action
 from .dns import hook as dns
 from .drivers.registry import driver_of
 from .engine import Outcome, adopted_of, converge, scope_of
-from .model import Key, Netns, State
+from .model import HostsFile, Iface, Key, Netns, State
 from .nft import Nft
 from .observe import Observed, observe
 from .spec import Container, Spec
@@ -123,27 +123,27 @@ def narrow(old: Spec, new: Spec, part: set[str], observed: Observed, previous: S
 
 
 def _appeared(observed: Observed, part: Spec, scope: str) -> Observed:
-    """`observed` with what appeared where the part's new containers go since it was observed: a
+    """`observed` with what appeared where the part's new objects go since it was observed: a
     namespace, host link or hosts file made by someone else sends no event, and memory would take the
     place for free (the apply would then fail on it, or a rollback take it for a crashed run's)."""
+    have = observed.state.resources
     foreign_netns: set[str] = set()
     missing: set[str] = set()
     links: set[str] = set()
     hosts: set[str] = set()
     for c, ctr in part.containers.items():
-        if (Netns.kind, c) in observed.state.resources:
-            continue  # ours, as memory has it: its objects were observed
         path = ctr.netns or names.netns_path(c)
-        if ctr.netns is not None and not netns.is_netns(path):
+        if (Netns.kind, c) in have:
+            pass  # ours, as memory has it
+        elif ctr.netns is not None and not netns.is_netns(path):
             missing.add(path)
         elif ctr.netns is None and os.path.lexists(path):
             foreign_netns.add(path)
-        links.update(
-            veth
-            for n in ctr.attachments()
-            if os.path.lexists(f"/sys/class/net/{(veth := names.host_veth_ifname(scope, c, n))}")
-        )
-        if os.path.lexists(os.path.join(names.ETC_NETNS_DIR, c, "hosts")):
+        for n in ctr.attachments():
+            veth = names.host_veth_ifname(scope, c, n)
+            if (Iface.kind, f"{c}/{n}") not in have and os.path.lexists(f"/sys/class/net/{veth}"):
+                links.add(veth)
+        if (HostsFile.kind, c) not in have and os.path.lexists(os.path.join(names.ETC_NETNS_DIR, c, "hosts")):
             hosts.add(c)
     if not (foreign_netns or missing or links or hosts):
         return observed

@@ -196,3 +196,38 @@ def test_a_part_leaves_the_other_members_alone_and_allocates_around_them(host: H
     assert len(kernel) == 52 and len(set(kernel)) == 52
     check = host.reconciler("apply", str(pin), "--dry-run", "--exit-code")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# Runs inside the sandbox: a session applies ONE, someone makes the namespace TWO's container would
+# take, and the session applies TWO; prints the error and whether that namespace is still there.
+FOREIGN_DRIVER = textwrap.dedent(
+    """
+    import json, os, subprocess, sys
+    from reconciler.engine import state_dir_from
+    from reconciler.errors import ReconcilerError
+    from reconciler.session import Session
+    from reconciler.specload import load_spec
+    session = Session(state_dir_from(None))
+    session.apply(load_spec(sys.argv[1]))
+    subprocess.run(["ip", "netns", "add", "c"], check=True)
+    try:
+        session.apply(load_spec(sys.argv[2]))
+        error = None
+    except ReconcilerError as e:
+        error = str(e)
+    print(json.dumps([error, os.path.exists("/run/netns/c")]))
+    """
+)
+
+
+def test_a_part_refuses_a_namespace_someone_made_where_its_container_goes(host: Host) -> None:
+    """Memory does not see a namespace made by hand (no event comes): the part looks at the places
+    its new containers take, and refuses as a whole plan does, leaving that namespace alone."""
+    one = host.write_spec(spec("a", "b"), "one.yaml")
+    two = host.write_spec(spec("a", "b", "c"), "two.yaml")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = host.run([sys.executable, "-c", FOREIGN_DRIVER, str(one), str(two)], env=env).stdout
+    error, kept = json.loads(out.splitlines()[-1])
+    assert error is not None and "namespace /run/netns/c exists and is not managed by this spec" in error
+    assert kept, "the foreign namespace was removed"
+    assert host.netns_list() == ["a", "b", "c"]

@@ -149,7 +149,12 @@ def test_follows_spec_edits(host: Host, specs: Path, daemon: Background) -> None
     app = specs / "containers.yaml"
 
     replace(app, containers(WEB, db()))
-    wait_for("db to be created", lambda: host.netns_list() == ["db", "web"], daemon)
+    # Its address, not its name alone: the name is there a moment before the namespace is mounted.
+    wait_for(
+        "db to be created",
+        lambda: host.netns_list() == ["db", "web"] and address_in(host, "db") != [],
+        daemon,
+    )
     server = host.serve("db", 6379, "pong")
     wait_for("web to reach db by name", lambda: host.connect("web", "db", 6379).data == "pong\n", daemon)
     server.stop()
