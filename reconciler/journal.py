@@ -18,10 +18,12 @@ from pathlib import Path
 
 from . import names, netns
 from .diff import Action
-from .model import Bridge, Iface, MacvlanShim, Netns, Vlan
+from .model import Bridge, Iface, MacvlanShim, Netns, Resource, Vlan
 from .observe import Observed
 from .rtnl import NetlinkError, Rtnl
 from .statedir import StateDir, write_json
+
+KINDS = ("links", "netns", "ns_links")
 
 
 class Journal:
@@ -38,26 +40,27 @@ class Journal:
     def note(self, actions: list[Action]) -> None:
         """Record what `actions` create, added to what is already recorded (a rollback adds its own)."""
         old = self._read()
-        links, spaces, ns_links = (
-            set(old.get("links", [])),
-            set(old.get("netns", [])),
-            set(old.get("ns_links", [])),
-        )
+        new = {kind: set(old.get(kind, [])) for kind in KINDS}
         for action in actions:
-            res = action.resource
-            if action.op not in ("create", "replace"):
-                continue
-            if isinstance(res, Bridge | Vlan | MacvlanShim):
-                links.add(res.ifname)
-            elif isinstance(res, Iface) and res.host_ifname:
-                links.add(res.host_ifname)  # deleting the host end of a veth deletes both ends
-            elif isinstance(res, Iface):
-                ns_links.add(f"{res.netns}/{res.ifname}")  # a macvlan child, born in its namespace
-            elif isinstance(res, Netns) and not res.adopted:
-                spaces.add(res.path)
-        new = {"links": sorted(links), "netns": sorted(spaces), "ns_links": sorted(ns_links)}
-        if new != {k: sorted(old.get(k, [])) for k in new}:
-            write_json(self.path, new)
+            entry = _entry(action.resource) if action.op in ("create", "replace") else None
+            if entry is not None:
+                new[entry[0]].add(entry[1])
+        self._write(old, new)
+
+    def forget(self, resource: Resource) -> None:
+        """Drop `resource`'s name: its create found the place taken (EEXIST), so an unmarked object
+        there is someone else's, which a recovery must not delete."""
+        entry = _entry(resource)
+        old = self._read()
+        if entry is not None and entry[1] in old.get(entry[0], []):
+            self._write(
+                old, {k: set(old.get(k, [])) - ({entry[1]} if k == entry[0] else set()) for k in KINDS}
+            )
+
+    def _write(self, old: dict[str, list[str]], new: dict[str, set[str]]) -> None:
+        out = {k: sorted(v) for k, v in new.items()}
+        if out != {k: sorted(old.get(k, [])) for k in KINDS}:
+            write_json(self.path, out)
 
     def recover(self) -> list[str]:
         """Delete the journaled objects that exist unmarked; returns what was deleted."""
@@ -96,6 +99,19 @@ class Journal:
     def clear(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def _entry(res: Resource) -> tuple[str, str] | None:
+    """Where a created object's name is journaled (KINDS), and the name; None for an unjournaled kind."""
+    if isinstance(res, Bridge | Vlan | MacvlanShim):
+        return "links", res.ifname
+    if isinstance(res, Iface) and res.host_ifname:
+        return "links", res.host_ifname  # deleting the host end of a veth deletes both ends
+    if isinstance(res, Iface):
+        return "ns_links", f"{res.netns}/{res.ifname}"  # a macvlan child, born in its namespace
+    if isinstance(res, Netns) and not res.adopted:
+        return "netns", res.path
+    return None
 
 
 def _drop_unmarked(rtnl: Rtnl, ifname: str) -> bool:

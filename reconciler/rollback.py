@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from . import interrupt
-from .apply import execute
+from .apply import Occupied, execute
 from .apply.context import Context
 from .diff import Action, plan
 from .errors import (
@@ -81,6 +81,8 @@ def apply_verified(ctx: Context, journal: Journal, actions: list[Action], check:
             raise _not_rolled_back(reason, stopped, desired, observe) from e
         try:
             with interrupt.rolling_back():
+                if isinstance(e, Occupied):  # an unmarked object there is someone else's: not a crash's
+                    journal.forget(e.action.resource)
                 journal.recover()
                 undo = revert_plan(snapshot, observe())
                 journal.note(undo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 
@@ -100,5 +101,20 @@ def _run(ctx: Context, action: Action) -> None:
     interrupt.check()  # a signal received during the action before stops the apply here
     progress.advance(f"{action.op} {action.resource.kind} {action.resource.id}")
     run = executors().get(action.resource.kind)
-    if run is not None:
+    if run is None:
+        return
+    try:
         run(ctx, action)
+    except OSError as e:
+        if action.op != "delete" and e.errno == errno.EEXIST:
+            raise Occupied(action, e) from e
+        raise
+
+
+class Occupied(OSError):
+    """A create found its place taken (EEXIST): what holds it is not ours (rollback.py tells the
+    journal so). The plan checks every place free, so only a change it did not see gets here."""
+
+    def __init__(self, action: Action, cause: OSError) -> None:
+        super().__init__(cause.errno, f"{action.resource.kind} {action.resource.id}: {cause.strerror}")
+        self.action = action

@@ -231,3 +231,44 @@ def test_a_part_refuses_a_namespace_someone_made_where_its_container_goes(host: 
     assert error is not None and "namespace /run/netns/c exists and is not managed by this spec" in error
     assert kept, "the foreign namespace was removed"
     assert host.netns_list() == ["a", "b", "c"]
+
+
+# Runs inside the sandbox: a plan that found /run/netns/b free, carried out after someone took it
+# (the race no check before the apply can close); prints the error and whether the namespace lives.
+TAKEN_DRIVER = textwrap.dedent(
+    """
+    import json, os, subprocess
+    from reconciler.apply.context import Context
+    from reconciler.diff import Action
+    from reconciler.engine import state_dir_from
+    from reconciler.errors import RolledBack
+    from reconciler.journal import Journal
+    from reconciler.model import Netns, State
+    from reconciler.nft import Nft
+    from reconciler.rollback import Verification, apply_verified
+    subprocess.run(["ip", "netns", "add", "b"], check=True)
+    state_dir = state_dir_from(None)
+    journal = Journal(state_dir, "default")
+    created = Netns(container="b", path="/run/netns/b")
+    check = Verification(State({created.key: created}), State({}), lambda: State({}))
+    error = None
+    try:
+        apply_verified(Context("default", Nft()), journal, [Action("create", created)], check)
+    except RolledBack as e:
+        error = str(e)
+    print(json.dumps([error, os.path.ismount("/run/netns/b"), journal.path.exists()]))
+    """
+)
+
+
+def test_a_create_that_finds_its_place_taken_leaves_what_took_it(host: Host) -> None:
+    """The journal names what an apply creates, and a rollback deletes what it names unmarked (a
+    crash's leftovers). A namespace that was someone else's before our create is not ours: the
+    rollback leaves it."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = host.run([sys.executable, "-c", TAKEN_DRIVER], env=env).stdout
+    error, mounted, journaled = json.loads(out.splitlines()[-1])
+    assert mounted, "the rollback deleted a namespace it did not create"
+    assert error is not None and "netns b: File exists" in error
+    assert not journaled
+    assert host.netns_list() == ["b"]
