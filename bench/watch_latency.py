@@ -166,22 +166,22 @@ def phase_latency(count: int, edits: int, rows: list[tuple[str, str, str]]) -> N
                 "-",
             )
         )
-        veth_times, nft_times = [], []
+        veth_times, nft_times = [], []  # (seen repaired, the daemon's reconcile took) per repair
         for k in range(5):
             name = f"c{k * 7}"
             veth = names.host_veth_ifname(names.DEFAULT_SCOPE, name, f"net{(k * 7) % NETWORKS}")
             t0 = time.monotonic()
             host.run(["ip", "link", "del", veth])
-            seen, _ = log.wait(applied("drift", f"iface {name}/"))
-            veth_times.append(seen - t0)
+            seen, event = log.wait(applied("drift", f"iface {name}/"))
+            veth_times.append((seen - t0, event["duration_ms"] / 1000))
             t0 = time.monotonic()
             host.run(["nft", "flush", "ruleset"])
-            seen, _ = log.wait(applied("drift", "nft-table"))
-            nft_times.append(seen - t0)
-        for what, values in (("managed veth deleted", veth_times), ("nft ruleset flushed", nft_times)):
-            rows.append(
-                (f"drift: {what} -> repaired (5x)", f"p50 {pct(values, 0.5) * 1000:.0f} ms", "p50 <= 1 s")
-            )
+            seen, event = log.wait(applied("drift", "nft-table"))
+            nft_times.append((seen - t0, event["duration_ms"] / 1000))
+        for what, times in (("managed veth deleted", veth_times), ("nft ruleset flushed", nft_times)):
+            seen_p50, took_p50 = (pct([t[i] for t in times], 0.5) * 1000 for i in (0, 1))
+            rows.append((f"drift: {what} -> repaired (5x)", f"p50 {seen_p50:.0f} ms", "p50 <= 300 ms"))
+            rows.append(("  the daemon's reconcile of it", f"p50 {took_p50:.0f} ms", "-"))
         # Idle: right after a full resync (SIGHUP), so the next periodic one is a minute away.
         cpu0 = cpu_seconds(pid)
         daemon.signal(signal.SIGHUP)
