@@ -193,7 +193,10 @@ def report(results: dict[str, Any], sizes: list[int]) -> str:
         rss = max((r[s]["rss_mb"] for r in rs for s in CLI_SCENARIOS if s in r), default=None)
         out.append(" | ".join([str(n), *cells, f"{rss:.0f} MB" if rss else "-"]))
     out.append("")
-    out.append("Ours in-process (state observed once; Session.apply): wall (CPU) / netlink / nft")
+    out.append(
+        "Ours in-process (Session.apply; state observed once, one untimed round, then the median of 5):"
+        " wall (CPU) / netlink / nft"
+    )
     out.append(" | ".join(["N", *INPROC]))
     for n in sizes:
         rs = get("ours", n)
