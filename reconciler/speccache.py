@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import os
 import pickle
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,7 +163,11 @@ def forget(state_dir: StateDir, spec_path: str) -> None:
     with contextlib.suppress(OSError):
         _file(state_dir, spec_path).unlink()
     if not state_dir.scopes():
-        shutil.rmtree(state_dir.path / DIR, ignore_errors=True)
+        folder = state_dir.path / DIR
+        with contextlib.suppress(OSError):
+            for file in folder.iterdir():  # entries only: the folder is ours alone
+                file.unlink()
+            folder.rmdir()
 
 
 def entry_of(key: str, spec: Spec, lock: Allocation | None, compiled: engine.Compiled) -> Entry:
