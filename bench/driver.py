@@ -40,11 +40,13 @@ CNI_PATH = "/usr/lib/cni"
 CNI_IPAM = "/var/lib/reconciler/cni-ipam"
 
 
-def timed(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> dict[str, Any]:
+def timed(
+    argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None, cwd: str | None = None
+) -> dict[str, Any]:
     """Run a command; its wall time, peak RSS (from wait4, this child only), exit code and output."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env, cwd=cwd)
         if stdin is not None:
             assert proc.stdin is not None
             proc.stdin.write(stdin.encode())
@@ -95,10 +97,14 @@ def wait_veths_gone(timeout: float = 120) -> float:
 # --- us: the reconciler, through its CLI and in-process ---
 
 
-def _reconciler(workdir: Path, *args: str) -> dict[str, Any]:
+def _reconciler(workdir: Path, *args: str, code: str | None = None) -> dict[str, Any]:
+    """`code`: a checkout whose reconciler (and bench.counted) runs instead of this one."""
     stats = workdir / "stats.json"
     env = dict(os.environ, BENCH_STATS=str(stats))
-    r = timed([sys.executable, "-m", "bench.counted", *args], env=env)
+    if code is not None:
+        env["PYTHONPATH"] = code
+    # `-m` puts the working directory first on the path: the checkout's own, for `code`.
+    r = timed([sys.executable, "-m", "bench.counted", *args], env=env, cwd=code)
     r.update(json.loads(stats.read_text()))
     r.pop("stdout")
     r.pop("stderr")
@@ -134,6 +140,25 @@ def run_ours(n: int, workdir: Path, dual: bool = False) -> dict[str, Any]:
     out["destroy"] = _reconciler(workdir, "destroy", base)
     out["destroy"]["settle"] = wait_veths_gone()
     out["destroy"]["seconds"] += out["destroy"]["settle"]
+    return out
+
+
+def run_noop(n: int, workdir: Path) -> dict[str, Any]:
+    """The no-op without a daemon, alone (`--noop`): after the cold apply, with the compiled spec the
+    apply kept (speccache.py), with that cache cleared (the spec loaded and compiled), as a dry run,
+    and, with $BENCH_BASELINE (a checkout of another revision), that revision's no-op on the same host."""
+    base = workdir / "base.yaml"
+    base.write_text(yaml.safe_dump(spec(n), sort_keys=False))
+    out: dict[str, Any] = {"cold": _reconciler(workdir, "apply", str(base))}
+    out["cold_proof"] = proof(n, published)
+    out["noop"] = _reconciler(workdir, "apply", str(base))
+    subprocess.run(["rm", "-rf", "/var/lib/reconciler/cache"], check=True)
+    out["noop_compiled"] = _reconciler(workdir, "apply", str(base))
+    out["noop_dry"] = _reconciler(workdir, "apply", str(base), "--dry-run")
+    baseline = os.environ.get("BENCH_BASELINE")
+    if baseline:
+        out["noop_baseline"] = _reconciler(workdir, "apply", str(base), code=baseline)
+    out["noop_again"] = _reconciler(workdir, "apply", str(base))
     return out
 
 
@@ -477,6 +502,7 @@ def run_floor(n: int, workdir: Path) -> dict[str, Any]:
 PEERS = {
     "ours": lambda n, w: run_ours(n, w),
     "ours-dual": lambda n, w: run_ours(n, w, dual=True),
+    "ours-noop": run_noop,
     "cni-portmap": lambda n, w: run_cni(n, portmap=True),
     "cni-bridge": lambda n, w: run_cni(n, portmap=False),
     "netavark": run_netavark,
