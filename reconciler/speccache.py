@@ -130,18 +130,20 @@ def load(state_dir: StateDir, spec_path: str, key: str) -> Entry | None:
             data = f.read()
     except OSError:
         return None
-    head, digest, payload = (
-        data[: len(FORMAT)],
-        data[len(FORMAT) : len(FORMAT) + 32],
-        data[len(FORMAT) + 32 :],
-    )
-    if head != FORMAT or hashlib.sha256(payload).digest() != digest:
+    # The key comes before the payload: an entry of other inputs or other code is never unpickled.
+    head = _head(key)
+    digest, payload = data[len(head) : len(head) + 32], data[len(head) + 32 :]
+    if not data.startswith(head) or hashlib.sha256(payload).digest() != digest:
         return None
     try:
         entry = pickle.loads(payload)
-    except Exception:  # a pickle of code since changed: anything its classes raise is a miss
+    except Exception:  # whatever a damaged pickle raises is a miss
         return None
     return entry if isinstance(entry, Entry) and entry.key == key else None
+
+
+def _head(key: str) -> bytes:
+    return FORMAT + key.encode() + b"\n"
 
 
 def save(state_dir: StateDir, spec_path: str, entry: Entry) -> None:
@@ -153,7 +155,7 @@ def save(state_dir: StateDir, spec_path: str, entry: Entry) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "wb") as f:
-            f.write(FORMAT + hashlib.sha256(payload).digest() + payload)
+            f.write(_head(entry.key) + hashlib.sha256(payload).digest() + payload)
         os.replace(tmp, path)
 
 
