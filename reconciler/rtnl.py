@@ -308,11 +308,13 @@ class Rtnl:
         out = []
         for p in self.dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, 0)):
             found, prefixlen, _, _, index = _IFADDR.unpack_from(p)
-            a = attrs(p, _IFADDR.size)
-            address = _ip(a.get(IFA_ADDRESS) or a.get(IFA_LOCAL))
             if found not in (socket.AF_INET, socket.AF_INET6) or (family and found != family):
                 continue
-            if address and not address.startswith("fe80:"):
+            a = attrs(p, _IFADDR.size, _ADDR_ATTRS)
+            raw = a.get(IFA_ADDRESS) or a.get(IFA_LOCAL)
+            # fe80:: left out before it is printed: every veth of the host has one.
+            link_local = raw is not None and len(raw) == 16 and raw[:2] == _LINK_LOCAL
+            if raw is not None and not link_local and (address := _ip(raw)):
                 out.append(AddrMsg(index, prefixlen, address))
         return out
 
@@ -387,6 +389,9 @@ class Rtnl:
     def del_link_route(self, dst: str, dst_len: int, oif: int) -> None:
         self.request(RTM_DELROUTE, self._link_route(dst, dst_len, oif, 0))
 
+
+_ADDR_ATTRS = frozenset({IFA_ADDRESS, IFA_LOCAL})
+_LINK_LOCAL = b"\xfe\x80"
 
 # The link attributes observe uses; add to it to read more.
 LINK_ATTRS = frozenset(
