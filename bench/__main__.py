@@ -241,9 +241,9 @@ def dual_stack_report(get: Any, sizes: list[int]) -> list[str]:
 
 
 def noop_report(results: dict[str, Any], sizes: list[int], baseline: str | None) -> str:
-    scenarios = ["noop", "noop_again", "noop_compiled", "noop_dry"] + (["noop_baseline"] if baseline else [])
+    scenarios = ["noop", "noop_compiled", "noop_dry"] + (["noop_baseline"] if baseline else [])
     out = [
-        "Our no-op without a daemon (CLI, --local path): median wall (CPU) / netlink requests / nft"
+        "Our no-op without a daemon (CLI, no daemon running): median wall (CPU) / netlink requests / nft"
         + (f"; baseline: revision {baseline} on the same hosts" if baseline else ""),
         " | ".join(["N", *scenarios, "baseline/noop (CPU)" if baseline else ""]).rstrip(" |"),
     ]
