@@ -9,7 +9,9 @@ a hit leaves the file alone.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ containers:
     ports: ["8000:5000"]
 """
 CACHE = "/var/lib/reconciler/cache"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
@@ -173,3 +176,19 @@ def test_destroy_forgets_the_compiled_spec(host: Host) -> None:
     applied(host, spec)
     assert host.reconciler("destroy", str(spec)).returncode == 0
     assert host.run(["ls", "-A", "/var/lib/reconciler"]).stdout.split() == ["lock"]
+
+
+def test_a_hit_reads_no_yaml(host: Host) -> None:
+    """What a hit skips: neither the YAML loader nor the spec's validation is imported."""
+    spec = host.write_spec(SPEC)
+    applied(host, spec)
+    probe = (
+        "import sys; from reconciler.cli import main; rc = main(sys.argv[1:]); "
+        "print(sorted(m for m in ('yaml', 'reconciler.specload') if m in sys.modules)); sys.exit(rc)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    hit = host.run([sys.executable, "-c", probe, "apply", str(spec), "--local"], env=env)
+    assert hit.stdout.splitlines()[-1] == "[]", hit.stdout
+    forget(host)
+    miss = host.run([sys.executable, "-c", probe, "apply", str(spec), "--local"], env=env)
+    assert miss.stdout.splitlines()[-1] == "['reconciler.specload', 'yaml']", miss.stdout
