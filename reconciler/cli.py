@@ -523,6 +523,8 @@ def _apply(args: argparse.Namespace, state_dir: StateDir) -> engine.Outcome:
                 observed,
                 nft,
                 dry_run=args.dry_run,
+                host=args.host,
+                lock=lock,
                 rollback=rollback,
                 key_file=args.key_file,
             )

@@ -24,10 +24,12 @@ foreign or stale is a miss, never an error.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import pickle
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
 
 FORMAT = b"netreconciler compiled spec 1\n"
 DIR = "cache"
-_code: bytes | None = None
 
 
 @dataclass
@@ -90,22 +91,18 @@ def spec_key(spec_path: str, options: Options) -> str | None:
     return h.hexdigest()
 
 
+@functools.cache
 def _code_digest() -> bytes:
-    """This code's version: every module's size and modification time (an upgrade changes them)."""
-    global _code
-    if _code is None:
-        root = Path(__file__).parent
-        stamps = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for name in sorted(filenames):
-                if name.endswith(".py"):
-                    st = os.stat(os.path.join(dirpath, name))
-                    stamps.append(
-                        (os.path.relpath(os.path.join(dirpath, name), root), st.st_size, st.st_mtime_ns)
-                    )
-        _code = hashlib.sha256(repr(stamps).encode()).digest()
-    return _code
+    """This code's version: the interpreter's, and every module's size and modification time (an
+    upgrade or a checkout changes them)."""
+    root = Path(__file__).parent
+    stamps: list[object] = [sys.version]
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(f for f in filenames if f.endswith(".py")):
+            st = os.stat(os.path.join(dirpath, name))
+            stamps.append((os.path.relpath(os.path.join(dirpath, name), root), st.st_size, st.st_mtime_ns))
+    return hashlib.sha256(repr(stamps).encode()).digest()
 
 
 def cacheable(spec: Spec, lock: Allocation | None, options: Options) -> bool:
