@@ -10,9 +10,9 @@ It still observes the whole host and plans against that, as always, and runs eve
 again on the fresh observation: the cache saves the compiling, never the observing, so every drift
 is still seen and repaired.
 
-Only specs whose networks are all bridges are kept: a macvlan network's desired state reads its
-parent's MTU and the host's links, an overlay's reads the host's addresses, the cluster allocation,
-a lock file or a store. Nothing else of the host feeds a bridge network's (drivers/bridge/desired.py).
+Only specs whose networks' drivers say their desired state reads nothing of the host (`compiled_alone`:
+the bridge driver) are kept: a macvlan network's reads its parent's MTU and the host's links, an
+overlay's the host's addresses, the cluster allocation, a lock file or a store.
 
 One entry per spec path in STATE_DIR/cache/ (0700), a 0600 file written by rename. It is a pickle
 (the desired state is some twelve thousand model objects at N=1,000: a pickle loads them several
@@ -107,8 +107,10 @@ def _code_digest() -> bytes:
 
 def cacheable(spec: Spec, lock: Allocation | None, options: Options) -> bool:
     """A spec whose compiled form depends on nothing of the host but the prefixes in use (see above)."""
+    from .drivers.registry import driver_of
+
     plain = spec.cluster is None and not spec.hosts and not spec.services and lock is None
-    return plain and options.host is None and all(net.driver == "bridge" for net in spec.networks.values())
+    return plain and options.host is None and all(driver_of(n).compiled_alone for n in spec.networks.values())
 
 
 def _file(state_dir: StateDir, spec_path: str) -> Path:
@@ -205,7 +207,7 @@ def apply(
             scope, adopted, previous, entry.compiled.desired, entry.compiled.in_use, others
         )
         problems = engine.scope_conflicts(entry.claims, previous, observed, others)
-        # A bridge network's driver stages check nothing (`cacheable`): the rest of `prepare`'s checks.
+        # The stages of a spec of `compiled_alone` networks check nothing: the rest of `prepare`'s checks.
         engine.refuse(
             problems
             + engine.host_conflicts(compiled.desired, observed)
