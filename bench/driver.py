@@ -178,11 +178,10 @@ def run_noop(n: int, workdir: Path) -> dict[str, Any]:
 
 
 DAEMON_START = 600.0
-# How the hand-over client is started: the console script (as users run it, in this editable venv,
-# whose import hook loads pathlib and re at every start: about 28 ms), and without `site` at all
-# (what a start costs without that hook; the thin client needs no third-party package).
+# How the hand-over client is started: the console script (bin/reconciler, as users run it), and
+# without `site` at all (what the venv's start adds: its .pth files).
 CONSOLE = [str(Path(sys.executable).with_name("reconciler"))]
-BARE = [sys.executable, "-S", "-c", "import sys; from reconciler.cli import main; sys.exit(main())"]
+BARE = [sys.executable, "-S", "-c", "import sys; from reconciler.entry import main; sys.exit(main())"]
 
 
 def _handed_over(n: int, workdir: Path, base: str, plus: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""`reconciler`: the command line. Errors become messages and exit codes here, and only here.
+"""`reconciler`: the command line. Errors become messages and exit codes at its edge (guard.py),
+and only there.
 
 Exit codes: 0 success (or in sync); 1 invalid spec, refused or failed apply; 2 changes pending
 (with --exit-code); 3 another run holds the lock; 4 missing privileges; 5 failed apply whose rollback
@@ -10,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import types
 from typing import TYPE_CHECKING, TypeVar
 
 from . import __version__
 from .drivers.overlay.wgkeys import DEFAULT_KEY_FILE
-from .errors import ReconcilerError, SpecError, message
+from .errors import ReconcilerError, SpecError
+from .guard import guarded
 
 if TYPE_CHECKING:
     import signal
@@ -384,19 +385,9 @@ def _address(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line after entry.py: every command but an apply the daemon took."""
     args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except ReconcilerError as e:
-        print(message(e), file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `reconciler schema | head`: the reader left; Python would otherwise complain again at exit.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        return 141
+    return guarded(lambda: _run(args))
 
 
 def _load(path: str) -> Spec:

@@ -20,9 +20,9 @@ from .spec import Net, Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
-    from .drivers.driver import Stage
+    from .drivers.driver import Driver, Stage
     from .nft import Nft
     from .rollback import Verification
 
@@ -209,15 +209,16 @@ def prepare(
     A cluster spec is narrowed to this host's part first (`host`, or the host whose address is
     configured here); `observed` gains the objects drivers read themselves (the overlay's VXLAN devices,
     FDB and neighbour entries). Each driver's stage takes part in every step (`drivers.driver.Stage`).
-    `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`)."""
-    stages = observe_stages(scope, observed)
+    `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`);
+    `ipam.Moved` when they cannot stay as they are (the caller plans the whole spec then)."""
+    stages = observe_stages(scope, observed, part_drivers(spec) if keep is not None else None)
     local = spec
     for stage in stages:
         local = stage.narrow(local, host, lock, key_file)
     others = state_dir.others(scope)
-    record = ipam.allocate(local, previous, in_use(observed, others))
+    # A part's allocation keeps the rest's entries and hands out none of their addresses.
+    record = ipam.allocate(local, previous, in_use(observed, others), keep)
     if keep is not None:
-        record.networks.update(keep.networks)
         record.adopted.update(keep.adopted)
     for stage in stages:
         stage.merge_record(record)
@@ -233,9 +234,10 @@ def prepare(
     return record, desired
 
 
-def observe_stages(scope: str, observed: Observed) -> list[Stage]:
-    """Every driver's stage of one `prepare`, what each observed itself added to `observed`."""
-    stages = [driver.stage(scope, observed) for driver in DRIVERS.values()]
+def observe_stages(scope: str, observed: Observed, drivers: Collection[Driver] | None = None) -> list[Stage]:
+    """The stages of one `prepare`: every driver's, or only these `drivers'` (a part's, `part_drivers`);
+    what each observed itself is added to `observed`."""
+    stages = [driver.stage(scope, observed) for driver in (DRIVERS.values() if drivers is None else drivers)]
     for stage in stages:
         for resource in stage.resources:
             observed.state.add(resource)
@@ -257,6 +259,17 @@ def host_conflicts(desired: State, observed: Observed) -> list[str]:
 def refuse(problems: list[str]) -> None:
     if problems:
         raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
+
+
+def part_drivers(spec: Spec) -> list[Driver]:
+    """The drivers that take part in planning and verifying a part of `spec` (`session.reach`:
+    networks unchanged): those its networks use, all of them when it names hosts (the overlay's
+    stage picks this host's containers). Another driver would observe what the part cannot touch
+    (the overlay: every host address, 10 ms at 1,000 containers)."""
+    if spec.hosts:
+        return list(DRIVERS.values())
+    used = {net.driver for net in spec.networks.values()}
+    return [driver for driver in DRIVERS.values() if driver.name in used]
 
 
 def commit(
@@ -362,12 +375,14 @@ def observe_all(
     *,
     hosts: set[str] | None = None,
     links: set[str] | None = None,
+    drivers: Collection[Driver] | None = None,
 ) -> Observed:
     """The scope's observed state with the objects drivers read themselves: what verification compares.
     `containers`, `hosts`, `links`: read only their namespaces, their hosts files, these host links
-    (as `observe`); nothing that only conflict checks use."""
+    (as `observe`); nothing that only conflict checks use. `drivers`: only these read theirs (a
+    part's, `part_drivers`)."""
     observed = observe(scope, adopted, nft, containers, hosts=hosts, only_links=links, conflicts=False)
-    for driver in DRIVERS.values():
+    for driver in DRIVERS.values() if drivers is None else drivers:
         for resource in driver.observe(scope, observed.state):
             observed.state.add(resource)
     return observed

@@ -11,6 +11,7 @@ spec no longer sets does not linger: the result is what a first apply of the spe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterator, Sequence
@@ -42,11 +43,19 @@ def gateway(net: Network, subnet: Net) -> IP | None:
     return driver_of(net).gateway(net, subnet)
 
 
-def allocate(spec: Spec, previous: ScopeRecord, in_use: Sequence[Net]) -> ScopeRecord:
+class Moved(HostConflict):
+    """A part's allocation (`reserved`) cannot keep the rest's entries: a whole plan must move them."""
+
+
+def allocate(
+    spec: Spec, previous: ScopeRecord, in_use: Sequence[Net], reserved: ScopeRecord | None = None
+) -> ScopeRecord:
     """Subnets and addresses for every network and attachment of the spec.
 
     `in_use` holds prefixes (of either family) taken by other scopes and by the host's own addresses
-    and routes."""
+    and routes. `reserved`: when `spec` is a part of the scope's spec (session.narrow), the record
+    entries of the rest, kept as they are and in the result; their addresses are not handed out.
+    Raises `Moved` when they cannot stay (their subnet moved, a static address takes one)."""
     taken = [p for p in in_use if p.version == 4] + [n.subnet for n in spec.networks.values() if n.subnet]
     taken6 = [p for p in in_use if p.version == 6] + [n.subnet6 for n in spec.networks.values() if n.subnet6]
     subnets = {name: net.subnet for name, net in spec.networks.items() if net.subnet is not None}
@@ -71,20 +80,32 @@ def allocate(spec: Spec, previous: ScopeRecord, in_use: Sequence[Net]) -> ScopeR
         old = previous.networks.get(name)
         rec = NetworkRecord("", parent=net.parent or "")  # parent: a network on a host link's LAN (macvlan)
         members = _members(spec, name, net)
+        kept = reserved.networks.get(name) if reserved is not None else None
         if net.has_ipv4:
             subnet = subnets.get(name) or _auto_subnet(name, taken)
             taken.append(subnet)
             old_addresses = old.addresses if old and old.subnet == str(subnet) else {}
             rec.subnet = str(subnet)
-            rec.addresses = _addresses(members, name, net, subnet, old_addresses)
+            held = _held(name, kept.subnet, kept.addresses, rec.subnet) if kept else {}
+            rec.addresses = _addresses(members, name, net, subnet, old_addresses, held)
         if net.has_ipv6:
             subnet6 = subnets6.get(name) or _auto_subnet6(name, taken6)
             taken6.append(subnet6)
             old_addresses = old.addresses6 if old and old.subnet6 == str(subnet6) else {}
             rec.subnet6 = str(subnet6)
-            rec.addresses6 = _addresses(members, name, net, subnet6, old_addresses)
+            held = _held(name, kept.subnet6, kept.addresses6, rec.subnet6) if kept else {}
+            rec.addresses6 = _addresses(members, name, net, subnet6, old_addresses, held)
         record.networks[name] = rec
     return record
+
+
+def _held(network: str, kept_subnet: str, kept: dict[str, str], subnet: str) -> dict[str, str]:
+    """The reserved entries of one network and family, which must lie in the subnet allocated now."""
+    if not kept:
+        return {}
+    if kept_subnet != subnet:
+        raise Moved(f"network {network}: its subnet moved from {kept_subnet} to {subnet}")
+    return kept
 
 
 def _auto_subnet(name: str, taken: list[IPv4Net]) -> IPv4Net:
@@ -124,25 +145,37 @@ def _members(spec: Spec, name: str, net: Network) -> dict[str, Attachment]:
 
 
 def _addresses(
-    members: dict[str, Attachment], name: str, net: Network, subnet: Net, old: dict[str, str]
+    members: dict[str, Attachment],
+    name: str,
+    net: Network,
+    subnet: Net,
+    old: dict[str, str],
+    held: dict[str, str],
 ) -> dict[str, str]:
+    """`held`: the reserved entries (`allocate`), in the result as they are."""
+    if not members:
+        return dict(held)  # a network the part has no member of: nothing to parse
     version = subnet.version
     gw = gateway(net, subnet)
-    used: set[IP] = {gw} if gw is not None else set()
+    # Addresses as numbers: a part reserves every other member's, and hashing ints is C's work.
+    taken = {_number(a, version) for a in held.values()}
+    used = taken | {int(gw)} if gw is not None else set(taken)
     result: dict[str, IP] = {}
     for c, att in members.items():
         static = att.ipv4_address if version == 4 else att.ipv6_address
         if static is not None:
+            if int(static) in taken:
+                raise Moved(f"network {name}: {c}'s address {static} is held by another container")
             result[c] = static
-            used.add(static)
+            used.add(int(static))
     pool = (net.ip_range if version == 4 else net.ip_range6) or subnet
     for c in members:
         if c in result or c not in old:
             continue
         addr = ipv6_address(old[c]) if version == 6 else IPv4(old[c])
-        if addr not in used and addr in pool:
+        if int(addr) not in used and addr in pool:
             result[c] = addr
-            used.add(addr)
+            used.add(int(addr))
     free = _free(pool, subnet, used)
     for c in members:
         if c not in result:
@@ -151,18 +184,25 @@ def _addresses(
                 raise HostConflict(f"network {name}: no free address left in {pool} for {c}")
             result[c] = found
     # Keep the spec's container order so the record reads naturally.
-    return {c: text(result[c]) for c in members}
+    return {**held, **{c: text(result[c]) for c in members}}
 
 
-def _free(pool: Net, subnet: Net, used: set[IP]) -> Iterator[IP]:
+@functools.lru_cache(maxsize=65536)
+def _number(text: str, version: int) -> int:
+    """A recorded address as a number, parsed once per address."""
+    return int(ipv6_address(text) if version == 6 else IPv4(text))
+
+
+def _free(pool: Net, subnet: Net, used: set[int]) -> Iterator[IP]:
     """Every address of the pool (an ip_range may start or end anywhere) but the subnet's own: its
     network and broadcast addresses (IPv4), its subnet-router anycast address (IPv6)."""
     if subnet.prefixlen >= subnet.max_prefixlen - 1:  # /31, /32, /127, /128 (macvlan): none reserved
-        reserved: tuple[IP, ...] = ()
+        reserved: tuple[int, ...] = ()
     elif subnet.version == 6:
-        reserved = (subnet.network_address,)
+        reserved = (int(subnet.network_address),)
     else:
-        reserved = (subnet.network_address, subnet.broadcast_address)
-    for addr in pool:
-        if addr not in used and addr not in reserved:
-            yield addr
+        reserved = (int(subnet.network_address), int(subnet.broadcast_address))
+    make = type(pool.network_address)
+    for number in range(int(pool.network_address), int(pool.broadcast_address) + 1):
+        if number not in used and number not in reserved:
+            yield make(number)

@@ -6,6 +6,7 @@ duplicates, references). Both report field paths; `specload` turns paths into fi
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -236,8 +237,11 @@ _PORT_RE = re.compile(
 )
 
 
-def parse_port(text: str) -> list[PortMapping]:
-    """Docker's -p syntax: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/PROTO]."""
+@functools.lru_cache(maxsize=1 << 14)
+def parse_port(text: str) -> tuple[PortMapping, ...]:
+    """Docker's -p syntax: [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/PROTO]. Cached: a spec's
+    ports are parsed by pydantic, by two whole-spec checks and by the desired state, at every load
+    (a daemon's spec edits parse the same ones again); a third of a spec's whole-spec checks."""
     m = _PORT_RE.match(text)
     if not m and text.count(":") > 2 and "[" not in text:
         raise ValueError(
@@ -272,7 +276,7 @@ def parse_port(text: str) -> list[PortMapping]:
     if h2 - h1 >= MAX_PORT_RANGE:
         raise ValueError(f"invalid port mapping {text!r}: ranges are limited to {MAX_PORT_RANGE} ports")
     proto = m["proto"] or "tcp"
-    return [PortMapping(proto, h1 + i, c1 + i, host_ip) for i in range(h2 - h1 + 1)]
+    return tuple(PortMapping(proto, h1 + i, c1 + i, host_ip) for i in range(h2 - h1 + 1))
 
 
 # Shared (the model is frozen): building one per call dominated IPAM and desired-state time at scale.
@@ -763,11 +767,10 @@ def _ports_of_a_family(cname: str, ctr: Container, nets: list[Network]) -> list[
     target = next(n for n in nets if not n.internal and n.driver != "macvlan")
     out = []
     for index, text in enumerate(ctr.ports):
-        for version, has in ((4, target.has_ipv4), (6, target.has_ipv6)):
-            if (
-                any(pm.host_ip is not None and pm.host_ip.version == version for pm in parse_port(text))
-                and not has
-            ):
+        # Most ports bind every host address: only a port on a host address has a family to check.
+        versions = sorted({pm.host_ip.version for pm in parse_port(text) if pm.host_ip is not None})
+        for version in versions:
+            if not (target.has_ipv4 if version == 4 else target.has_ipv6):
                 family = FAMILY[version]
                 msg = f"a port on an {family} host address, but the container has no {family} address"
                 msg += " on the network its ports are published on"

@@ -53,9 +53,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
+# Editable, as a plain path in a .pth file (setuptools' compat mode) rather than setuptools' default
+# import hook: `site` runs that hook's module at every interpreter start, and its imports (pathlib,
+# re, urllib) cost a thin `reconciler apply` (client.py) a third of its start. A venv installed with
+# the hook is installed again.
 if ! .venv/bin/python -c "import reconciler, nftables, pyroute2, pytest" 2>/dev/null \
-   || [ pyproject.toml -nt .venv/.installed ]; then
+   || [ pyproject.toml -nt .venv/.installed ] \
+   || compgen -G '.venv/lib/python3*/site-packages/__editable___netreconciler_*_finder.py' >/dev/null; then
   echo "== installing netreconciler and its test extras into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
   touch .venv/.installed
 fi

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import Host, SandboxError
+from sandbox import Host, SandboxError, require_root
 
 # Shown after a failing integration test, to tell a reconciler bug from a test bug without rerunning.
 DIAGNOSTICS = (
@@ -56,11 +54,7 @@ _failed = pytest.StashKey[bool]()
 @pytest.fixture
 def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Host]:
     """A fresh sandboxed host per test, always torn down."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
-    missing = [tool for tool in ("unshare", "nsenter") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"integration tests need util-linux's {' and '.join(missing)}")
+    require_root()
     marker = request.node.get_closest_marker("private_dirs")
     sandbox = Host(workdir=tmp_path, private_dirs=marker.args if marker else ())
     try:

@@ -18,10 +18,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -499,10 +501,6 @@ class Cluster:
     hosts: list[Host]
     addresses: list[str]
 
-    def close(self) -> None:
-        for h in [*self.hosts, self.underlay]:
-            h.close()
-
 
 def cable(a: Host, b: Host, a_ifname: str, b_ifname: str, mtu: int = 1500) -> None:
     """A veth from sandbox A's host namespace to sandbox B's: a cable between two machines.
@@ -518,9 +516,23 @@ def cable(a: Host, b: Host, a_ifname: str, b_ifname: str, mtu: int = 1500) -> No
     )  # fmt: skip
 
 
-def make_cluster(count: int, workdir: Path, mtu: int = 1500, private_dirs: tuple[str, ...] = ()) -> Cluster:
-    """COUNT sandboxed hosts sharing WORKDIR (so they read the same spec), cabled to an underlay switch;
-    `private_dirs`: more directories each host covers with a private tmpfs (see `Host`)."""
+def require_root() -> None:
+    """Skip the calling test unless this run can build sandboxes."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
+    missing = [tool for tool in ("unshare", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"integration tests need util-linux's {' and '.join(missing)}")
+
+
+@contextlib.contextmanager
+def make_cluster(
+    count: int, workdir: Path, mtu: int = 1500, private_dirs: tuple[str, ...] = ()
+) -> Iterator[Cluster]:
+    """COUNT sandboxed hosts sharing WORKDIR (so they read the same spec), cabled to an underlay switch,
+    all closed on leaving; `private_dirs`: more directories each host covers with a private tmpfs (see
+    `Host`). Skips the calling test unless it can build sandboxes."""
+    require_root()
     underlay = Host(workdir=workdir)
     hosts: list[Host] = []
     try:
@@ -535,8 +547,7 @@ def make_cluster(count: int, workdir: Path, mtu: int = 1500, private_dirs: tuple
             underlay.run(f"ip link set ul-h{i} master ul up")
             host.run(f"ip addr add {address}/24 dev ul0 && ip link set ul0 up")
             addresses.append(address)
-        return Cluster(underlay, hosts, addresses)
-    except BaseException:
+        yield Cluster(underlay, hosts, addresses)
+    finally:
         for h in [*hosts, underlay]:
             h.close()
-        raise

@@ -159,3 +159,47 @@ def test_no_packet_crashes_the_parser_or_the_answer_path(data: bytes) -> None:
 
 
 FUZZED = resolver(NETS, CONTAINERS)
+
+
+def _sorted(recs: records.Records) -> records.Records:
+    """Records with each network's lines in one order (a part's come last)."""
+    return {**recs, "networks": {n: sorted(lines) for n, lines in recs["networks"].items()}}
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c", "d", "e"]),
+        st.lists(st.sampled_from(["n1", "n2", "n3"]), min_size=1, max_size=2, unique=True),
+        max_size=5,
+    ),
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c", "d", "e"]),
+        st.lists(st.sampled_from(["n1", "n2", "n3"]), min_size=1, max_size=2, unique=True),
+        max_size=5,
+    ),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_part_update_of_the_records_is_what_building_them_whole_gives(
+    before: dict[str, list[str]], after: dict[str, list[str]]
+) -> None:
+    """`with_part`, from the records before a change of some containers, equals `scope_records` after it."""
+
+    def built(containers: dict[str, list[str]], previous: ScopeRecord) -> tuple[Spec, ScopeRecord, Any]:
+        spec = Spec.model_validate(
+            {
+                "version": 1,
+                "networks": NETS,
+                "containers": {c: {"networks": n} for c, n in containers.items()},
+            }
+        )
+        record = ipam.allocate(spec, previous, [])
+        return spec, record, desired_state(spec, record, "default")
+
+    old_spec, old_record, old_desired = built(before, ScopeRecord())
+    old = records.scope_records(old_spec, old_record, old_desired, {})
+    spec, record, desired = built(after, old_record)
+    part = {c for c in before.keys() | after.keys() if before.get(c) != after.get(c)}
+    netns = {c: f"/run/netns/{c}" for c in after}
+    updated = records.with_part(old, spec, part, record, netns)
+    # Unchanged containers keep their recorded addresses: only the part's lines differ.
+    assert _sorted(updated) == _sorted(records.scope_records(spec, record, desired, {}))

@@ -10,11 +10,16 @@ import argparse
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler import client
 from reconciler.errors import ReconcilerError
@@ -22,6 +27,23 @@ from reconciler.watch import handoff
 
 Serve = Callable[[Callable[[handoff.Request], None]], list[handoff.Request]]
 SPEC = "version: 1\nnetworks:\n  front:\n    subnet: 10.20.0.0/24\n"
+REPO = Path(__file__).resolve().parent.parent
+# What the command may import beyond an interpreter's own start to hand an apply over (entry.py).
+LEAN = {
+    "reconciler",
+    "reconciler.entry",
+    "reconciler.guard",
+    "reconciler.client",
+    "reconciler.specfiles",
+    "_json",
+    "_socket",
+}
+LEAN |= {"types", "__future__"}
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=20,
+)
 
 
 def args(state_dir: Path, spec: Path, **options: object) -> argparse.Namespace:
@@ -131,3 +153,41 @@ def test_a_daemon_gone_mid_request_is_an_error_naming_its_socket(tmp_path: Path,
     with pytest.raises(ReconcilerError, match=f"the daemon at {path} went away before it answered"):
         client.hand_over(args(tmp_path / "state", spec))
     listener.close()
+
+
+def imported(
+    *argv: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """A fresh interpreter's run of argv, and the modules it imported (`-X importtime`)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, timeout=60, env=env
+    )
+    lines = [
+        line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
+    ]
+    return proc, set(lines[1:])  # the first line is the header
+
+
+def test_a_handed_apply_imports_only_the_client(tmp_path: Path, spec: Path, serve: Serve) -> None:
+    serve(lambda r: r.done("No changes.\n", "", 0))
+    env = dict(os.environ, RECONCILER_STATE_DIR=str(tmp_path / "state"))
+    proc, loaded = imported(str(REPO / "bin" / "reconciler"), "apply", str(spec), "--dry-run", env=env)
+    assert proc.returncode == 0 and proc.stdout == "No changes.\n", proc.stdout + proc.stderr
+    _, start = imported("-c", "pass")
+    assert "reconciler.client" in loaded
+    assert loaded - start <= LEAN, loaded - start - LEAN
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON)
+def test_the_client_writes_and_reads_json_as_the_json_module(value: Any) -> None:
+    assert json.loads(client.encoded(value)) == value
+    assert client.decoded(json.dumps({"state": "done", "value": value}).encode()) == {
+        "state": "done",
+        "value": value,
+    }
+
+
+def test_an_unreadable_answer_is_none() -> None:
+    for line in (b"", b"not json", b"[1]", b'{"state": "done"} x', b'{"state": ', b"\xff"):
+        assert client.decoded(line) is None, line

@@ -109,15 +109,30 @@ def test_kept_parses_follow_the_files(tmp_path: Path) -> None:
     networks.write_text(NETWORKS)
     app.write_text(APP)
     parses = Parses()
-    load_specs(tmp_path, parses)
-    kept = parses.parse(networks)
+    web = load_specs(tmp_path, parses).containers["web"]
     tmp = tmp_path / ".b.yaml.tmp"
-    tmp.write_text(APP.replace("web", "db"))
+    tmp.write_text(APP + "  db:\n    networks: [front]\n")
     tmp.replace(app)  # as git and editors write: a new file renamed over the old one
-    assert list(load_specs(tmp_path, parses).containers) == ["db"]
-    assert parses.parse(networks) is kept  # the unchanged file was not parsed again
+    spec = load_specs(tmp_path, parses)
+    assert list(spec.containers) == ["web", "db"]
+    assert spec.containers["web"] is web  # the unchanged container was not validated again
+    assert spec == load_specs(tmp_path)  # what a fresh parse gives
     app.unlink()
     assert load_specs(tmp_path, parses).containers == {}
+
+
+def test_kept_parses_report_what_a_fresh_parse_reports(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(NETWORKS + "containers:\n  web:\n    networks: [front]\n")
+    parses = Parses()
+    load_specs(spec, parses)
+    spec.write_text(NETWORKS + "containers:\n  web:\n    networks: [front]\n  db:\n    networks: [back]\n")
+    with pytest.raises(SpecError) as kept:
+        load_specs(spec, parses)
+    with pytest.raises(SpecError) as fresh:
+        load_specs(spec)
+    assert [str(p) for p in kept.value.problems] == [str(p) for p in fresh.value.problems]
+    assert "spec.yaml:9: containers.db.networks.back" in str(kept.value.problems[0])
 
 
 def test_yml_files_are_read_too(tmp_path: Path) -> None:

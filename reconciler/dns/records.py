@@ -10,12 +10,13 @@ header and records, ready to follow the asker's own question; the server only ad
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..drivers.overlay.clusteripam import Allocation, allocate
 from ..model import Netns, State
-from ..spec import Spec
+from ..spec import Attachment, Spec
 from ..statedir import ScopeRecord
 from . import wire
 
@@ -34,13 +35,7 @@ def scope_records(spec: Spec, record: ScopeRecord, desired: State, vips: dict[st
     lines: dict[str, list[list[str]]] = {n: [] for n in spec.networks}
     attached = {c: ctr.attachments() for c, ctr in spec.containers.items()}
     for c, atts in attached.items():
-        for n, att in atts.items():
-            rec = record.networks.get(n)
-            if rec is None:
-                continue
-            for address in (rec.addresses.get(c), rec.addresses6.get(c)):
-                if address:
-                    lines[n].append([address, c, *att.aliases])
+        _add_lines(lines, c, atts, record)
     for s, svc in spec.services.items():
         lines[svc.network] += [[vip, s] for vip in vips.get(s, ())]
     containers = {
@@ -50,6 +45,42 @@ def scope_records(spec: Spec, record: ScopeRecord, desired: State, vips: dict[st
     }
     internal = sorted(n for n, net in spec.networks.items() if net.internal)
     return {"version": VERSION, "networks": lines, "internal": internal, "containers": containers}
+
+
+def with_part(
+    previous: Records, spec: Spec, part: Collection[str], record: ScopeRecord, netns: Mapping[str, str]
+) -> Records:
+    """`previous` (the scope's records as last published) with the lines and namespaces of the
+    containers in `part` as `spec`, `record` and `netns` (container -> its namespace path here) have
+    them now: what `scope_records` builds after a change of these containers alone (session.reach:
+    networks and services unchanged), each network's lines of the part last. No encoding, no desired
+    state walked: the rest is copied as it was."""
+    lines = {
+        n: [line for line in previous["networks"].get(n, []) if line[1] not in part] for n in spec.networks
+    }
+    containers = {c: entry for c, entry in previous["containers"].items() if c not in part}
+    for c in part:
+        ctr = spec.containers.get(c)
+        if ctr is None:
+            continue
+        atts = ctr.attachments()
+        _add_lines(lines, c, atts, record)
+        if c in netns:
+            containers[c] = {"netns": netns[c], "networks": list(atts)}
+    return {**previous, "networks": lines, "containers": containers}
+
+
+def _add_lines(
+    lines: dict[str, list[list[str]]], c: str, atts: Mapping[str, Attachment], record: ScopeRecord
+) -> None:
+    """A container's hosts-like lines: per network, one per address it has there."""
+    for n, att in atts.items():
+        rec = record.networks.get(n)
+        if rec is None:
+            continue
+        for address in (rec.addresses.get(c), rec.addresses6.get(c)):
+            if address:
+                lines[n].append([address, c, *att.aliases])
 
 
 class Answer:

@@ -30,19 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from .. import engine, names
+from .. import engine, ipam, names
 from ..diff import Action, plan
 from ..dns import hook as dns
 from ..dns.supervise import Supervisor
 from ..drivers.overlay import clusteripam
 from ..drivers.overlay.wgkeys import DEFAULT_KEY_FILE
 from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError, message
-from ..model import Bridge, HostsFile, Iface, Key, State
+from ..model import Bridge, HostsFile, Iface, Key, Resource, State, container_of
 from ..nft import Nft
 from ..observe import Observed, observe
 from ..render import plan_output
 from ..rollback import Verification
-from ..session import advance, narrow, reach
+from ..session import advance, narrow, own_objects, reach
 from ..spec import Spec
 from ..statedir import ScopeRecord, StateDir
 from ..store.mode import EtcdMode
@@ -433,10 +433,11 @@ class Daemon:
         part = self._reached(pending, spec, lock)
         # A part is planned from memory: which namespaces a re-read would cover does not matter then.
         containers = self._partial_scope(pending, spec) if part is None else part
+        hints = pending if part is None and self._repairs(pending, spec, lock) else None
         mode = "full" if containers is None else "partial"
         try:
             with self.opts.state_dir.lock(holder=LOCK_HOLDER):
-                actions, repaired, mode, _ = self._converge(spec, lock, containers, part)
+                actions, repaired, mode, _ = self._converge(spec, lock, containers, part, hints=hints)
         except (ReconcilerError, OSError) as e:
             self._forget(spec)
             self._failed_applying = isinstance(e, ApplyFailed)
@@ -590,6 +591,22 @@ class Daemon:
             return None
         return reach(self.spec, spec)
 
+    def _repairs(self, pending: Pending, spec: Spec, lock: clusteripam.Allocation | None) -> bool:
+        """Whether drift hints alone are pending, against the spec and allocation last applied: the
+        desired state is then the one in memory, and only what the hints name is read again and
+        planned (`_plan_repair`). Specs whose drivers' host side depends on every member, or that
+        name hosts, are planned whole."""
+        return (
+            not pending.full
+            and spec is self.spec
+            and lock == self.lock
+            and self.cache is not None
+            and self.desired is not None
+            and not self._unapplied_spec
+            and not spec.hosts
+            and own_objects(spec)
+        )
+
     def _converge(
         self,
         spec: Spec,
@@ -597,11 +614,13 @@ class Daemon:
         containers: set[str] | None,
         part: set[str] | None,
         *,
+        hints: Pending | None = None,
         dry_run: bool = False,
         rollback: bool = True,
     ) -> tuple[list[Action], list[str], str, list[str]]:
         """Plan `spec` and apply it (`dry_run`: plan only, remember nothing); the actions, the kinds
-        of what they repaired, the mode and the apply's notices."""
+        of what they repaired, the mode and the apply's notices. `hints`: drift hints alone are
+        pending (`_repairs`): only what they name is read again and planned."""
         scope = engine.scope_of(spec)
         if self._events is None:
             self._events = Events(scope, self._notify_drift)
@@ -610,7 +629,7 @@ class Daemon:
         state_dir = self.opts.state_dir
         previous = state_dir.load(scope)
         if previous != self._record:
-            containers = part = None  # another run changed the allocations: trust nothing remembered
+            containers = part = hints = None  # another run changed the allocations: trust nothing remembered
         adopted = engine.adopted_of(spec, previous)
         if self._nft is None:
             self._nft = Nft()  # one libnftables context for the daemon's life
@@ -618,12 +637,20 @@ class Daemon:
         self._follow(spec, adopted)
         looked = time.monotonic()
         answer: Answered | None = None  # what this observation answers when it finds nothing to do
+        changed: frozenset[str] | None = None  # a part's containers: the only ones whose names may change
+        planned = None
         if part is not None and self.cache is not None and self.desired is not None:
+            # When the rest's addresses cannot stay (ipam.Moved), the part's containers are read
+            # again and the whole spec planned, below.
+            with contextlib.suppress(ipam.Moved):
+                planned = self._plan_part(spec, lock, part, previous, self.desired, adopted)
+        if planned is not None and self.cache is not None:
             observed = self.cache  # memory: it answers no hint
-            record, desired, actions, check = self._plan_part(
-                spec, lock, part, previous, self.desired, adopted
-            )
+            record, desired, actions, check, changed = planned
             mode = "partial"
+        elif hints is not None and self.cache is not None and self.desired is not None:
+            mode, record, desired, changed = "partial", previous, self.desired, frozenset()
+            observed, actions, check, answer = self._plan_repair(spec, hints, adopted, looked)
         elif containers is None or self.cache is None:
             mode = "full"
             observed = observe(scope, adopted, nft)
@@ -652,7 +679,10 @@ class Daemon:
         if actions or record != previous or not self._dns_published:
             # Nothing applied, nothing allocated: the records are the last ones (the supervisor
             # restarts a resolver that died).
-            dns.after(state_dir, scope, spec, lock, record, desired)
+            if changed is not None and self._dns_published:
+                dns.after_part(state_dir, scope, spec, changed, record, desired)
+            else:
+                dns.after(state_dir, scope, spec, lock, record, desired)
             self._dns_published = True
         if answer is not None:
             self._answered = answer
@@ -719,14 +749,14 @@ class Daemon:
         previous: ScopeRecord,
         before: State,
         adopted: dict[str, str],
-    ) -> tuple[ScopeRecord, State, list[Action], Verification | None]:
+    ) -> tuple[ScopeRecord, State, list[Action], Verification | None, frozenset[str]]:
         """Plan only `part` of a spec edit against memory (`session.narrow`); the whole desired state
         is the last one with the part's resources replaced. The apply is verified on the part alone:
         its namespaces and the host read again, restricted to the resources the part's old and new
         desired states name (the rest of the host is not part of this desired state)."""
         assert self.spec is not None and self.cache is not None and self._nft is not None
         if not part:
-            return previous, before, [], None
+            return previous, before, [], None, frozenset()
         scope = engine.scope_of(spec)
         narrowed = narrow(self.spec, spec, part, self.cache, previous)
         record, desired = engine.prepare(
@@ -753,7 +783,9 @@ class Daemon:
 
         def again() -> State:
             nonlocal host_in_sync
-            fresh = engine.observe_all(scope, adopted, nft, touched, hosts=files, links=links).state
+            fresh = engine.observe_all(
+                scope, adopted, nft, touched, hosts=files, links=links, drivers=engine.part_drivers(spec)
+            ).state
             # When the host level read (all but the other hosts files) matches the whole desired
             # state, this observation answers host-level hints too (our bridge's and nft table's echoes).
             host_in_sync = not plan(_seen(whole, files), _seen(fresh, files))
@@ -763,7 +795,47 @@ class Daemon:
         check = self._answering(
             check, spec, adopted, frozenset(touched), lambda: host_in_sync, frozenset(files)
         )
-        return record, whole, actions, check
+        return record, whole, actions, check, narrowed.containers
+
+    def _plan_repair(
+        self, spec: Spec, hints: Pending, adopted: dict[str, str], looked: float
+    ) -> tuple[Observed, list[Action], Verification, Answered]:
+        """Drift hints alone (`_repairs`): what they name is read again (their namespaces, host veths
+        and hosts files; the host's links whole after a host-level hint, our bridges and those veths
+        by name otherwise; our nft tables and the forwarding sysctls, which every observation reads)
+        and planned against the desired state in memory, restricted to what was read; memory keeps
+        the rest. The apply is verified on the same read. Returns the observation planned against
+        (memory with the read merged in), the plan, its verification, and what the read answers
+        when it finds nothing to do (`looked`: when it started)."""
+        assert self.cache is not None and self.desired is not None and self._nft is not None
+        scope, nft, memory = engine.scope_of(spec), self._nft, self.cache
+        namespaces, files = set(hints.containers), set(hints.hosts)
+        links = None if hints.host else _links(namespaces, self.desired, memory.state)
+
+        def read() -> State:
+            return observe(
+                scope, adopted, nft, namespaces, hosts=files, only_links=links, conflicts=False
+            ).state
+
+        def covered(res: Resource) -> bool:
+            container = container_of(res)
+            if container is not None:
+                return container in namespaces
+            if isinstance(res, HostsFile):
+                return res.container in files
+            link = res.network_link()
+            return links is None or link is None or link in links
+
+        fresh = read()
+        want = State({k: r for k, r in self.desired.resources.items() if covered(r)})
+        merged = State({k: r for k, r in memory.state.resources.items() if not covered(r)})
+        merged.resources.update(fresh.resources)
+        check = Verification(want, fresh, read)
+        # Verified, the read matched every host-level object of the desired state but the other
+        # hosts files: it answers host-level hints too (the echoes of the repair's own changes).
+        check = self._answering(check, spec, adopted, frozenset(namespaces), lambda: True, frozenset(files))
+        answer = Answered(looked, frozenset(namespaces), True, frozenset(files))
+        return dataclasses.replace(memory, state=merged), plan(want, fresh), check, answer
 
     def _follow(self, spec: Spec, adopted: dict[str, str]) -> None:
         """Before an observation: the event source attributes the events of every namespace of ours."""

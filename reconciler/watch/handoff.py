@@ -21,7 +21,6 @@ the state lock; a client that leaves does not stop the one it handed over (nor d
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import socket
@@ -34,9 +33,8 @@ from typing import Any
 
 from ..client import PROTOCOL, SOCKET
 from ..spec import Spec
-from ..specload import parse_spec_data, parse_spec_text
 from ..statedir import LOCK_WAIT
-from .sources import from_parts
+from .sources import Parses
 
 HEARTBEAT = 1.0
 READ_WAIT = 5.0  # for the request line, once connected
@@ -122,29 +120,22 @@ class Request:
 
 class Specs:
     """Handed specs parsed, the last few kept by content: applying an unchanged spec again (a no-op, a
-    drift check) skips YAML and pydantic."""
+    drift check) skips YAML and pydantic. A changed one is parsed again where it changed only."""
 
     def __init__(self) -> None:
         self._kept: dict[tuple[object, ...], Spec] = {}
+        self._parses = Parses()
 
     def load(self, request: Request) -> Spec:
         # The same files make the same spec wherever they are (a spec holds no locations).
         key = (request.directory, tuple(request.files))
-        spec = self._kept.pop(key, None) or _parse(request)
+        spec = self._kept.pop(key, None)
+        if spec is None:  # as `load_specs(Path(request.spec))` would load the same files
+            spec = self._parses.spec(Path(request.spec), request.directory, request.files)
         self._kept[key] = spec  # most recent last
         while len(self._kept) > KEPT_PARSES:
             del self._kept[next(iter(self._kept))]
         return spec
-
-
-def _parse(request: Request) -> Spec:
-    """As `load_specs(Path(request.spec))` would load the same files."""
-    path = Path(request.spec)
-    if not request.directory:
-        return parse_spec_text(request.files[0][1], str(path))
-    files = request.files
-    parsers = [functools.partial(parse_spec_data, text, str(path / str(name))) for name, text in files]
-    return from_parts(parsers)
 
 
 class Server:

@@ -17,34 +17,41 @@ from ..errors import Problem, SpecError
 from ..spec import Spec
 from ..specfiles import is_spec_name
 from ..specload import FieldPath, Locate, load_spec, parse_spec_data, read_spec_text, validate_spec_data
+from ..specreuse import Reparser, unlocated
 
 SECTIONS = ("networks", "containers", "hosts", "services", "policies")
 Parsed = tuple[dict[str, Any], Locate]
 
 
 class Parses:
-    """Each file's parse, kept while the file is the same (inode, size, mtime): an edit of one file of
-    a directory re-parses that file only. Git and editors replace a file by rename (a new inode)."""
+    """The daemon's parses of a spec, a file or a directory's files given as their texts: each parsed
+    again where its text changed only (specreuse.py: an added container is one piece composed and
+    one model validated). Any problem is a fresh parse's to report, so it is exactly `load_specs`'s."""
 
     def __init__(self) -> None:
-        self._kept: dict[Path, tuple[tuple[int, int, int], Parsed]] = {}
+        self._files: dict[str | None, Reparser] = {}  # by file name in a directory, None for a file
+        self._merged = Reparser()  # a directory's merged data: its containers' models
 
-    def parse(self, file: Path) -> Parsed:
+    def spec(self, path: Path, directory: bool, files: list[tuple[str | None, str]]) -> Spec:
+        if not directory:
+            return self._reparser(None).spec(files[0][1], str(path))
+        self._files = {name: self._files.get(name) or Reparser() for name, _ in files}
+        parts = [self._reparser(name).data(text, str(path / str(name))) for name, text in files]
+        spec = None if None in parts else self._merge([p for p in parts if p is not None])
+        if spec is not None:
+            return spec
+        return from_parts([functools.partial(parse_spec_data, text, str(path / str(n))) for n, text in files])
+
+    def _reparser(self, name: str | None) -> Reparser:
+        return self._files.setdefault(name, Reparser())
+
+    def _merge(self, parts: list[dict[str, Any]]) -> Spec | None:
+        """The files' data merged and validated, or None for a problem (from_parts reports it)."""
         try:
-            st = file.stat()
-        except OSError:
-            self._kept.pop(file, None)
-            return parse_spec_data(read_spec_text(file), str(file))  # gone meanwhile: read says so
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        kept = self._kept.get(file)
-        if kept is not None and kept[0] == stamp:
-            return kept[1]
-        parsed = parse_spec_data(read_spec_text(file), str(file))
-        self._kept[file] = (stamp, parsed)
-        return parsed
-
-    def forget_except(self, files: list[Path]) -> None:
-        self._kept = {f: self._kept[f] for f in files if f in self._kept}
+            merged, _, conflicts = merge([(data, unlocated) for data in parts])
+        except SpecError:
+            return None
+        return None if conflicts else self._merged.validated(merged)
 
 
 def spec_files(path: Path) -> list[Path]:
@@ -62,15 +69,28 @@ def is_spec_file(path: Path) -> bool:
 
 def load_specs(path: Path, parses: Parses | None = None) -> Spec:
     """Read, merge and validate; raise SpecError listing every problem, each located. `parses`: the
-    files' parses kept from the last call (the daemon's), reused for the files that did not change."""
+    parses kept from the last call (the daemon's), reused where the text did not change."""
     if not path.is_dir():
-        return load_spec(path)
+        return load_spec(path) if parses is None else parses.spec(path, False, [(None, read_spec_text(path))])
     files = spec_files(path)
     if not files:
         raise SpecError([Problem((), "no *.yaml or *.yml spec files in this directory", str(path))])
-    parses = parses or Parses()
-    parses.forget_except(files)
-    return from_parts([functools.partial(parses.parse, file) for file in files])
+    texts = _texts(files) if parses is not None else None
+    if parses is not None and texts is not None:
+        return parses.spec(path, True, texts)
+    return from_parts([functools.partial(_parse_file, file) for file in files])
+
+
+def _texts(files: list[Path]) -> list[tuple[str | None, str]] | None:
+    """Each file's name and text; None when one cannot be read (from_parts reports every such file)."""
+    try:
+        return [(file.name, read_spec_text(file)) for file in files]
+    except SpecError:
+        return None
+
+
+def _parse_file(file: Path) -> Parsed:
+    return parse_spec_data(read_spec_text(file), str(file))
 
 
 def from_parts(parsers: Sequence[Callable[[], Parsed]]) -> Spec:

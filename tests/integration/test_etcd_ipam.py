@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from etcd_members import Members, start_members
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sandbox import REPO, Host
+from sandbox import REPO, Host, require_root
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +28,7 @@ _scopes = itertools.count()
 
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Members]]:
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root: the etcd members run in a sandbox")
+    require_root()
     workdir = tmp_path_factory.mktemp("etcd-ipam")
     with Host(workdir=workdir) as host:
         host.run("ip link set lo up")

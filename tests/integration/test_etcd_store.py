@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,18 +83,13 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 @contextlib.contextmanager
 def made_fleet(tmp_path: Path, private_dirs: tuple[str, ...] = ()) -> Iterator[Fleet]:
     """The hosts (each with `private_dirs` too, see make_cluster) and the etcd members on the switch."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
-    cluster = make_cluster(len(HOSTS), tmp_path, private_dirs=private_dirs)
-    try:
+    with make_cluster(len(HOSTS), tmp_path, private_dirs=private_dirs) as cluster:
         for address in MEMBERS:
             cluster.underlay.run(f"ip addr add {address}/24 dev ul")
         etcd = start_members(cluster.underlay, MEMBERS, tmp_path)
         for name in HOSTS:
             (tmp_path / name).mkdir()
         yield Fleet(cluster, etcd, tmp_path, {})
-    finally:
-        cluster.close()
 
 
 def spec_data(containers: dict[str, Any], ttl: int = 10, **extra: Any) -> dict[str, Any]:

@@ -81,12 +81,15 @@ def test_a_handed_apply_prints_and_exits_as_a_local_one(host: Host, specs: Path,
     wait_for("db repaired", lambda: host.netns_list() == ["db", "web"], daemon)
 
 
+@pytest.mark.parametrize("module", ["reconciler.entry", "reconciler.cli"])
 def test_a_handed_apply_loads_neither_pydantic_nor_yaml_nor_netlink(
-    host: Host, specs: Path, daemon: Background
+    host: Host, specs: Path, daemon: Background, module: str
 ) -> None:
+    """The command's entry (the console script's and `python -m reconciler`'s) loads neither the CLI
+    nor argparse; the CLI itself (which an abbreviated option goes through) none of the heavy modules."""
     code = (
         "import sys\n"
-        "from reconciler.cli import main\n"
+        f"from {module} import main\n"
         f"rc = main(['apply', {str(specs)!r}, '--dry-run'])\n"
         "print(rc, ' '.join(sys.modules), file=sys.stderr)\n"
     )
@@ -97,6 +100,9 @@ def test_a_handed_apply_loads_neither_pydantic_nor_yaml_nor_netlink(
     assert "reconciler.client" in loaded
     for heavy in ("pydantic", "yaml", "reconciler.rtnl", "reconciler.spec", "reconciler.engine"):
         assert heavy not in loaded, heavy
+    if module == "reconciler.entry":
+        for heavy in ("argparse", "reconciler.cli", "reconciler.errors", "json", "socket", "re"):
+            assert heavy not in loaded, heavy
 
 
 def test_a_bad_spec_is_located_and_changes_nothing(host: Host, specs: Path, daemon: Background) -> None:
@@ -105,6 +111,14 @@ def test_a_bad_spec_is_located_and_changes_nothing(host: Host, specs: Path, daem
     assert via == local, (via, local)
     assert via[2] == 1 and via[1].startswith(f"{bad}:"), via
     assert "networks" in via[1] and "Traceback" not in via[1], via
+    # An edit that breaks one container of a spec the daemon parsed before (its other parts reused).
+    good = NETWORKS + containers(WEB, db()).removeprefix("version: 1\n")
+    edited = host.write_spec(good, "edited.yaml")
+    assert both(host, daemon, str(edited), "--dry-run")[0][2] == 0
+    edited.write_text(good.replace('"8080:5000"', '"8080:99999"'))
+    via, local = both(host, daemon, str(edited))
+    assert via == local and via[2] == 1, (via, local)
+    assert f"{edited}:8: containers.web.ports.0: invalid port mapping" in via[1], via
     assert handed(daemon)[-1].endswith("invalid, nothing changed"), daemon.output()
     assert host.netns_list() == ["web"]
     # The daemon keeps its spec: an edit of its own files is applied as before.

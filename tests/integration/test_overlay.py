@@ -10,7 +10,6 @@ new container on one host only adds entries on the others.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,13 +49,8 @@ def cluster_spec(addresses: list[str]) -> dict[str, Any]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
-    c = make_cluster(len(HOSTS), tmp_path, mtu=UNDERLAY_MTU)
-    try:
+    with make_cluster(len(HOSTS), tmp_path, mtu=UNDERLAY_MTU) as c:
         yield c
-    finally:
-        c.close()
 
 
 def apply_all(c: Cluster, spec: Path) -> None:

@@ -260,11 +260,8 @@ def overlay_spec(addresses: list[str]) -> dict[str, Any]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = make_cluster(len(OVERLAY_HOSTS), tmp_path)
-    try:
+    with make_cluster(len(OVERLAY_HOSTS), tmp_path) as c:
         yield c
-    finally:
-        c.close()
 
 
 def test_overlay_across_hosts_through_a_vip_and_the_routing_mesh(cluster: Cluster) -> None:

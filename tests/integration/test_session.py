@@ -90,7 +90,7 @@ def test_reach_is_the_changed_containers_and_their_networks_members() -> None:
     from reconciler.spec import Spec
 
     old, new = Spec.model_validate(spec("a", "b", "d")), Spec.model_validate(spec("a", "b", "c", "d"))
-    assert reach(old, new) == {"a", "b", "c"}
+    assert reach(old, new) == {"c"}
     assert reach(new, new) == set()
     assert reach(old, Spec.model_validate(spec("a", "b"))) == {"d"}
     assert reach(old, Spec.model_validate({**spec("a", "b", "d"), "name": "other"})) is None
@@ -110,3 +110,124 @@ def test_advance_applies_a_plan_to_the_kept_state() -> None:
         desired.add(res)
     advance(observed, plan(desired, observed))
     assert observed.resources == desired.resources
+
+
+# Runs inside the sandbox: one session, the specs in a row; prints each plan and, before the first
+# and after each, every container's host veth index, namespace inode and hosts file (inode, mtime).
+PART_DRIVER = textwrap.dedent(
+    """
+    import json, os, sys
+    from reconciler import names
+    from reconciler.engine import state_dir_from
+    from reconciler.session import Session
+    from reconciler.specload import load_spec
+
+    def snapshot(spec):
+        out = {}
+        for c in spec.containers:
+            veth = names.host_veth_ifname("default", c, "net")
+            hosts = os.stat(os.path.join(names.ETC_NETNS_DIR, c, "hosts"))
+            out[c] = [
+                open(f"/sys/class/net/{veth}/ifindex").read().strip(),
+                os.stat(names.netns_path(c)).st_ino,
+                [hosts.st_ino, hosts.st_mtime_ns],
+            ]
+        return out
+
+    session = Session(state_dir_from(None))
+    plans, snapshots = [], []
+    for path in sys.argv[1:]:
+        spec = load_spec(path)
+        outcome = session.apply(spec)
+        plans.append([[a.op, a.resource.kind, a.resource.id] for a in outcome.actions])
+        snapshots.append(snapshot(spec))
+    print(json.dumps([plans, snapshots]))
+    """
+)
+
+
+def one_network(n: int, **more: dict[str, object]) -> dict[str, object]:
+    containers: dict[str, object] = {
+        f"c{i}": {"networks": ["net"], "ports": [f"{20000 + i}:80"]} for i in range(n)
+    }
+    return {
+        "version": 1,
+        "networks": {"net": {"subnet": "10.70.0.0/24"}},
+        "containers": {**containers, **more},
+    }
+
+
+def test_a_part_leaves_the_other_members_alone_and_allocates_around_them(host: Host) -> None:
+    """50 containers on one network: adding one touches its own objects only; a static address that
+    another member holds moves that member (as a whole plan would), nobody else; the record and the
+    kernel hold every address once, and a full plan afterwards finds nothing to do."""
+    base = host.write_spec(one_network(50), "base.yaml")
+    plus = host.write_spec(one_network(50, new={"networks": ["net"], "ports": ["30000:80"]}), "plus.yaml")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = host.run([sys.executable, "-c", PART_DRIVER, str(base), str(plus)], env=env, timeout=300).stdout
+    (cold, added), (before, after) = json.loads(out.splitlines()[-1])
+    assert len(cold) > 50 * 3
+    assert {a[2] for a in added if a[1] != "nft-element"} == {"new", "new/net"}
+    assert {(op, kind) for op, kind, _ in added} <= {
+        ("create", k) for k in ("netns", "iface", "route", "hosts", "nft-element")
+    }
+    assert len([a for a in added if a[1] == "nft-element"]) == 2  # its port's two map elements
+    assert {c: after[c] for c in before} == before  # every other member's veth, namespace, hosts file
+    record = json.loads(host.run(["cat", f"{host.state_dir}/default.json"]).stdout)
+    addresses = record["networks"]["net"]["addresses"]
+    assert set(addresses) == {*before, "new"} and len(set(addresses.values())) == 51
+    # A static address another member holds: that member moves, nobody else is touched.
+    holder = next(c for c, a in addresses.items() if a == "10.70.0.5")
+    pinned = {"networks": {"net": {"ipv4_address": "10.70.0.5"}}}
+    pin = host.write_spec(
+        one_network(50, new={"networks": ["net"], "ports": ["30000:80"]}, pin=pinned), "pin.yaml"
+    )
+    out = host.run([sys.executable, "-c", PART_DRIVER, str(plus), str(pin)], env=env, timeout=300).stdout
+    (noop, moved), (before, after) = json.loads(out.splitlines()[-1])
+    assert noop == []  # a fresh session finds the host as the last one left it
+    assert {a[2].split("/")[0] for a in moved if a[1] != "nft-element"} == {"pin", holder}
+    assert {c: after[c] for c in before if c != holder} == {c: x for c, x in before.items() if c != holder}
+    record = json.loads(host.run(["cat", f"{host.state_dir}/default.json"]).stdout)
+    addresses = record["networks"]["net"]["addresses"]
+    assert addresses["pin"] == "10.70.0.5" and addresses[holder] != "10.70.0.5"
+    assert len(set(addresses.values())) == len(addresses) == 52
+    shown = host.show(pin)["containers"]
+    kernel = [i["address"] for c in shown.values() for i in c["interfaces"]]
+    assert len(kernel) == 52 and len(set(kernel)) == 52
+    check = host.reconciler("apply", str(pin), "--dry-run", "--exit-code")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+# Runs inside the sandbox: a session applies ONE, someone makes the namespace TWO's container would
+# take, and the session applies TWO; prints the error and whether that namespace is still there.
+FOREIGN_DRIVER = textwrap.dedent(
+    """
+    import json, os, subprocess, sys
+    from reconciler.engine import state_dir_from
+    from reconciler.errors import ReconcilerError
+    from reconciler.session import Session
+    from reconciler.specload import load_spec
+    session = Session(state_dir_from(None))
+    session.apply(load_spec(sys.argv[1]))
+    subprocess.run(["ip", "netns", "add", "c"], check=True)
+    try:
+        session.apply(load_spec(sys.argv[2]))
+        error = None
+    except ReconcilerError as e:
+        error = str(e)
+    print(json.dumps([error, os.path.exists("/run/netns/c")]))
+    """
+)
+
+
+def test_a_part_refuses_a_namespace_someone_made_where_its_container_goes(host: Host) -> None:
+    """Memory does not see a namespace made by hand (no event comes): the part looks at the places
+    its new containers take, and refuses as a whole plan does, leaving that namespace alone."""
+    one = host.write_spec(spec("a", "b"), "one.yaml")
+    two = host.write_spec(spec("a", "b", "c"), "two.yaml")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = host.run([sys.executable, "-c", FOREIGN_DRIVER, str(one), str(two)], env=env).stdout
+    error, kept = json.loads(out.splitlines()[-1])
+    assert error is not None and "namespace /run/netns/c exists and is not managed by this spec" in error
+    assert kept, "the foreign namespace was removed"
+    assert host.netns_list() == ["a", "b", "c"]

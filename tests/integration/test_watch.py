@@ -149,7 +149,12 @@ def test_follows_spec_edits(host: Host, specs: Path, daemon: Background) -> None
     app = specs / "containers.yaml"
 
     replace(app, containers(WEB, db()))
-    wait_for("db to be created", lambda: host.netns_list() == ["db", "web"], daemon)
+    # Its address, not its name alone: the name is there a moment before the namespace is mounted.
+    wait_for(
+        "db to be created",
+        lambda: host.netns_list() == ["db", "web"] and address_in(host, "db") != [],
+        daemon,
+    )
     server = host.serve("db", 6379, "pong")
     wait_for("web to reach db by name", lambda: host.connect("web", "db", 6379).data == "pong\n", daemon)
     server.stop()
@@ -292,6 +297,50 @@ def test_repairs_drift_from_events(host: Host, daemon: Background) -> None:
     for kind in ("iface", "nft-table"):
         repaired = metric(text, f'netreconciler_watch_drift_repairs_total{{kind="{kind}"}}')
         assert repaired is not None and repaired >= 1, f"{kind}:\n{text}"
+
+
+def test_a_drift_repair_plans_only_what_its_hint_names(host: Host, specs: Path) -> None:
+    """Five members of `front`: one container's veth deleted is repaired alone (its interface and
+    route, nothing of the four others), our table flushed is repaired whole (table and elements), each
+    in a partial reconcile; a full resync then finds the host in sync."""
+    members = "".join(f'  m{i}:\n    networks: [front]\n    ports: ["{9000 + i}:80"]\n' for i in range(4))
+    (specs / "containers.yaml").write_text(containers(WEB, members))
+    daemon = start_watch(host, specs)
+    wait_for("the first reconcile", lambda: bool(reconciles(daemon, "applied")), daemon)
+    veth = next(i["host_ifname"] for i in host.show()["containers"]["m2"]["interfaces"])
+
+    def repair_of(change: str) -> Callable[[], dict[str, Any] | None]:
+        done = len(reconciles(daemon))
+        return lambda: next(
+            (e for e in reconciles(daemon)[done:] if any(change in c for c in e["changes"])), None
+        )
+
+    veth_repair = repair_of("iface m2/front")
+    host.run(["ip", "link", "del", veth])
+    wait_for("the veth's repair", lambda: veth_repair() is not None, daemon)
+    repair = veth_repair()
+    assert repair is not None and repair["trigger"] == "drift" and repair["mode"] == "partial", repair
+    assert repair["result"] == "applied", repair
+    named = {c.split(":")[0].split()[2].split("/")[0] for c in repair["changes"]}
+    assert named == {"m2"}, repair["changes"]
+    table_repair = repair_of("nft-table")
+    host.run(["nft", "flush", "ruleset"])
+    wait_for("the table's repair", lambda: table_repair() is not None, daemon)
+    repair = table_repair()
+    assert repair is not None and repair["trigger"] == "drift" and repair["mode"] == "partial", repair
+    assert repair["result"] == "applied", repair
+    elements = [c for c in repair["changes"] if c.startswith("+ nft-element")]
+    assert len([c for c in elements if "ports_addr" in c]) == 5, repair["changes"]
+    assert {c.split()[1] for c in repair["changes"]} == {"nft-table", "nft-element"}, repair["changes"]
+    for i in range(4):
+        host.serve(f"m{i}", 80, f"m{i}")
+    for i in range(4):
+        conn = host.connect(None, "127.0.0.1", 9000 + i)
+        assert conn.ok and conn.data == f"m{i}\n", conn
+    daemon.signal(signal.SIGHUP)
+    wait_for("the resync", lambda: any("signal" in e["trigger"] for e in reconciles(daemon)), daemon)
+    resync = next(e for e in reconciles(daemon) if "signal" in e["trigger"])
+    assert resync["mode"] == "full" and resync["result"] == "in_sync", resync
 
 
 def test_metrics_and_clean_stop(host: Host, specs: Path, daemon: Background) -> None:

@@ -9,7 +9,6 @@ beyond every deadline). Every wait polls the kernel or the daemons' logs with a 
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,13 +27,8 @@ SUBNET = "10.210.0"
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
-    c = make_cluster(len(HOSTS), tmp_path)
-    try:
+    with make_cluster(len(HOSTS), tmp_path) as c:
         yield c
-    finally:
-        c.close()
 
 
 def spec_data(addresses: list[str]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ its payload is seen on the switch, so a capture that misses the encrypted one's 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import sys
@@ -104,13 +103,8 @@ class Keyed:
 
 @pytest.fixture
 def keyed(tmp_path: Path) -> Iterator[Keyed]:
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root: they create namespaces, veths, bridges and nft tables")
-    c = make_cluster(len(HOSTS), tmp_path, mtu=UNDERLAY_MTU, private_dirs=PRIVATE_DIRS)
-    try:
+    with make_cluster(len(HOSTS), tmp_path, mtu=UNDERLAY_MTU, private_dirs=PRIVATE_DIRS) as c:
         yield Keyed(c, [keygen(h) for h in c.hosts])
-    finally:
-        c.close()
 
 
 def keygen(host: Host) -> str:
