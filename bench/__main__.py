@@ -20,6 +20,7 @@ from sandbox import Host  # noqa: E402
 PEERS = ["ours", "netavark", "cni-portmap", "cni-bridge", "shell", "floor"]
 # Ours on the dual-stack workload (an IPv6 /64 per network too): `--dual-stack` runs it beside ours.
 DUAL = "ours-dual"
+NOOP = "ours-noop"  # `--noop`: the no-op alone
 DUAL_SCENARIOS = ["cold", "noop", "add_one", "change_port", "destroy"]
 # The peers that run one process per container: slow, so `--peer-reps` applies to them.
 SLOW = ("netavark", "cni-portmap", "cni-bridge")
@@ -250,6 +251,42 @@ def dual_stack_report(get: Any, sizes: list[int]) -> list[str]:
     return out
 
 
+def noop_report(results: dict[str, Any], sizes: list[int], baseline: str | None) -> str:
+    scenarios = ["noop", "noop_compiled", "noop_dry"] + (["noop_baseline"] if baseline else [])
+    out = [
+        "Our no-op without a daemon (CLI, no daemon running): median wall (CPU) / netlink requests / nft"
+        + (f"; baseline: revision {baseline} on the same hosts" if baseline else ""),
+        " | ".join(["N", *scenarios, "baseline/noop (CPU)" if baseline else ""]).rstrip(" |"),
+    ]
+    for n in sizes:
+        rs = [r for r in results["runs"].get(f"{NOOP}/{n}", []) if "error" not in r]
+        cells = [cell(rs, s, "s") for s in scenarios]
+        if baseline:
+            wall = {s: median(rs, s) for s in ("noop", "noop_baseline")}
+            cpu = {s: median(rs, s, "cpu") for s in ("noop", "noop_baseline")}
+            cells.append(ratios(wall, cpu, "noop_baseline", "noop"))
+        out.append(" | ".join([str(n), *cells]))
+    failed = [k for k, rs in results["runs"].items() if not proofs_ok(rs)]
+    if failed:
+        out.append("FAILED (error or proof): " + ", ".join(failed))
+    return "\n".join(out)
+
+
+def checkout(rev: str) -> str:
+    """This repository's package and bench at `rev`, in a directory of its own, byte-compiled as
+    run.sh compiles ours (never a .pyc written into another checkout)."""
+    import subprocess
+    import tempfile
+
+    where = tempfile.mkdtemp(prefix=f"bench-{rev}-")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "reconciler", "bench"], check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", where], input=archive.stdout, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", f"{where}/reconciler"], check=True)
+    return where
+
+
 def ratio2(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
@@ -316,6 +353,16 @@ def main() -> None:
         action="store_true",
         help="a small run (CI): ours and netavark at N=100, once, and --watch 100 with 5 edits",
     )
+    p.add_argument(
+        "--noop",
+        action="store_true",
+        help=f"only our no-op without a daemon ({NOOP}): cached, compiled, dry run; quick",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="with --noop: also run this git revision's no-op on the same hosts (before/after in one run)",
+    )
     p.add_argument("--out", default=None, help="JSON file (default bench/results/TIMESTAMP.json)")
     p.add_argument(
         "--report", nargs="+", metavar="JSON", help="print the table of earlier runs (merged), run nothing"
@@ -327,7 +374,9 @@ def main() -> None:
     if args.quick:
         args.sizes, args.reps, args.peers, args.watch, args.edits = "100", 1, "ours,netavark", 100, 5
     sizes = [int(s) for s in args.sizes.split(",")]
-    peers = args.peers.split(",")
+    peers = [NOOP] if args.noop else args.peers.split(",")
+    if args.baseline:
+        os.environ["BENCH_BASELINE"] = checkout(args.baseline)
     if args.dual_stack:
         peers += [p for p in ("ours", DUAL) if p not in peers]
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -342,7 +391,7 @@ def main() -> None:
         "runs": {},
         "startup": [],
     }
-    for _ in range(args.reps):
+    for _ in range(0 if args.noop else args.reps):
         results["startup"].append(run("startup", 0, args.timeout))
     for n in sizes:
         for peer, rep, reps in _order(peers, args.reps, args.peer_reps, args.dual_stack):
@@ -358,7 +407,7 @@ def main() -> None:
     if args.watch:
         results["watch"] = watch_rows(args.watch, args.edits)
     results["loadavg_end"] = os.getloadavg()
-    results["table"] = report(results, sizes)
+    results["table"] = noop_report(results, sizes, args.baseline) if args.noop else report(results, sizes)
     out.write_text(json.dumps(results, indent=1))
     print()
     print(results["table"])

@@ -41,11 +41,13 @@ CNI_PATH = "/usr/lib/cni"
 CNI_IPAM = "/var/lib/reconciler/cni-ipam"
 
 
-def timed(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> dict[str, Any]:
+def timed(
+    argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None, cwd: str | None = None
+) -> dict[str, Any]:
     """Run a command; its wall time, peak RSS (from wait4, this child only), exit code and output."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env, cwd=cwd)
         if stdin is not None:
             assert proc.stdin is not None
             proc.stdin.write(stdin.encode())
@@ -96,10 +98,14 @@ def wait_veths_gone(timeout: float = 120) -> float:
 # --- us: the reconciler, through its CLI and in-process ---
 
 
-def _reconciler(workdir: Path, *args: str) -> dict[str, Any]:
+def _reconciler(workdir: Path, *args: str, code: str | None = None) -> dict[str, Any]:
+    """`code`: a checkout whose reconciler (and bench.counted) runs instead of this one."""
     stats = workdir / "stats.json"
     env = dict(os.environ, BENCH_STATS=str(stats))
-    r = timed([sys.executable, "-m", "bench.counted", *args], env=env)
+    if code is not None:
+        env["PYTHONPATH"] = code
+    # `-m` puts the working directory first on the path: the checkout's own, for `code`.
+    r = timed([sys.executable, "-m", "bench.counted", *args], env=env, cwd=code)
     r.update(json.loads(stats.read_text()))
     r.pop("stdout")
     r.pop("stderr")
@@ -135,6 +141,39 @@ def run_ours(n: int, workdir: Path, dual: bool = False) -> dict[str, Any]:
     out["destroy"] = _reconciler(workdir, "destroy", base)
     out["destroy"]["settle"] = wait_veths_gone()
     out["destroy"]["seconds"] += out["destroy"]["settle"]
+    return out
+
+
+NOOP_ROUNDS = 5
+
+
+def run_noop(n: int, workdir: Path) -> dict[str, Any]:
+    """The no-op without a daemon, alone (`--noop`): with the compiled spec the apply kept
+    (speccache.py), with that cache cleared first (the spec loaded and compiled), as a dry run, and,
+    with $BENCH_BASELINE (a checkout of another revision), that revision's no-op on the same host.
+    After an untimed no-op (the DNS resolver the cold apply started has settled), NOOP_ROUNDS rounds
+    of them all in turn, so a change of the machine's load falls on each alike; each figure is the
+    median of its rounds."""
+    base = workdir / "base.yaml"
+    base.write_text(yaml.safe_dump(spec(n), sort_keys=False))
+    out: dict[str, Any] = {"cold": _reconciler(workdir, "apply", str(base))}
+    out["cold_proof"] = proof(n, published)
+    _reconciler(workdir, "apply", str(base))
+    baseline = os.environ.get("BENCH_BASELINE")
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(NOOP_ROUNDS):
+        rounds.setdefault("noop", []).append(_reconciler(workdir, "apply", str(base)))
+        rounds.setdefault("noop_dry", []).append(_reconciler(workdir, "apply", str(base), "--dry-run"))
+        if baseline:
+            rounds.setdefault("noop_baseline", []).append(
+                _reconciler(workdir, "apply", str(base), code=baseline)
+            )
+        subprocess.run(["rm", "-rf", "/var/lib/reconciler/cache"], check=True)
+        rounds.setdefault("noop_compiled", []).append(_reconciler(workdir, "apply", str(base)))
+    for scenario, runs in rounds.items():
+        out[scenario] = {
+            k: statistics.median(r[k] for r in runs) for k in ("seconds", "cpu", "netlink", "nft")
+        }
     return out
 
 
@@ -491,6 +530,7 @@ def run_floor(n: int, workdir: Path) -> dict[str, Any]:
 PEERS = {
     "ours": lambda n, w: run_ours(n, w),
     "ours-dual": lambda n, w: run_ours(n, w, dual=True),
+    "ours-noop": run_noop,
     "cni-portmap": lambda n, w: run_cni(n, portmap=True),
     "cni-bridge": lambda n, w: run_cni(n, portmap=False),
     "netavark": run_netavark,

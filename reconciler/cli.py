@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from . import __version__
 from .drivers.overlay.wgkeys import DEFAULT_KEY_FILE
@@ -22,12 +22,17 @@ from .guard import guarded
 
 if TYPE_CHECKING:
     import signal
+    from collections.abc import Callable
 
-    from . import engine
+    from . import engine, speccache
     from .drivers.overlay import clusteripam
+    from .nft import Nft
+    from .observe import Observed
     from .spec import Spec
     from .statedir import StateDir
     from .watch.daemon import Options
+
+T = TypeVar("T")
 
 EXIT_PENDING = 2
 
@@ -440,13 +445,19 @@ def _run(args: argparse.Namespace) -> int:
         result = show(_load(args.spec) if args.spec else None, state_dir)
         print(json.dumps(result, indent=2) if args.output == "json" else _show_text(result))
         return 0
-    spec = _load(args.spec)
-    lock = _read_lock(args.spec, spec) if args.command == "apply" and spec.cluster is None else None
-    if args.command == "apply" and spec.cluster is not None:
-        from .store.oneshot import against_store
+    if args.command == "apply":
+        outcome = _apply(args, state_dir)
+    else:
+        spec = _load(args.spec)
+        rollback = not args.no_rollback
+        outcome = _reconcile(
+            args,
+            lambda: engine.reconcile(spec, state_dir, dry_run=args.dry_run, destroy=True, rollback=rollback),
+        )
+        if not args.dry_run:
+            from . import speccache
 
-        spec, lock, args.host = against_store(args, spec, state_dir)
-    outcome = _reconcile(args, spec, state_dir, lock)
+            speccache.forget(state_dir, args.spec)
     _print_plan(outcome, args.output)
     if getattr(args, "exit_code", False) and outcome.actions:
         return EXIT_PENDING
@@ -483,11 +494,85 @@ def _watch_options(args: argparse.Namespace, state_dir: StateDir) -> Options:
     )
 
 
-def _reconcile(
-    args: argparse.Namespace, spec: Spec, state_dir: StateDir, lock: clusteripam.Allocation | None
-) -> engine.Outcome:
-    """`apply` or `destroy`, with SIGINT and SIGTERM handled as interrupt.py describes."""
-    from . import engine, interrupt, progress, term
+def _apply(args: argparse.Namespace, state_dir: StateDir) -> engine.Outcome:
+    """`apply` on this host: with the spec compiled by an earlier run when nothing it depends on
+    changed since (speccache.py), else loaded and compiled, and then kept for the next run."""
+    from . import engine, speccache
+
+    options = speccache.Options(args.host, args.key_file, args.advertise)
+    key = speccache.spec_key(args.spec, options)
+    entry = speccache.load(state_dir, args.spec, key) if key else None
+    rollback = not args.no_rollback
+    if entry is not None:
+
+        def recompile(observed: Observed, nft: Nft) -> engine.Outcome:
+            spec = _load(args.spec)
+            lock = _read_lock(args.spec, spec)
+            outcome = engine.converge(
+                spec,
+                state_dir,
+                observed,
+                nft,
+                dry_run=args.dry_run,
+                host=args.host,
+                lock=lock,
+                rollback=rollback,
+                key_file=args.key_file,
+            )
+            _keep(state_dir, args.spec, key, spec, lock, options, outcome)
+            return outcome
+
+        cached = _reconcile(
+            args,
+            lambda: speccache.apply(
+                state_dir, entry, dry_run=args.dry_run, rollback=rollback, recompile=recompile
+            ),
+        )
+        if cached is not None:
+            return cached
+    spec = _load(args.spec)
+    stored = spec.cluster is not None
+    lock = None if stored else _read_lock(args.spec, spec)
+    if stored:
+        from .store.oneshot import against_store
+
+        spec, lock, args.host = against_store(args, spec, state_dir)
+
+    def run() -> engine.Outcome:
+        return engine.reconcile(
+            spec,
+            state_dir,
+            dry_run=args.dry_run,
+            host=args.host,
+            lock=lock,
+            rollback=rollback,
+            key_file=args.key_file,
+        )
+
+    outcome = _reconcile(args, run)
+    if not stored:
+        _keep(state_dir, args.spec, key, spec, lock, options, outcome)
+    return outcome
+
+
+def _keep(
+    state_dir: StateDir,
+    path: str,
+    key: str | None,
+    spec: Spec,
+    lock: clusteripam.Allocation | None,
+    options: speccache.Options,
+    outcome: engine.Outcome,
+) -> None:
+    from . import speccache
+
+    if key is not None and outcome.compiled is not None and speccache.cacheable(spec, lock, options):
+        speccache.save(state_dir, path, speccache.entry_of(key, spec, lock, outcome.compiled))
+
+
+def _reconcile(args: argparse.Namespace, run: Callable[[], T]) -> T:
+    """`apply` or `destroy` (`run`), with SIGINT and SIGTERM handled as interrupt.py describes."""
+    from . import interrupt, progress, term
     from .errors import Interrupted, InterruptedRolledBack
 
     bar = term.progress_bar(args.quiet)
@@ -501,16 +586,7 @@ def _reconcile(
 
     with progress.listening(bar), interrupt.handled(announce):
         try:
-            outcome = engine.reconcile(
-                spec,
-                state_dir,
-                dry_run=args.dry_run,
-                destroy=args.command == "destroy",
-                host=getattr(args, "host", None),
-                lock=lock,
-                rollback=not args.no_rollback,
-                key_file=getattr(args, "key_file", DEFAULT_KEY_FILE),
-            )
+            outcome = run()
         except KeyboardInterrupt:
             if interrupt.received() is None:
                 raise Interrupted("interrupted: nothing was changed") from None

@@ -20,9 +20,9 @@ from .spec import Net, Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
 
-    from .drivers.driver import Driver
+    from .drivers.driver import Driver, Stage
     from .nft import Nft
     from .rollback import Verification
 
@@ -34,6 +34,7 @@ class Outcome:
     actions: list[Action]
     applied: bool
     notices: list[str] = field(default_factory=list)  # what the apply did besides its plan (`Context.note`)
+    compiled: Compiled | None = field(default=None, compare=False)  # what it planned, for the cache
 
 
 def scope_of(spec: Spec) -> str:
@@ -64,21 +65,11 @@ def reconcile(
     `host` names this host among the spec's hosts; `lock` is the cluster allocation of SPEC.lock;
     `key_file` holds this host's WireGuard private key (read only for encrypted overlays).
     The caller has checked privileges (`require_privileges`)."""
-    from .journal import Journal
-    from .nft import Nft
-
     scope = scope_of(spec)
     if destroy:
         spec, host, lock = Spec(version=1, name=spec.name), None, None
     with state_dir.lock():
-        nft = Nft()
-        journal = Journal(state_dir, scope)
-        if not dry_run:
-            journal.recover()  # what a crashed run created but had not marked yet
-        progress.phase("observing the host")
-        observed = observe(scope, adopted_of(spec, state_dir.load(scope)), nft)
-        if dry_run:
-            journal.excuse(observed)
+        observed, nft = observe_scope(scope, adopted_of(spec, state_dir.load(scope)), state_dir, dry_run)
         return converge(
             spec,
             state_dir,
@@ -92,11 +83,33 @@ def reconcile(
         )
 
 
+def observe_scope(
+    scope: str, adopted: dict[str, str], state_dir: StateDir, dry_run: bool
+) -> tuple[Observed, Nft]:
+    """The scope's observation for an apply, after recovering what a crashed run left (a dry run
+    recovers nothing and excuses it instead). The caller holds the state lock."""
+    from .journal import Journal
+    from .nft import Nft
+
+    nft = Nft()
+    journal = Journal(state_dir, scope)
+    if not dry_run:
+        journal.recover()  # what a crashed run created but had not marked yet
+    progress.phase("observing the host")
+    observed = observe(scope, adopted, nft)
+    if dry_run:
+        journal.excuse(observed)
+    return observed, nft
+
+
 def adopted_of(spec: Spec, previous: ScopeRecord) -> dict[str, str]:
     """Namespace path -> container for the namespaces we use but did not create (spec and record)."""
-    adopted = {path: c for c, path in previous.adopted.items()}
-    adopted.update({ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
-    return adopted
+    return adopted_in(previous, {ctr.netns: c for c, ctr in spec.containers.items() if ctr.netns})
+
+
+def adopted_in(previous: ScopeRecord, declared: dict[str, str]) -> dict[str, str]:
+    """`adopted_of` with the spec's own adopted namespaces (`declared`: path -> container) given."""
+    return {**{path: c for c, path in previous.adopted.items()}, **declared}
 
 
 def converge(
@@ -120,21 +133,63 @@ def converge(
     record, desired = prepare(
         spec, scope, previous, observed, state_dir, host=host, lock=lock, keep=keep, key_file=key_file
     )
+    others = state_dir.others(scope)
+    taken = [str(p) for p in in_use(observed, others)]
+    compiled = Compiled(scope, adopted_of(spec, previous), record, desired, taken, others)
+
+    def publish() -> None:
+        dns.after(state_dir, scope, spec, lock, record, desired)
+
+    # A part's desired state names only the part's containers: not verifiable, nor published (the rest
+    # would go); the caller (`session`) publishes the whole scope's names.
+    return settle(
+        compiled, previous, state_dir, observed, nft, dry_run, rollback, publish if keep is None else None
+    )
+
+
+@dataclass
+class Compiled:
+    """What `prepare` made of a spec for this host: what the rest of an apply needs of it."""
+
+    scope: str
+    adopted: dict[str, str]  # `adopted_of` the spec and the record before the apply
+    record: ScopeRecord
+    desired: State
+    # What it read of the host and the other scopes: IPAM avoided these prefixes, and the conflict
+    # checks compared it with these records.
+    in_use: list[str]
+    others: dict[str, ScopeRecord]
+
+
+def settle(
+    compiled: Compiled,
+    previous: ScopeRecord,
+    state_dir: StateDir,
+    observed: Observed,
+    nft: Nft,
+    dry_run: bool,
+    rollback: bool,
+    publish: Callable[[], None] | None,
+) -> Outcome:
+    """Plan `compiled` against `observed` and apply it, verified; `publish`: serves the scope's DNS
+    records after it (None: `compiled` is a part of the scope, applied unverified). The caller holds
+    the state lock."""
+    scope, record, desired = compiled.scope, compiled.record, compiled.desired
     actions = plan(desired, observed.state)
     if dry_run:
-        return Outcome(actions, applied=False)
+        return Outcome(actions, applied=False, compiled=compiled)
     if not actions and record == previous:
-        if keep is None:
-            dns.after(state_dir, scope, spec, lock, record, desired)  # it may have died, or never run
-        return Outcome(actions, applied=True)  # in sync: no write (a GitOps loop runs this all day)
-    adopted = adopted_of(spec, previous)
-    check = verification(desired, observed.state, scope, adopted, nft, rollback, touched(actions))
-    # A part of the scope's spec (`keep`, from session) is not the whole desired state: not verifiable.
+        if publish is not None:
+            publish()  # it may have died, or never run
+        return Outcome(
+            actions, applied=True, compiled=compiled
+        )  # in sync: no write (a GitOps loop runs this all day)
+    check = verification(desired, observed.state, scope, compiled.adopted, nft, rollback, touched(actions))
     with interrupt.changing():  # from here a first SIGINT or SIGTERM waits for the action in flight
-        notices = commit(actions, scope, previous, record, state_dir, nft, check if keep is None else None)
-    if keep is None:  # a part's desired state names only the part's containers: the rest would go
-        dns.after(state_dir, scope, spec, lock, record, desired)
-    return Outcome(actions, applied=True, notices=notices)
+        notices = commit(actions, scope, previous, record, state_dir, nft, check if publish else None)
+    if publish is not None:
+        publish()
+    return Outcome(actions, applied=True, notices=notices, compiled=compiled)
 
 
 def prepare(
@@ -156,17 +211,13 @@ def prepare(
     FDB and neighbour entries). Each driver's stage takes part in every step (`drivers.driver.Stage`).
     `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`);
     `ipam.Moved` when they cannot stay as they are (the caller plans the whole spec then)."""
-    drivers = part_drivers(spec) if keep is not None else list(DRIVERS.values())
-    stages = [driver.stage(scope, observed) for driver in drivers]
-    for stage in stages:
-        for resource in stage.resources:
-            observed.state.add(resource)
+    stages = observe_stages(scope, observed, part_drivers(spec) if keep is not None else None)
     local = spec
     for stage in stages:
         local = stage.narrow(local, host, lock, key_file)
     others = state_dir.others(scope)
     # A part's allocation keeps the rest's entries and hands out none of their addresses.
-    record = ipam.allocate(local, previous, _in_use(observed, others), keep)
+    record = ipam.allocate(local, previous, in_use(observed, others), keep)
     if keep is not None:
         record.adopted.update(keep.adopted)
     for stage in stages:
@@ -174,7 +225,28 @@ def prepare(
     desired = desired_state(local, record, scope, frozenset(observed.foreign_links))
     for stage in stages:
         stage.extend_desired(local, record, desired)
-    problems = scope_conflicts(local, record, observed, others) + conflicts(
+    problems = scope_conflicts(scopes.claims(local), record, observed, others) + host_conflicts(
+        desired, observed
+    )
+    for stage in stages:
+        problems += stage.conflicts(local, desired, observed.state, observed.foreign_links)
+    refuse(problems + forwarding_conflicts(desired, observed))
+    return record, desired
+
+
+def observe_stages(scope: str, observed: Observed, drivers: Collection[Driver] | None = None) -> list[Stage]:
+    """The stages of one `prepare`: every driver's, or only these `drivers'` (a part's, `part_drivers`);
+    what each observed itself is added to `observed`."""
+    stages = [driver.stage(scope, observed) for driver in (DRIVERS.values() if drivers is None else drivers)]
+    for stage in stages:
+        for resource in stage.resources:
+            observed.state.add(resource)
+    return stages
+
+
+def host_conflicts(desired: State, observed: Observed) -> list[str]:
+    """What of `desired` the host holds and is not ours (diff.conflicts)."""
+    return conflicts(
         desired,
         observed.state,
         observed.foreign_links,
@@ -182,12 +254,11 @@ def prepare(
         observed.foreign_hosts,
         observed.missing_netns,
     )
-    for stage in stages:
-        problems += stage.conflicts(local, desired, observed.state, observed.foreign_links)
-    problems += _forwarding_conflicts(desired, observed)
+
+
+def refuse(problems: list[str]) -> None:
     if problems:
         raise HostConflict("refusing to apply, nothing was changed:\n  " + "\n  ".join(problems))
-    return record, desired
 
 
 def part_drivers(spec: Spec) -> list[Driver]:
@@ -318,24 +389,23 @@ def observe_all(
 
 
 def scope_conflicts(
-    spec: Spec, record: ScopeRecord, observed: Observed, others: dict[str, ScopeRecord]
+    claims: scopes.Claims, record: ScopeRecord, observed: Observed, others: dict[str, ScopeRecord]
 ) -> list[str]:
-    """What other scopes and foreign interfaces hold that this spec would take (scopes.py)."""
+    """What other scopes and foreign interfaces hold that this spec (its `claims`) would take."""
     holders = scopes.record_holders(others) + observed.interface_prefixes
     theirs = scopes.held_ports(observed.other_ports, others)
-    return scopes.subnet_conflicts(spec, record, holders) + scopes.port_conflicts(
-        scopes.published(spec), theirs
-    )
+    return scopes.subnet_conflicts(claims, record, holders) + scopes.port_conflicts(claims.ports, theirs)
 
 
-def _in_use(observed: Observed, others: dict[str, ScopeRecord]) -> list[Net]:
+def in_use(observed: Observed, others: dict[str, ScopeRecord]) -> list[Net]:
+    """The prefixes IPAM must not take: the host's and other scopes'."""
     taken: list[Net] = [*observed.host_prefixes, *observed.host_prefixes6]
     for record in others.values():
         taken.extend(p for n in record.networks.values() for p in n.prefixes())
     return taken
 
 
-def _forwarding_conflicts(desired: State, observed: Observed) -> list[str]:
+def forwarding_conflicts(desired: State, observed: Observed) -> list[str]:
     """Switching IPv6 forwarding on makes interfaces with accept_ra=1 drop the default route their
     router advertised (moby #43466): refused before any change, naming the fix."""
     key = ("sysctl", names.IPV6_FORWARDING)

@@ -308,11 +308,13 @@ class Rtnl:
         out = []
         for p in self.dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, 0)):
             found, prefixlen, _, _, index = _IFADDR.unpack_from(p)
-            a = attrs(p, _IFADDR.size)
-            address = _ip(a.get(IFA_ADDRESS) or a.get(IFA_LOCAL))
             if found not in (socket.AF_INET, socket.AF_INET6) or (family and found != family):
                 continue
-            if address and not address.startswith("fe80:"):
+            a = attrs(p, _IFADDR.size, _ADDR_ATTRS)
+            raw = a.get(IFA_ADDRESS) or a.get(IFA_LOCAL)
+            # fe80:: left out before it is printed: every veth of the host has one.
+            link_local = raw is not None and len(raw) == 16 and raw[:2] == _LINK_LOCAL
+            if raw is not None and not link_local and (address := _ip(raw)):
                 out.append(AddrMsg(index, prefixlen, address))
         return out
 
@@ -334,15 +336,27 @@ class Rtnl:
 
     # Routes (main table; IPv4 unless asked for both families)
 
-    def routes(self, family: int = socket.AF_INET) -> list[RouteMsg]:
+    def routes(
+        self, family: int = socket.AF_INET, *, defaults: bool = False, protocol: int = 0
+    ) -> list[RouteMsg]:
+        """The main table's routes; `defaults`: only default routes (the others are left unparsed: a
+        host has a link-local IPv6 route per veth); `protocol`: only those of this protocol (a filter
+        the kernel applies)."""
+        if family == socket.AF_UNSPEC:
+            # One dump per family: the kernel answers an AF_UNSPEC route dump (rtnl_dump_all) under the
+            # RTNL lock, which every namespace made or freed anywhere on the host holds for a while;
+            # the IPv4 and IPv6 dumps take no lock. With namespaces churning beside it, 1,000 of them
+            # took 107 ms against 72 ms for twice as many per-family ones.
+            both = (socket.AF_INET, socket.AF_INET6)
+            return [r for f in both for r in self.routes(f, defaults=defaults, protocol=protocol)]
         out = []
-        request = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0)
+        request = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, protocol, 0, 0, 0)
         for p in self.dump(RTM_GETROUTE, request):
             found, dst_len, _, _, table, proto, _, _, flags = _RTMSG.unpack_from(p)
+            if (defaults and dst_len) or found not in (socket.AF_INET, socket.AF_INET6) or found != family:
+                continue
             a = attrs(p, _RTMSG.size)
             table = _u32(a.get(RTA_TABLE)) or table
-            if found not in (socket.AF_INET, socket.AF_INET6) or (family and found != family):
-                continue
             if table != RT_TABLE_MAIN:
                 continue
             gateway, oif = _ip(a.get(RTA_GATEWAY)), _u32(a.get(RTA_OIF))
@@ -375,6 +389,9 @@ class Rtnl:
     def del_link_route(self, dst: str, dst_len: int, oif: int) -> None:
         self.request(RTM_DELROUTE, self._link_route(dst, dst_len, oif, 0))
 
+
+_ADDR_ATTRS = frozenset({IFA_ADDRESS, IFA_LOCAL})
+_LINK_LOCAL = b"\xfe\x80"
 
 # The link attributes observe uses; add to it to read more.
 LINK_ATTRS = frozenset(

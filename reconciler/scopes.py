@@ -20,11 +20,14 @@ restart. The records only name the container behind a DNAT target address.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .names import HOST_SHIM
-from .spec import Network, Spec
 from .statedir import ScopeRecord
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -74,11 +77,34 @@ def record_holders(others: dict[str, ScopeRecord]) -> list[SubnetHolder]:
     ]
 
 
-def subnet_conflicts(spec: Spec, record: ScopeRecord, holders: list[SubnetHolder]) -> list[str]:
+@dataclass(frozen=True)
+class Segment:
+    """What the subnet checks read of a network: its L2 segment (a macvlan network's parent) and
+    whether the host routes to it."""
+
+    parent: str | None = None
+    host_access: bool = False
+
+
+@dataclass
+class Claims:
+    """What a spec takes that other scopes and the host may hold: its networks' segments (their subnets
+    are in the record) and its published ports. Plain data: the compiled-spec cache keeps it."""
+
+    segments: dict[str, Segment] = field(default_factory=dict)
+    ports: list[HeldPort] = field(default_factory=list)
+
+
+def claims(spec: Spec) -> Claims:
+    segments = {name: Segment(net.parent, net.host_access) for name, net in spec.networks.items()}
+    return Claims(segments, published(spec))
+
+
+def subnet_conflicts(claims: Claims, record: ScopeRecord, holders: list[SubnetHolder]) -> list[str]:
     """One line per network of the spec whose subnet overlaps one another scope or interface holds."""
     out = []
     for name, rec in record.networks.items():
-        net = spec.networks.get(name)
+        net = claims.segments.get(name)
         if net is None:
             continue
         for subnet in rec.prefixes():
@@ -86,7 +112,7 @@ def subnet_conflicts(spec: Spec, record: ScopeRecord, holders: list[SubnetHolder
     return out
 
 
-def _subnet_conflict(name: str, net: Network, subnet: Net, holders: list[SubnetHolder]) -> list[str]:
+def _subnet_conflict(name: str, net: Segment, subnet: Net, holders: list[SubnetHolder]) -> list[str]:
     segment = net.parent is not None  # on a host link's LAN, not routed by the host
     hit: dict[str, Net] = {}
     for h in holders:

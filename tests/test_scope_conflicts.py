@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from reconciler import names
+from reconciler import names, scopes
 from reconciler.ipam import HOST_SHIM
 from reconciler.scopes import (
     HeldPort,
@@ -16,7 +16,6 @@ from reconciler.scopes import (
     port_conflicts,
     published,
     record_holders,
-    subnet_conflicts,
 )
 from reconciler.spec import Spec
 from reconciler.statedir import NetworkRecord, ScopeRecord
@@ -28,6 +27,11 @@ def spec(networks: dict[str, Any], containers: dict[str, Any] | None = None) -> 
     return Spec.model_validate(
         {"version": 1, "name": "third", "networks": networks, "containers": containers or {}}
     )
+
+
+def subnet_conflicts(claimant: Spec, rec: ScopeRecord, holders: list[SubnetHolder]) -> list[str]:
+    """The check on what a spec claims, as the engine and the compiled-spec cache hand it over."""
+    return scopes.subnet_conflicts(scopes.claims(claimant), rec, holders)
 
 
 def record(**subnets: str) -> ScopeRecord:

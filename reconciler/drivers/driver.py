@@ -76,6 +76,9 @@ class Driver(Protocol):
     routed: ClassVar[bool]
     # A change of one container touches only that container's objects (session applies it alone).
     per_container: ClassVar[bool]
+    # Its networks' desired state reads nothing of the host but the prefixes in use (IPAM): a spec of
+    # such networks may be compiled once and kept while its inputs stay the same (speccache.py).
+    compiled_alone: ClassVar[bool]
     # The link kind of container interfaces it makes as children of a host link (None: veths).
     child_kind: ClassVar[str | None]
     child_modes: ClassVar[frozenset[str]]  # their modes (Iface.mode), distinct across drivers
@@ -162,6 +165,7 @@ class Base:
     name: ClassVar[str]
     routed: ClassVar[bool] = True
     per_container: ClassVar[bool] = False
+    compiled_alone: ClassVar[bool] = False
     child_kind: ClassVar[str | None] = None
     child_modes: ClassVar[frozenset[str]] = frozenset()
     kinds: ClassVar[tuple[str, ...]] = ()

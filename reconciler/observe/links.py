@@ -85,12 +85,12 @@ def read_addresses(sock: Rtnl, links: dict[int, Link]) -> None:
         link.addresses6.sort()
 
 
-def default_routes(sock: Rtnl) -> list[DefaultRoute]:
-    """Both families: a container has one default route per family it has a way out in."""
+def default_routes(sock: Rtnl, family: int = socket.AF_UNSPEC, protocol: int = 0) -> list[DefaultRoute]:
+    """Both families by default: a container has one default route per family it has a way out in;
+    `protocol`: only those of this protocol."""
     return [
         DefaultRoute(r.gateway, r.oif, r.proto, onlink=bool(r.flags & RTNH_F_ONLINK))
-        for r in sock.routes(socket.AF_UNSPEC)
-        if r.dst_len == 0
+        for r in sock.routes(family, defaults=True, protocol=protocol)
     ]
 
 

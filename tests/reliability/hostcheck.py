@@ -103,8 +103,14 @@ def _nft(objects: list[dict[str, Any]]) -> list[str]:
 
 def fingerprint(host: Host) -> dict[str, Any]:
     data = raw(host)
-    # The resolver's run-time files (pid, log, socket, lock) differ per run; its records do not.
-    files = {p: c for p, c in data["files"].items() if not p.endswith("/lock") and not _resolver_runtime(p)}
+    # The resolver's run-time files (pid, log, socket, lock) differ per run; its records do not. A
+    # compiled-spec cache entry must be there as after a clean run, its bytes may differ: a pickle,
+    # derived from the records and the spec (and checked against them before use), not host state.
+    files = {
+        p: "" if p.startswith(CACHE) else c
+        for p, c in data["files"].items()
+        if not p.endswith("/lock") and not _resolver_runtime(p)
+    }
     return {
         "host": _space(data["host"], inside=False),
         "netns": {ns: _space(s, inside=True) for ns, s in data["netns"].items()},
@@ -112,6 +118,9 @@ def fingerprint(host: Host) -> dict[str, Any]:
         "files": files,
         "forward": data["forward"],
     }
+
+
+CACHE = "/var/lib/reconciler/cache/"
 
 
 def _resolver_runtime(path: str) -> bool:

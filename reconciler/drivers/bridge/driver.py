@@ -18,6 +18,7 @@ class BridgeDriver(Base):
     name = "bridge"
     kinds: ClassVar[tuple[str, ...]] = ("bridge",)
     per_container = True
+    compiled_alone = True  # desired.py reads the spec and the record, of the host nothing
 
     def gateway(self, net: Network, subnet: Net) -> IP:
         from .desired import gateway

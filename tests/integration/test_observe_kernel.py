@@ -1,0 +1,120 @@
+"""What the observation reads of the containers' namespaces (reconciler/observe), checked against
+iproute2's own view of the same kernel: a bridge, a macvlan network and an adopted namespace with a
+process in it, in sync and after drift (a deleted veth, a changed address, a removed default route).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox import Host
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = {
+    "version": 1,
+    "name": "obs",
+    "networks": {
+        "front": {"driver": "bridge", "subnet": ["10.61.0.0/24", "fd00:61::/64"]},
+        "lan": {
+            "driver": "macvlan",
+            "parent": "lan0",
+            "subnet": "192.168.61.0/24",
+            "gateway": "192.168.61.1",
+        },
+    },
+    "containers": {
+        "web": {"networks": ["front"], "ports": ["8080:80"]},
+        "db": {"networks": ["front", "lan"]},
+        "ext": {"networks": ["lan", "front"], "netns": "/run/netns/outside"},
+    },
+}
+# The observed interfaces and default routes, printed by the reconciler's own observation.
+OBSERVE = """
+import json
+from reconciler.model import Iface, Route
+from reconciler.nft import Nft
+from reconciler.observe import observe
+obs = observe("obs", {"/run/netns/outside": "ext"}, Nft())
+ifaces = [r for r in obs.state.resources.values() if isinstance(r, Iface)]
+routes = [r for r in obs.state.resources.values() if isinstance(r, Route)]
+print(json.dumps({
+    "ifaces": sorted([r.netns, r.ifname, r.address or "", r.mac, r.mtu, r.up] for r in ifaces if r.netns),
+    "routes": sorted([r.netns, r.gateway, r.dev] for r in routes),
+}))
+"""
+
+
+def observed(host: Host) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    found: dict[str, Any] = json.loads(host.run([sys.executable, "-c", OBSERVE], env=env).stdout)
+    return found
+
+
+def ip(host: Host, netns: str, *args: str) -> Any:
+    return json.loads(host.run(["nsenter", f"--net={netns}", "ip", "-j", *args]).stdout or "[]")
+
+
+def kernel(host: Host, paths: list[str]) -> dict[str, Any]:
+    """The same, as iproute2 lists it: every eth* link of the namespaces, its addresses but the
+    link-local ones, and the default routes of both families."""
+    ifaces, routes = [], []
+    for path in paths:
+        for link in ip(host, path, "addr", "show"):
+            if not link["ifname"].startswith("eth"):
+                continue
+            cidrs = [a for a in link["addr_info"] if not a["local"].startswith("fe80:")]
+            v4 = sorted(f"{a['local']}/{a['prefixlen']}" for a in cidrs if a["family"] == "inet")
+            v6 = sorted(f"{a['local']}/{a['prefixlen']}" for a in cidrs if a["family"] == "inet6")
+            up = "UP" in link["flags"]
+            ifaces.append([path, link["ifname"], ",".join(v4 + v6), link["address"], link["mtu"], up])
+        for family in ("-4", "-6"):
+            for route in ip(host, path, family, "route", "show", "default"):
+                routes.append([path, route["gateway"], route["dev"]])
+    return {"ifaces": sorted(ifaces), "routes": sorted(routes)}
+
+
+def test_the_observation_reads_the_namespaces_as_iproute2_does(host: Host) -> None:
+    host.run(["ip", "netns", "add", "router"])
+    host.run(["ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", "router"])
+    host.run(["ip", "link", "set", "lan0", "up"])
+    host.run(["ip", "netns", "add", "outside"])
+    sleeper = host.background(
+        ["ip", "netns", "exec", "outside", "sleep", "600"], log=host.workdir / "sleep.log"
+    )
+    spec = host.write_spec(SPEC)
+    proc = host.reconciler("apply", str(spec))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    paths = ["/run/netns/db", "/run/netns/outside", "/run/netns/web"]
+
+    def check() -> dict[str, Any]:
+        found = observed(host)
+        assert found == kernel(host, paths)
+        return found
+
+    in_sync = check()
+    # web one interface, db and ext two; a default route per family in each.
+    assert len(in_sync["ifaces"]) == 5 and len(in_sync["routes"]) == 6, in_sync
+
+    web = next(r for r in host.show(spec)["containers"]["web"]["interfaces"])["host_ifname"]
+    host.run(["ip", "link", "del", web])
+    host.run(["ip", "-n", "db", "addr", "flush", "dev", "eth1"])
+    host.run(["ip", "-n", "db", "addr", "add", "192.168.61.77/24", "dev", "eth1"])
+    host.run(["nsenter", "--net=/run/netns/outside", "ip", "route", "del", "default"])
+    drifted = check()
+    assert drifted != in_sync
+    assert ["/run/netns/db", "eth1"] in [i[:2] for i in drifted["ifaces"]]
+    assert any(i[2] == "192.168.61.77/24" for i in drifted["ifaces"]), drifted
+    assert not any(r[0] == "/run/netns/outside" and "." in r[1] for r in drifted["routes"]), drifted
+    assert all(i[0] != "/run/netns/web" for i in drifted["ifaces"]), "web's veth went with its host end"
+
+    proc = host.reconciler("apply", str(spec))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert check() == in_sync
+    assert sleeper.proc.poll() is None, "the adopted namespace's process lives on"
