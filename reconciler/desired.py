@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from typing import TYPE_CHECKING
 
 from . import names
 from .drivers.driver import Attachment, NetworkPart
@@ -12,8 +13,10 @@ from .endpoints import Endpoint, endpoints, hosts_file, text
 from .firewall.layout import desired_firewall
 from .ipam import gateway
 from .model import HostsFile, Iface, Netns, Route, State, Sysctl
-from .spec import Network, Spec
 from .statedir import ScopeRecord
+
+if TYPE_CHECKING:
+    from .spec import Network, Spec
 
 
 def desired_state(

@@ -6,10 +6,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import names
-from .spec import Spec
 from .statedir import ScopeRecord
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 
 @dataclass(frozen=True)

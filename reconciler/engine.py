@@ -16,7 +16,6 @@ from .drivers.registry import DRIVERS
 from .errors import HostConflict, PermissionProblem, RolledBack
 from .model import State, Sysctl, container_of
 from .observe import Observed, observe
-from .spec import Net, Spec
 from .statedir import DEFAULT_STATE_DIR, ScopeRecord, StateDir
 
 if TYPE_CHECKING:
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from .drivers.driver import Driver, Stage
     from .nft import Nft
     from .rollback import Verification
+    from .spec import Net, Spec
 
 CAP_NET_ADMIN = 12
 
@@ -67,6 +67,8 @@ def reconcile(
     The caller has checked privileges (`require_privileges`)."""
     scope = scope_of(spec)
     if destroy:
+        from .spec import Spec
+
         spec, host, lock = Spec(version=1, name=spec.name), None, None
     with state_dir.lock():
         observed, nft = observe_scope(scope, adopted_of(spec, state_dir.load(scope)), state_dir, dry_run)

@@ -15,13 +15,16 @@ import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .drivers.registry import driver_of
 from .endpoints import ipv6_address, text
 from .errors import HostConflict
 from .names import HOST_SHIM
-from .spec import IP, Attachment, Net, Network, Spec
 from .statedir import NetworkRecord, ScopeRecord
+
+if TYPE_CHECKING:
+    from .spec import IP, Attachment, Net, Network, Spec
 
 IPv4Net = ipaddress.IPv4Network
 IPv6Net = ipaddress.IPv6Network
@@ -140,6 +143,8 @@ def _members(spec: Spec, name: str, net: Network) -> dict[str, Attachment]:
     """Who takes an address on the network, in spec order (once per network, for both families)."""
     members = {c: att for c, ctr in spec.containers.items() if (att := ctr.attachments().get(name))}
     if net.host_access:  # the host's shim takes an address too, after the containers
+        from .spec import Attachment
+
         members[HOST_SHIM] = Attachment()
     return members
 

@@ -26,8 +26,10 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from .drivers.macvlan.modes import Mode as MacvlanMode
 from .drivers.overlay.wgkeys import valid_public_key
 from .errors import Problem
+from .families import FAMILY, IPV6_MIN_MTU
 
 # A container name becomes a namespace file name and a host name: no '/', no '..', no shell magic.
 # \Z, not $: `$` also matches before a trailing newline, which a quoted YAML key can carry.
@@ -44,8 +46,6 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The drivers that carry IPv6 so far; the others refuse it by name rather than half-configure it.
 IPV6_DRIVERS = {"bridge", "macvlan", "overlay"}
-IPV6_MIN_MTU = 1280  # below it the kernel turns IPv6 off on the interface
-FAMILY = {4: "IPv4", 6: "IPv6"}
 
 
 def _check_name(value: str, what: str) -> str:
@@ -126,7 +126,7 @@ class Network(_Model):
     mtu: Annotated[StrictInt, Field(ge=68, le=65535)] | None = None
     # macvlan: the host interface the containers' interfaces are children of (NAME or NAME.VLAN_ID).
     parent: str | None = None
-    mode: Literal["bridge", "private", "vepa", "passthru"] = "bridge"
+    mode: MacvlanMode = "bridge"
     host_access: StrictBool = False  # a macvlan shim on the host, so the host reaches its containers
     ipam: Literal["default", "none"] = "default"  # none: L2 only, addresses are configured elsewhere
     # overlay only: the VXLAN network identifier (derived from the name when omitted); `encrypted`

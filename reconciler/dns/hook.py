@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from ..diff import Action
 from ..drivers.overlay.clusteripam import Allocation
 from ..model import Netns, State
-from ..spec import Spec
 from ..statedir import ScopeRecord, StateDir
 from . import supervise
 from .records import Records, scope_records, service_vips, with_part
+
+if TYPE_CHECKING:
+    from ..spec import Spec
 
 
 def before(state_dir: StateDir, actions: list[Action]) -> None:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..drivers.overlay.clusteripam import Allocation, allocate
 from ..model import Netns, State
-from ..spec import Attachment, Spec
 from ..statedir import ScopeRecord
 from . import wire
+
+if TYPE_CHECKING:
+    from ..spec import Attachment, Spec
 
 TYPES = {t: struct.pack("!H", t) for t in (wire.A, wire.AAAA, wire.PTR)}
 TTL = 2  # seconds: an answer never outlives a change by more than this

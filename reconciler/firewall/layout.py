@@ -43,12 +43,12 @@ from ..drivers.registry import DRIVERS, driver_of
 from ..endpoints import text
 from ..model import NftElement, NftTable, Resource
 from ..policy.nft import POLICY_CHAINS, POLICY_SETS, addresses_of, desired_policy
-from ..spec import Spec
 from ..statedir import ScopeRecord
 from .decl import ChainDecl, SetDecl, TableDecl, element_json
 
 if TYPE_CHECKING:
     from ..endpoints import Endpoint
+    from ..spec import Spec
 
 BRIDGE_GLOB = "nr-*"
 

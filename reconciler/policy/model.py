@@ -12,8 +12,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..spec import IP, Net, PolicyPort, Spec
+if TYPE_CHECKING:
+    from ..spec import IP, Net, PolicyPort, Spec
 
 
 @dataclass(frozen=True)

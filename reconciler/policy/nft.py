@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..firewall.decl import ChainDecl, SetDecl, element_json
 from ..model import NftElement, Resource, State
-from ..spec import IP, Spec
 from .intervals import Span, address_values, disjoint, merge, port_value
 from .model import Rule, rules
 
 if TYPE_CHECKING:
     from ..endpoints import Endpoint
+    from ..spec import IP, Spec
 
 FAMILY = "inet"
 _TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}

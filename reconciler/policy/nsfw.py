@@ -21,7 +21,6 @@ from ..endpoints import endpoints
 from ..firewall.decl import ChainDecl, TableDecl, element_json, summary, table_commands
 from ..model import Follows, Iface, Resource, State
 from ..nft import Nft
-from ..spec import Spec
 from ..statedir import ScopeRecord
 from .conntrack import sweep
 from .model import rules
@@ -30,6 +29,7 @@ from .nft import ESTABLISHED, FAMILY, POLICY_SETS, addresses_of, destination_ele
 if TYPE_CHECKING:
     from ..apply.context import Context
     from ..diff import Action
+    from ..spec import Spec
 
 _LOOPBACK = ({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}, {"accept": None})
 CHAIN = ChainDecl("policy", "filter", "input", -10, (ESTABLISHED, _LOOPBACK, *rules_of(4), *rules_of(6)))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ... import names
 from ...model import Bridge, Iface, Resource
-from ...spec import IP, Net, Network
 from ..driver import Attachment, NetworkPart
+
+if TYPE_CHECKING:
+    from ...spec import IP, Net, Network
 
 # An omitted `mtu` is the driver's default, whatever an earlier spec set: Docker's for a bridge network
 # (the kernel's for a new bridge or veth). Overlay networks get theirs from the underlay

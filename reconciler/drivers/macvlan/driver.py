@@ -4,10 +4,10 @@ registry for the spec checks only."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, get_args
+from typing import TYPE_CHECKING, ClassVar
 
-from ...spec import Network
 from ..driver import Attachment, Base, Executor, NetworkPart, NoStage
+from .modes import MODES
 
 if TYPE_CHECKING:
     from ...apply.context import Context
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ...observe.host import Observed
     from ...observe.links import Link
     from ...rtnl import Rtnl
-    from ...spec import IP, Net, Spec
+    from ...spec import IP, Net, Network, Spec
     from ...statedir import ScopeRecord
     from ..driver import Stage
     from ..overlay.clusteripam import Allocation
@@ -28,7 +28,7 @@ class MacvlanDriver(Base):
     # Its containers are on the parent's LAN: the host's IP stack, NAT and published ports are bypassed.
     routed = False
     child_kind: ClassVar[str | None] = "macvlan"
-    child_modes = frozenset(get_args(Network.model_fields["mode"].annotation))  # the modes a spec gives
+    child_modes = frozenset(MODES)  # the modes a spec gives
 
     def gateway(self, net: Network, subnet: Net) -> IP | None:
         """Only when given: the LAN's router is not ours to pick."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ... import names
 from ...endpoints import endpoints
 from ...errors import HostConflict
+from ...families import IPV6_MIN_MTU
 from ...model import Bridge, NftTable, Resource, State
 from ...policy.nft import addresses_of, desired_policy, replace_policy
-from ...spec import IPV6_MIN_MTU, Spec
 from ...statedir import ScopeRecord
 from ..bridge.desired import gateway
 from . import wireguard
@@ -27,6 +28,9 @@ from .observe import OverlayObserved
 from .services import desired_services, table
 from .wgmodel import Wireguard
 from .wireguard import Tunnel
+
+if TYPE_CHECKING:
+    from ...spec import Spec
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 VXLAN_OVERHEAD6 = 70  # the same over an IPv6 underlay (its header is 40)

@@ -19,12 +19,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import HostConflict, ReconcilerError
-from ...spec import IP, Net, Spec
 from ..bridge.desired import gateway
 from .clusterspec import host_names, overlay_networks, scope_name
+
+if TYPE_CHECKING:
+    from ...spec import IP, Net, Spec
 
 IPv4 = ipaddress.IPv4Address
 GROUPS = ("containers", "services", "hosts")

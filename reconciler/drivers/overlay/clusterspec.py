@@ -6,10 +6,15 @@ A spec with `hosts:` describes every host of a cluster; each host applies only i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...errors import Problem
+from ...families import FAMILY
 from ...names import derived_vni
-from ...spec import FAMILY, Broken, ServicePort, Spec
 from . import wireguard
+
+if TYPE_CHECKING:
+    from ...spec import Broken, ServicePort, Spec
 
 # The name the single implicit host goes by (in the lock file) when the spec declares no hosts.
 IMPLICIT_HOST = "local"

@@ -17,13 +17,15 @@ concatenation to tell the two apart.)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import names
 from ...firewall.decl import ChainDecl, SetDecl, TableDecl, element_json
 from ...model import NftElement, NftTable, Resource
-from ...spec import Spec
 from . import wireguard
+
+if TYPE_CHECKING:
+    from ...spec import Spec
 
 SLOTS = 12
 FAMILY = "ip"

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import names
 from ...errors import HostConflict, Problem
 from ...firewall.decl import ChainDecl, SetDecl, element_json
 from ...model import NftElement, Resource
-from ...spec import Spec
 from .wgkeys import public_key_of
 from .wgmodel import WgPeer, Wireguard
+
+if TYPE_CHECKING:
+    from ...spec import Spec
 
 TUNNEL_RANGE = ipaddress.IPv4Network("100.64.0.0/10")  # shared address space (RFC 6598)
 TUNNEL_VXLAN_PORT = 14789  # the VXLAN port of encrypted overlays, used inside the tunnel only
