@@ -132,10 +132,19 @@ def converge(
     The caller holds the state lock."""
     scope = scope_of(spec)
     previous = state_dir.load(scope)
-    record, desired = prepare(
-        spec, scope, previous, observed, state_dir, host=host, lock=lock, keep=keep, key_file=key_file
-    )
     others = state_dir.others(scope)
+    record, desired = prepare(
+        spec,
+        scope,
+        previous,
+        observed,
+        state_dir,
+        host=host,
+        lock=lock,
+        keep=keep,
+        key_file=key_file,
+        others=others,
+    )
     taken = [str(p) for p in in_use(observed, others)]
     compiled = Compiled(scope, adopted_of(spec, previous), record, desired, taken, others)
 
@@ -183,9 +192,8 @@ def settle(
     if not actions and record == previous:
         if publish is not None:
             publish()  # it may have died, or never run
-        return Outcome(
-            actions, applied=True, compiled=compiled
-        )  # in sync: no write (a GitOps loop runs this all day)
+        # In sync: no write (a GitOps loop runs this all day).
+        return Outcome(actions, applied=True, compiled=compiled)
     check = verification(desired, observed.state, scope, compiled.adopted, nft, rollback, touched(actions))
     with interrupt.changing():  # from here a first SIGINT or SIGTERM waits for the action in flight
         notices = commit(actions, scope, previous, record, state_dir, nft, check if publish else None)
@@ -205,6 +213,7 @@ def prepare(
     lock: Allocation | None = None,
     keep: ScopeRecord | None = None,
     key_file: str = DEFAULT_KEY_FILE,
+    others: dict[str, ScopeRecord] | None = None,
 ) -> tuple[ScopeRecord, State]:
     """Allocate addresses and build the desired state; refuse one that would touch what is not ours.
 
@@ -212,12 +221,14 @@ def prepare(
     configured here); `observed` gains the objects drivers read themselves (the overlay's VXLAN devices,
     FDB and neighbour entries). Each driver's stage takes part in every step (`drivers.driver.Stage`).
     `keep`: record entries for the rest of the scope when `spec` is only a part of it (`session`);
-    `ipam.Moved` when they cannot stay as they are (the caller plans the whole spec then)."""
+    `ipam.Moved` when they cannot stay as they are (the caller plans the whole spec then).
+    `others`: the other scopes' records, when the caller has read them already."""
     stages = observe_stages(scope, observed, part_drivers(spec) if keep is not None else None)
     local = spec
     for stage in stages:
         local = stage.narrow(local, host, lock, key_file)
-    others = state_dir.others(scope)
+    if others is None:
+        others = state_dir.others(scope)
     # A part's allocation keeps the rest's entries and hands out none of their addresses.
     record = ipam.allocate(local, previous, in_use(observed, others), keep)
     if keep is not None:
