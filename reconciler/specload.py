@@ -103,8 +103,8 @@ def parse_spec_data(text: str, filename: str) -> tuple[dict[str, Any], Locate]:
         raise SpecError([Problem((), message, filename, _line_at(text, e.start))]) from e
     if size > MAX_BYTES:
         raise _too_large(filename)
-    tree = _Tree(filename)
-    return tree.build_root(_compose(text, filename)), tree.locate
+    tree = Tree(filename)
+    return tree.build_root(compose(text, filename)), tree.locate
 
 
 def validate_spec_data(data: dict[str, Any], locate: Locate) -> Spec:
@@ -131,7 +131,8 @@ def _line_at(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
-def _compose(text: str, filename: str) -> yaml.Node | None:
+def compose(text: str, filename: str) -> yaml.Node | None:
+    """Spec text -> its YAML node tree (with marks), or a SpecError placing what does not parse."""
     # Composing is linear even for an alias bomb: an alias becomes a second reference to its node.
     try:
         return yaml.compose(text, Loader=_Loader)
@@ -162,7 +163,7 @@ def _yaml_problem(e: yaml.YAMLError, text: str, filename: str) -> Problem:
     return Problem((), f"invalid YAML: {message}", filename, line)
 
 
-class _Tree:
+class Tree:
     """Plain data from a node tree, with the line of every field path it holds."""
 
     def __init__(self, filename: str) -> None:
@@ -179,7 +180,7 @@ class _Tree:
             message = f"the spec must be a mapping of version, networks and containers, not {_kind(root)}"
             raise SpecError([Problem((), message, self.filename, _line(root))])
         self.lines[()] = _line(root)
-        data = self._mapping(root, ())
+        data = self.mapping(root, ())
         if self.problems:
             raise _spec_error(self.problems)
         return data
@@ -215,12 +216,12 @@ class _Tree:
             self._problem(path, f"YAML tag {_short_tag(node.tag)} is not supported", node)
             return None
         if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
+            return self.mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return self._sequence(node, path)
         return self._scalars.construct_object(node)
 
-    def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict[str, object]:
+    def mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict[str, object]:
         out: dict[str, object] = {}
         for key_node, value_node in node.value:
             key = self._key(key_node, path)

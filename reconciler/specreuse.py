@@ -26,8 +26,8 @@ from .spec import Container, Spec
 from .specload import (
     MAX_BYTES,
     FieldPath,
-    _compose,
-    _Tree,
+    Tree,
+    compose,
     parse_spec_data,
     parse_spec_text,
     validate_spec_data,
@@ -144,14 +144,14 @@ def _parsed(key: Key) -> dict[str, Any] | None:
     not compose or has a problem."""
     section, text = key
     try:
-        root = _compose(text, "")
+        root = compose(text, "")
     except SpecError:
         return None
     if not isinstance(root, yaml.MappingNode) or root.tag != "tag:yaml.org,2002:map" or len(root.value) != 1:
         return None
-    tree = _Tree("")
+    tree = Tree("")
     try:
-        part = tree.build_root(root) if section is None else tree._mapping(root, (section,))
+        part = tree.build_root(root) if section is None else tree.mapping(root, (section,))
     except SpecError:
         return None
     return None if tree.problems or len(part) != 1 else part
