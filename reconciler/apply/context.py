@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .. import netns
 from ..errors import ApplyFailed
+from ..linkevents import Deletions
 from ..nft import Nft
 from ..rtnl import NetlinkError, Rtnl
 
@@ -25,6 +26,10 @@ MAX_NS_SOCKETS = 64
 # a mount elsewhere), and its leftover veths are deleted one by one.
 TEARDOWN_WAIT = 5.0
 TEARDOWN_WAIT_PER_VETH = 0.005
+# While no deletion is announced, the host is looked at again this often (a link renamed away sends
+# none); and up to this many veths are looked up by name, more by one dump.
+TEARDOWN_RECHECK = 0.1
+LOOKUPS_MAX = 32
 S = TypeVar("S", "IPRoute", Rtnl)
 
 
@@ -84,16 +89,27 @@ class Context:
 
     def wait_gone(self, ifnames: set[str]) -> None:
         """Wait until none of these host veths exists (the kernel removes them with their namespace);
-        after a bound of a few seconds, delete the ones left."""
+        after a bound of a few seconds, delete the ones left. The kernel's announcements of deleted
+        links end the wait the moment the last one goes; the host is looked at only before them and
+        when they are silent for a while or lost (a queue overflow), never dumped for a few veths."""
         deadline = time.monotonic() + TEARDOWN_WAIT + TEARDOWN_WAIT_PER_VETH * len(ifnames)
-        left = set(ifnames)
-        while left := left & {link.ifname for link in self.rtnl.links(kind="veth")}:
-            if time.monotonic() > deadline:
-                self._delete_leftovers(left)
-                break
-            time.sleep(0.01)
+        with Deletions() as deletions:  # subscribed before looking: no deletion falls in between
+            left = self._existing(ifnames)
+            while left:
+                now = time.monotonic()
+                if now > deadline:
+                    self._delete_leftovers(left)
+                    break
+                gone = deletions.wait(min(deadline - now, TEARDOWN_RECHECK))
+                left = left - gone if gone else self._existing(left)
         for ifname in ifnames:
             self.host_link_changed(ifname)
+
+    def _existing(self, ifnames: set[str]) -> set[str]:
+        """Those of `ifnames` the host has: a lookup each for a few, one dump of the veths for many."""
+        if len(ifnames) <= LOOKUPS_MAX:
+            return {ifname for ifname in ifnames if self.rtnl.links(ifname)}
+        return ifnames & {link.ifname for link in self.rtnl.links(kind="veth")}
 
     def _delete_leftovers(self, ifnames: set[str]) -> None:
         for ifname in sorted(ifnames):

@@ -272,3 +272,52 @@ def test_a_create_that_finds_its_place_taken_leaves_what_took_it(host: Host) -> 
     assert error is not None and "netns b: File exists" in error
     assert not journaled
     assert host.netns_list() == ["b"]
+
+
+# Runs inside the sandbox: one session, the specs in a row; after each apply, at once: whether the
+# record it keeps, a fresh load and the file agree, the record's containers, and which of a..d's host
+# veths the kernel still has.
+RECORD_DRIVER = textwrap.dedent(
+    """
+    import json, os, sys
+    from reconciler import names
+    from reconciler.engine import state_dir_from
+    from reconciler.session import Session
+    from reconciler.specload import load_spec
+    from reconciler.statedir import ScopeRecord, StateDir
+    session = Session(state_dir_from(None))
+    out = []
+    for path in sys.argv[1:]:
+        session.apply(load_spec(path))
+        veths = sorted(
+            c for c, n in (("a", "n1"), ("b", "n1"), ("c", "n1"), ("d", "n2"))
+            if os.path.exists("/sys/class/net/" + names.host_veth_ifname("default", c, n))
+        )
+        kept = session.state_dir.load("default")
+        with open(session.state_dir.path / "default.json") as f:
+            on_disk = ScopeRecord.from_json(json.load(f))
+        same = kept == StateDir(session.state_dir.path).load("default") == on_disk
+        held = sorted(c for rec in kept.networks.values() for c in rec.addresses)
+        out.append([same, held, veths])
+    print(json.dumps(out))
+    """
+)
+
+
+def test_a_removal_returns_once_the_veth_is_gone_and_the_record_is_what_a_load_reads(host: Host) -> None:
+    """The kernel takes a deleted namespace's veth down in the background: the apply waits for the
+    kernel's word that it went (not a dump of every veth), so the host shows the removal when it
+    returns. The record the session keeps is the file's content, as a fresh load reads it."""
+    three = host.write_spec(spec("a", "b", "c", "d"), "three.yaml")
+    two = host.write_spec(spec("a", "b", "d"), "two.yaml")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    argv = [sys.executable, "-c", RECORD_DRIVER, str(three), str(two), str(three), str(two)]
+    steps = json.loads(host.run(argv, env=env).stdout.splitlines()[-1])
+    assert steps == [
+        [True, ["a", "b", "c", "d"], ["a", "b", "c", "d"]],
+        [True, ["a", "b", "d"], ["a", "b", "d"]],
+        [True, ["a", "b", "c", "d"], ["a", "b", "c", "d"]],
+        [True, ["a", "b", "d"], ["a", "b", "d"]],
+    ]
+    check = host.reconciler("apply", str(two), "--dry-run", "--exit-code")
+    assert check.returncode == 0, check.stdout + check.stderr
