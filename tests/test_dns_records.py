@@ -4,6 +4,7 @@ format, and the answer path of the server, fuzzed with hypothesis."""
 from __future__ import annotations
 
 import contextlib
+import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -166,18 +167,15 @@ def _sorted(recs: records.Records) -> records.Records:
     return {**recs, "networks": {n: sorted(lines) for n, lines in recs["networks"].items()}}
 
 
-@given(
-    st.dictionaries(
-        st.sampled_from(["a", "b", "c", "d", "e"]),
-        st.lists(st.sampled_from(["n1", "n2", "n3"]), min_size=1, max_size=2, unique=True),
-        max_size=5,
-    ),
-    st.dictionaries(
-        st.sampled_from(["a", "b", "c", "d", "e"]),
-        st.lists(st.sampled_from(["n1", "n2", "n3"]), min_size=1, max_size=2, unique=True),
-        max_size=5,
-    ),
+# Containers (a to e) -> their networks.
+CHANGES = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d", "e"]),
+    st.lists(st.sampled_from(["n1", "n2", "n3"]), min_size=1, max_size=2, unique=True),
+    max_size=5,
 )
+
+
+@given(CHANGES, CHANGES)
 @settings(max_examples=60, deadline=None)
 def test_a_part_update_of_the_records_is_what_building_them_whole_gives(
     before: dict[str, list[str]], after: dict[str, list[str]]
@@ -203,3 +201,84 @@ def test_a_part_update_of_the_records_is_what_building_them_whole_gives(
     updated = records.with_part(old, spec, part, record, netns)
     # Unchanged containers keep their recorded addresses: only the part's lines differ.
     assert _sorted(updated) == _sorted(records.scope_records(spec, record, desired, {}))
+
+
+def _records(containers: dict[str, list[str]], previous: ScopeRecord) -> tuple[records.Records, ScopeRecord]:
+    spec = Spec.model_validate(
+        {"version": 1, "networks": NETS, "containers": {c: {"networks": n} for c, n in containers.items()}}
+    )
+    record = ipam.allocate(spec, previous, [])
+    return records.scope_records(spec, record, desired_state(spec, record, "default"), {}), record
+
+
+def _answers(r: Resolver, asker: str) -> dict[str, tuple[int, list[str]] | None]:
+    """What `asker` is answered for every name the tests use (None: forwarded), addresses sorted."""
+    out: dict[str, tuple[int, list[str]] | None] = {}
+    for name in ("a", "b", "c", "d", "e", "example.com"):
+        msg = ask(r, asker, name)
+        out[name] = None if msg is None else (msg.rcode, sorted(wire.address_of(a.data) for a in msg.answers))
+    return out
+
+
+@given(CHANGES, CHANGES)
+@settings(max_examples=60, deadline=None)
+def test_a_compile_from_the_last_one_answers_as_a_compile_from_nothing(
+    before: dict[str, list[str]], after: dict[str, list[str]]
+) -> None:
+    """The resolver's reload keeps the networks whose lines did not change and the views made of
+    them only: every container is answered as a compile of the new records alone answers it."""
+    old, old_record = _records(before, ScopeRecord())
+    new, _ = _records(after, old_record)
+    kept, fresh = Resolver(Path("/nonexistent"), "/nonexistent/resolv.conf"), resolver(NETS, {})
+    kept.compiled = records.compile_all({"default": new}, records.compile_all({"default": old}))
+    fresh.compiled = records.compile_all({"default": new})
+    assert kept.compiled.views.keys() == fresh.compiled.views.keys()
+    assert kept.compiled.ours == fresh.compiled.ours
+    for c in after:
+        assert _answers(kept, c) == _answers(fresh, c), c
+
+
+def test_a_reload_after_one_networks_change_keeps_the_other_networks_views() -> None:
+    """Adding a container to n1 rebuilds the views that resolve n1; n3's view is kept (its
+    remembered replies dropped: another network's names are NXDOMAIN there, and may have changed)."""
+    old, record = _records({"a": ["n1"], "d": ["n3"], "e": ["n3"]}, ScopeRecord())
+    new, _ = _records({"a": ["n1"], "c": ["n1"], "d": ["n3"], "e": ["n3"]}, record)
+    r = Resolver(Path("/nonexistent"), "/nonexistent/resolv.conf")
+    r.compiled = first = records.compile_all({"default": old})
+    assert ask(r, "d", "c") is None  # not ours yet: forwarded
+    assert addresses(ask(r, "d", "e")) == ["10.3.0.3"] and first.views["/run/netns/d"].hot
+    r.compiled = records.compile_all({"default": new}, first)
+    assert r.compiled.views["/run/netns/d"] is first.views["/run/netns/d"]
+    assert not r.compiled.views["/run/netns/d"].hot
+    assert r.compiled.views["/run/netns/a"] is not first.views["/run/netns/a"]
+    assert addresses(ask(r, "a", "c")) == ["10.1.0.3"] and addresses(ask(r, "a", "a")) == ["10.1.0.2"]
+    assert addresses(ask(r, "d", "e")) == ["10.3.0.3"]
+    msg = ask(r, "d", "c")
+    assert msg is not None and msg.rcode == wire.NXDOMAIN  # ours now, on a network d is not on
+
+
+@given(st.lists(CHANGES, min_size=1, max_size=4))
+@settings(max_examples=40, deadline=None)
+def test_records_encoded_by_piece_are_what_json_dumps_writes(steps: list[dict[str, list[str]]]) -> None:
+    pieces, record = records.Pieces(), ScopeRecord()
+    for containers in steps:
+        built, record = _records(containers, record)
+        assert records.encode(built, pieces) == json.dumps(built, separators=(",", ":"))
+        assert json.loads(records.encode(built, pieces)) == built  # again, every piece reused
+
+
+def test_a_scope_file_that_reads_as_before_is_not_parsed_again(tmp_path: Path) -> None:
+    from reconciler.dns.server import load_scopes
+
+    (tmp_path / "scopes").mkdir()
+    path = tmp_path / "scopes" / "one.json"
+    built, _ = _records({"a": ["n1"]}, ScopeRecord())
+    path.write_text(json.dumps(built))
+    last: dict[str, tuple[str, records.Records]] = {}
+    first = load_scopes(tmp_path, last)["one"]
+    assert load_scopes(tmp_path, last)["one"] is first
+    changed, _ = _records({"a": ["n1"], "b": ["n2"]}, ScopeRecord())
+    path.write_text(json.dumps(changed))
+    assert load_scopes(tmp_path, last)["one"] == changed
+    path.unlink()
+    assert load_scopes(tmp_path, last) == {} and last == {}

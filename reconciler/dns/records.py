@@ -9,6 +9,7 @@ header and records, ready to follow the asker's own question; the server only ad
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -85,6 +86,48 @@ def _add_lines(
                 lines[n].append([address, c, *att.aliases])
 
 
+@dataclass
+class Pieces:
+    """The JSON of a scope's records by piece (a network's lines, a container's entry) as last
+    encoded, with what each was encoded from (`encode`)."""
+
+    networks: dict[str, tuple[object, str]] = field(default_factory=dict)
+    containers: dict[str, tuple[object, str]] = field(default_factory=dict)
+
+
+def encode(records: Records, pieces: Pieces) -> str:
+    """`json.dumps(records, separators=(",", ":"))`, with the pieces that are as `pieces` has them
+    (the same object, or equal) taken from it, which is updated: an apply that changed one container
+    encodes its network's lines and its entry, not every container's."""
+    out = []
+    for key, value in records.items():
+        if key == "networks":
+            text = _encode_map(value, pieces.networks)
+        elif key == "containers":
+            text = _encode_map(value, pieces.containers)
+        else:
+            text = _dumps(value)
+        out.append(f"{_dumps(key)}:{text}")
+    return "{" + ",".join(out) + "}"
+
+
+def _encode_map(values: dict[str, object], last: dict[str, tuple[object, str]]) -> str:
+    """A map's JSON from its members' (`"key":value`, kept in `last` with the value)."""
+    fresh: dict[str, tuple[object, str]] = {}
+    for key, value in values.items():
+        before = last.get(key)
+        if before is None or not (before[0] is value or before[0] == value):
+            before = (value, f"{_dumps(key)}:{_dumps(value)}")
+        fresh[key] = before
+    last.clear()
+    last.update(fresh)
+    return "{" + ",".join([member for _, member in fresh.values()]) + "}"
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 class Answer:
     """Header (flags and counts, per RD bit of the query) and records; several records are handed
     out in turn, each query getting them rotated by one (Docker shuffles, we rotate)."""
@@ -121,50 +164,104 @@ class View:
 
 Entry = tuple[bytes, int, bytes]  # lowercased wire name, type, record
 Memo = dict[tuple[str, ...], list[Entry]]  # a hosts-like line -> its records
+ViewKey = tuple[str, tuple[str, ...], bool]  # scope, the networks it resolves, whether it forwards
+
+
+@dataclass
+class Network:
+    """One scope's network as last compiled: its lines, their records, the names they own."""
+
+    lines: list[list[str]]
+    entries: list[Entry]
+    names: set[bytes]
+    memo: Memo  # its lines' records, reused when the network changes
+
+
+@dataclass
+class Made:
+    """A view as compiled, with the entries of the networks it was made of (compared by identity)."""
+
+    entries: tuple[list[Entry], ...]
+    view: View
 
 
 @dataclass
 class Compiled:
     views: dict[str, View]  # namespace path -> its view
     ours: set[bytes]  # every name any view answers: NXDOMAIN where not shared, never forwarded
-    memo: Memo = field(default_factory=dict)  # the lines' records, reused by the next compile
-    answers: dict[tuple[bytes, ...], Answer] = field(default_factory=dict)  # by key and records, likewise
+    networks: dict[tuple[str, str], Network] = field(default_factory=dict)  # by scope and network
+    made: dict[ViewKey, Made] = field(default_factory=dict)
 
 
 def compile_all(scopes: dict[str, Records], previous: Compiled | None = None) -> Compiled:
-    """Every namespace's view. `previous`: the last compile; a line or an answer seen before costs a
-    lookup, so a reload after adding one container encodes one line, not the network's thousand."""
-    old: Memo = previous.memo if previous else {}
-    memo: Memo = {}
-    old_answers = previous.answers if previous else {}
-    answers: dict[tuple[bytes, ...], Answer] = {}
+    """Every namespace's view. `previous`: the last compile; a network whose lines are those it
+    compiled keeps its records, and a view whose networks all kept theirs is kept (its remembered
+    replies dropped: another network's names may have come or gone), so a reload after adding one
+    container encodes one line and rebuilds the views of one network, not every network's."""
+    old_networks = previous.networks if previous else {}
+    old_made = previous.made if previous else {}
+    networks: dict[tuple[str, str], Network] = {}
+    made: dict[ViewKey, Made] = {}
     views: dict[str, View] = {}
-    ours: set[bytes] = set()
-    for records in scopes.values():
-        entries = {n: _entries(lines, old, memo) for n, lines in records["networks"].items()}
-        for network in entries.values():
-            ours.update(qname for qname, _, _ in network)
-        made: dict[tuple[tuple[str, ...], bool], View] = {}
+    for scope, records in scopes.items():
+        entries: dict[str, list[Entry]] = {}
+        for n, lines in records["networks"].items():
+            network = _network(lines, old_networks.get((scope, n)))
+            networks[(scope, n)] = network
+            entries[n] = network.entries
         internal = set(records.get("internal", []))
+        by_nets: dict[tuple[str, ...], View] = {}
         for ctr in records["containers"].values():
-            nets = tuple(n for n in ctr["networks"] if n in entries)
-            key = (nets, not nets or not set(nets) <= internal)
-            if key not in made:
-                made[key] = _view([entries[n] for n in nets], key[1], old_answers, answers)
-            views[ctr["netns"]] = made[key]
-    return Compiled(views, ours, memo, answers)
+            listed = tuple(ctr["networks"])
+            view = by_nets.get(listed)
+            if view is None:
+                nets = tuple(n for n in listed if n in entries)
+                key = (scope, nets, not nets or not set(nets) <= internal)
+                view = by_nets[listed] = _made(key, tuple(entries[n] for n in nets), old_made, made)
+            views[ctr["netns"]] = view
+    same = networks.keys() == old_networks.keys() and all(networks[k] is old_networks[k] for k in networks)
+    if previous is not None and same:
+        ours = previous.ours
+    else:
+        ours = set().union(*(network.names for network in networks.values()))
+    return Compiled(views, ours, networks, made)
 
 
-def _entries(lines: list[list[str]], old: Memo, memo: Memo) -> list[Entry]:
-    out: list[Entry] = []
+def _network(lines: list[list[str]], old: Network | None) -> Network:
+    if old is not None and old.lines == lines:
+        return old
+    memo: Memo = {}
+    entries: list[Entry] = []
     for line in lines:
         key = tuple(line)
-        found = memo.get(key) or old.get(key)
+        found = memo.get(key) or (old.memo.get(key) if old else None)
         if found is None:
             found = _line_entries(line)
         memo[key] = found
-        out.extend(found)
-    return out
+        entries.extend(found)
+    return Network(lines, entries, {qname for qname, _, _ in entries}, memo)
+
+
+def _made(
+    key: ViewKey, entries: tuple[list[Entry], ...], old: dict[ViewKey, Made], made: dict[ViewKey, Made]
+) -> View:
+    """The view of these networks' `entries`: made in this compile already, kept from the last one
+    when it was made of the same entries, or made anew (reusing the old view's unchanged answers)."""
+    found = made.get(key)
+    if found is not None:
+        return found.view
+    before = old.get(key)
+    if before is not None and _same(before.entries, entries):
+        before.view.hot.clear()
+        made[key] = before
+        return before.view
+    view = _view(entries, key[2], before.view.table if before else {})
+    made[key] = Made(entries, view)
+    return view
+
+
+def _same(a: tuple[list[Entry], ...], b: tuple[list[Entry], ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _line_entries(line: list[str]) -> list[Entry]:
@@ -177,12 +274,7 @@ def _line_entries(line: list[str]) -> list[Entry]:
     return out
 
 
-def _view(
-    networks: list[list[Entry]],
-    forward: bool,
-    old: dict[tuple[bytes, ...], Answer],
-    made: dict[tuple[bytes, ...], Answer],
-) -> View:
+def _view(networks: tuple[list[Entry], ...], forward: bool, old: dict[bytes, Answer]) -> View:
     found: dict[tuple[bytes, int], list[bytes]] = {}
     for entries in networks:
         for qname, rtype, record in entries:
@@ -193,9 +285,10 @@ def _view(
     for (qname, rtype), records in found.items():
         # qtypes 1, 12 and 28 hold no ASCII letter, so the server may lowercase name and type at once.
         key = qname + TYPES[rtype]
-        ident = (key, *records)
-        answer = made.get(ident) or old.get(ident) or Answer(wire.NOERROR, records)
-        made[ident] = view.table[key] = answer
+        answer = old.get(key)
+        if answer is None or answer.records != records:
+            answer = Answer(wire.NOERROR, records)
+        view.table[key] = answer
         view.names.add(qname)
     return view
 

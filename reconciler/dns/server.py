@@ -103,6 +103,7 @@ class Resolver:
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.bound: dict[str, Binding] = {}
         self.compiled = Compiled({}, set())
+        self._read: dict[str, tuple[str, records.Records]] = {}  # load_scopes' texts, per scope
         self.conns: dict[int, Conn] = {}
         self.forwards: dict[int, Forward] = {}
         self.per_view: collections.Counter[int] = collections.Counter()
@@ -398,15 +399,15 @@ class Resolver:
     # Records and namespaces.
     def reload(self) -> bool:
         """Read every scope's records and bind or unbind namespaces to match; False when none remain."""
-        scopes = load_scopes(self.folder)
+        scopes = load_scopes(self.folder, self._read)
         self.compiled = records.compile_all(scopes, self.compiled)
-        self.hot_entries = 0  # new views, empty `hot` maps
+        self.hot_entries = 0  # new or kept views, empty `hot` maps
         wanted = self.compiled.views
         # A namespace made again at the same path was released before (`release`), or is found by
         # the sweep: no stat per namespace here, where a thousand would cost more than the rest.
-        for binding in [b for b in self.bound.values() if b.path not in wanted]:
-            self._unbind(binding)
-        for binding in bind_all([p for p in wanted if p not in self.bound], wanted):
+        for path in self.bound.keys() - wanted.keys():
+            self._unbind(self.bound[path])
+        for binding in bind_all(list(wanted.keys() - self.bound.keys()), wanted):
             self.bound[binding.path] = binding
             self._register(binding.udp, self._on_udp(binding))
             self._register(binding.tcp, self._on_listen(binding))
@@ -503,6 +504,8 @@ def bind_all(paths: list[str], views: dict[str, View]) -> list[Binding]:
     namespace that cannot be entered or bound (gone, or its own DNS server holds :53) is reported and
     skipped, and tried again on the next reload."""
     out: list[Binding] = []
+    if not paths:
+        return out  # no thread to start (a reload after a removal binds nothing)
 
     def run() -> None:
         for path in paths:
@@ -538,14 +541,21 @@ def _sockets() -> tuple[socket.socket, socket.socket]:
     return udp, tcp
 
 
-def load_scopes(folder: Path) -> dict[str, records.Records]:
+def load_scopes(folder: Path, last: dict[str, tuple[str, records.Records]]) -> dict[str, records.Records]:
+    """Every scope's records; `last` (scope -> the text and records read before, updated here): a
+    file that reads as it did is not parsed again (a reload after one scope's apply parses that one)."""
     out = {}
     for path in sorted((folder / "scopes").glob("*.json")):
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text()
+            before = last.get(path.stem)
+            data = before[1] if before is not None and before[0] == text else json.loads(text)
         except (OSError, ValueError) as e:
             print(f"ignoring {path}: {e}", file=sys.stderr, flush=True)
             continue
         if isinstance(data, dict) and data.get("version") == records.VERSION:
             out[path.stem] = data
+            last[path.stem] = (text, data)
+    for scope in last.keys() - out.keys():
+        del last[scope]
     return out

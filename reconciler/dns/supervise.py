@@ -24,13 +24,14 @@ from ..diff import Action
 from ..errors import ReconcilerError
 from ..model import Netns
 from .process import CONTROL, LOCK, LOG, SCOPES, folder_of
-from .records import Records
+from .records import Pieces, Records, encode
 from .server import read_line
 
 TIMEOUT = 10.0  # seconds for the resolver to start, answer or stop
 POLL = 0.01
 _children: list[subprocess.Popen[bytes]] = []  # started here: reaped, never left as zombies
 _published: dict[Path, Records] = {}  # what this process last wrote, per records file
+_pieces: dict[Path, Pieces] = {}  # its JSON by piece, per records file (`records.encode`)
 
 
 def publish(state_dir: Path, scope: str, records: Records) -> None:
@@ -42,7 +43,7 @@ def publish(state_dir: Path, scope: str, records: Records) -> None:
         if _published.get(path) == records and path.exists():
             changed = False  # a daemon's pass that changed nothing: no encoding, no reading
         else:
-            text = json.dumps(records, separators=(",", ":"))
+            text = encode(records, _pieces.setdefault(path, Pieces()))
             changed = _read(path) != text
         if changed:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -71,8 +72,8 @@ def release(state_dir: Path, actions: list[Action]) -> None:
     paths = [
         a.resource.path for a in actions if isinstance(a.resource, Netns) and a.op in ("delete", "replace")
     ]
-    if paths and status(state_dir) is not None:
-        _ask(folder_of(state_dir), "release " + json.dumps(paths))
+    if paths:  # one exchange: nothing listening (no resolver) or no answer is as `status`'s None
+        _ask(folder_of(state_dir), "release " + json.dumps(paths), quiet=True)
 
 
 def reload(state_dir: Path) -> None:

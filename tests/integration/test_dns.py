@@ -7,8 +7,10 @@ kills, the daemon and the last scope's end."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ import yaml
 from dnsclient import UPSTREAM, addresses, ask, ask_raw, netns_path, socket_in
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sandbox import Background, Host
+from sandbox import REPO, Background, Host
 from test_macvlan import add_lan
 
 from reconciler.dns import wire
@@ -258,6 +260,45 @@ def test_a_container_added_resolves_when_apply_returns_and_no_query_is_lost(host
             asker.join()
         assert not failures, failures[:5]
         assert answered[0] > 20
+
+
+# Runs inside the sandbox: one session applies the specs in a row (each after the first a part:
+# session.reach), so the resolver's reloads after them change one network's lines only.
+SESSION_DRIVER = """
+import sys
+from reconciler.engine import state_dir_from
+from reconciler.session import Session
+from reconciler.specload import load_spec
+session = Session(state_dir_from(None))
+for path in sys.argv[1:]:
+    session.apply(load_spec(path))
+"""
+
+
+def test_after_a_part_the_changed_network_resolves_anew_and_the_others_as_before(host: Host) -> None:
+    """The resolver recompiles only the changed network's views: the new name answers there at
+    once, the unchanged network's members still resolve each other and call the new name ours
+    (NXDOMAIN, not forwarded); a removal makes it forwarded again everywhere."""
+    base: dict[str, Any] = {
+        "version": 1,
+        "networks": {"front": {"subnet": "10.46.0.0/24"}, "back": {"subnet": "10.47.0.0/24"}},
+        "containers": {c: {"networks": [net]} for c, net in (("a", "front"), ("d", "back"), ("e", "back"))},
+    }
+    plus = {**base, "containers": {**base["containers"], "c": {"networks": ["front"]}}}
+    base_path, plus_path = host.write_spec(base, "base.yaml"), host.write_spec(plus, "plus.yaml")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with upstreams(host, LIVE):
+        host.run([sys.executable, "-c", SESSION_DRIVER, str(base_path), str(plus_path)], env=env)
+        c = shown_address(host, "c", "front", plus_path)
+        assert addresses(ask(host, "a", "c", timeout=0.5)) == [c]
+        assert addresses(ask(host, "c", "a")) == [shown_address(host, "a", "front", plus_path)]
+        e = shown_address(host, "e", "back", plus_path)
+        assert addresses(ask(host, "d", "e")) == [e]
+        assert ask(host, "d", "c").rcode == wire.NXDOMAIN
+        host.run([sys.executable, "-c", SESSION_DRIVER, str(plus_path), str(base_path)], env=env)
+        assert addresses(ask(host, "a", "c", timeout=0.5)) == [ANSWER]  # no longer ours: forwarded
+        assert addresses(ask(host, "d", "c")) == [ANSWER]
+        assert addresses(ask(host, "d", "e")) == [e]
 
 
 def test_the_resolver_lives_while_needed_and_a_killed_one_leaves_nothing_bound(host: Host) -> None:
