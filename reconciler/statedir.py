@@ -7,6 +7,7 @@ Records are written by rename, so a crash leaves either the old or the new file,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import json
@@ -57,6 +58,16 @@ class ScopeRecord:
             "adopted": self.adopted,
         }
 
+    def copy(self) -> ScopeRecord:
+        """A copy whose maps can change without changing this one's."""
+        return ScopeRecord(
+            {
+                n: dataclasses.replace(r, addresses=dict(r.addresses), addresses6=dict(r.addresses6))
+                for n, r in self.networks.items()
+            },
+            dict(self.adopted),
+        )
+
     @classmethod
     def from_json(cls, data: dict[str, object]) -> ScopeRecord:
         nets = data.get("networks", {})
@@ -80,6 +91,11 @@ class ScopeRecord:
 class StateDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        # scope -> its file's bytes and their record, as this object last read or wrote them: a
+        # load that finds the same bytes copies the record instead of parsing 1,000 addresses again
+        # (an in-process apply loads its scope's record three times). Any other writer's rename
+        # leaves other bytes, so the check is the file's content, not its time or inode.
+        self._known: dict[str, tuple[bytes, ScopeRecord]] = {}
 
     def _file(self, scope: str) -> Path:
         return self.path / f"{scope}.json"
@@ -123,12 +139,17 @@ class StateDir:
 
     def load(self, scope: str) -> ScopeRecord:
         try:
-            data = json.loads(self._file(scope).read_text())
+            raw = self._file(scope).read_bytes()
+            known = self._known.get(scope)
+            if known is not None and known[0] == raw:
+                return known[1].copy()
+            record = ScopeRecord.from_json(json.loads(raw))
         except FileNotFoundError:
             return ScopeRecord()
         except (OSError, ValueError) as e:
             raise ReconcilerError(f"state file {self._file(scope)} is unreadable: {e}") from e
-        return ScopeRecord.from_json(data)
+        self._known[scope] = (raw, record.copy())
+        return record
 
     def others(self, scope: str) -> dict[str, ScopeRecord]:
         """Every other scope's records: their subnets are taken even when this spec does not list them."""
@@ -141,21 +162,27 @@ class StateDir:
         return sorted(p.stem for p in self.path.glob("*.json")) if self.path.is_dir() else []
 
     def save(self, scope: str, record: ScopeRecord) -> None:
-        write_json(self._file(scope), record.to_json())
+        self._known.pop(scope, None)  # a save that fails leaves the file unknown
+        raw = write_json(self._file(scope), record.to_json())
+        self._known[scope] = (raw, record.copy())
 
     def remove(self, scope: str) -> None:
+        self._known.pop(scope, None)
         with contextlib.suppress(FileNotFoundError):
             self._file(scope).unlink()
 
 
-def write_json(path: Path, data: object) -> None:
-    """Write by rename after fsync: a crash leaves the old file or the new one, never half of one."""
+def write_json(path: Path, data: object) -> bytes:
+    """Write by rename after fsync: a crash leaves the old file or the new one, never half of one.
+    Returns the bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        # One string, compact: only `dumps` without indent uses json's C encoder (`dump` to a file
-        # encodes in Python, 10x slower at 1,000 containers).
-        f.write(json.dumps(data, separators=(",", ":"), sort_keys=True))
+    # One string, compact: only `dumps` without indent uses json's C encoder (`dump` to a file
+    # encodes in Python, 10x slower at 1,000 containers).
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    with open(tmp, "wb") as f:
+        f.write(raw)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    return raw
