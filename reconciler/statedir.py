@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -44,7 +45,14 @@ class NetworkRecord:
         return out
 
     def prefixes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [ipaddress.ip_network(s) for s in (self.subnet, self.subnet6) if s]
+        return [_prefix(s) for s in (self.subnet, self.subnet6) if s]
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix(subnet: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A subnet parsed once: an apply asks every record's prefixes five times (about 20 us each);
+    networks are immutable, so one object serves every caller."""
+    return ipaddress.ip_network(subnet)
 
 
 @dataclass
