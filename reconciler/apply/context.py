@@ -102,6 +102,8 @@ class Context:
                     break
                 gone = deletions.wait(min(deadline - now, TEARDOWN_RECHECK))
                 left = left - gone if gone else self._existing(left)
+                if not left:  # confirmed by looking once: the wait ends on what the host shows
+                    left = self._existing(ifnames)
         for ifname in ifnames:
             self.host_link_changed(ifname)
 
