@@ -108,9 +108,11 @@ class Context:
             self.host_link_changed(ifname)
 
     def _existing(self, ifnames: set[str]) -> set[str]:
-        """Those of `ifnames` the host has: a lookup each for a few, one dump of the veths for many."""
+        """Those of `ifnames` the host has as veths: a lookup each for a few, one dump for many."""
         if len(ifnames) <= LOOKUPS_MAX:
-            return {ifname for ifname in ifnames if self.rtnl.links(ifname)}
+            return {
+                ifname for ifname in ifnames if any(link.kind == "veth" for link in self.rtnl.links(ifname))
+            }
         return ifnames & {link.ifname for link in self.rtnl.links(kind="veth")}
 
     def _delete_leftovers(self, ifnames: set[str]) -> None:
