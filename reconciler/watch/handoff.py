@@ -120,11 +120,14 @@ class Request:
 
 class Specs:
     """Handed specs parsed, the last few kept by content: applying an unchanged spec again (a no-op, a
-    drift check) skips YAML and pydantic. A changed one is parsed again where it changed only."""
+    drift check) skips YAML and pydantic. A changed one is parsed again where it changed only, with
+    `parses`, the daemon's own: a handed copy of the followed spec then shares its containers' models,
+    which the part selection (`session.reach`) compares by identity."""
 
-    def __init__(self) -> None:
+    def __init__(self, parses: Parses) -> None:
         self._kept: dict[tuple[object, ...], Spec] = {}
-        self._parses = Parses()
+        self._parses = parses
+
 
     def load(self, request: Request) -> Spec:
         # The same files make the same spec wherever they are (a spec holds no locations).
