@@ -797,7 +797,7 @@ class Daemon:
         check = Verification(desired, narrowed.observed.state, again)
         follow = narrowed.containers
         check = self._answering(
-            check, spec, adopted, frozenset(touched), lambda: host_in_sync, frozenset(files), follow
+            check, spec, adopted, frozenset(touched), lambda: host_in_sync, frozenset(files), follow=follow
         )
         return record, whole, actions, check, narrowed.containers
 
@@ -859,6 +859,7 @@ class Daemon:
         containers: frozenset[str] | None,
         host_level: Callable[[], bool],
         hosts: frozenset[str] | None = None,
+        *,
         follow: frozenset[str] | None = None,
     ) -> Verification:
         """`check`, remembering (in `_verified`) when its last observation started and what it
