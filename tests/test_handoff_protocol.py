@@ -155,6 +155,82 @@ def test_a_daemon_gone_mid_request_is_an_error_naming_its_socket(tmp_path: Path,
     listener.close()
 
 
+def request_line(spec: Path) -> bytes:
+    a = args(spec.parent / "state", spec)
+    files = client.read_files(str(spec))
+    body = {"protocol": client.PROTOCOL, "spec": str(spec), "cwd": "/", "directory": False, "files": files}
+    body |= {k: getattr(a, k) for k in ("dry_run", "exit_code", "output", "host", "key_file", "advertise")}
+    body |= {"colour": False, "rollback": True}
+    return client.encoded(body).encode() + b"\n"
+
+
+def test_an_answer_larger_than_the_socket_takes_never_holds_the_loop(tmp_path: Path, spec: Path) -> None:
+    """The loop sends its answer itself; what a client not reading yet leaves in the way goes from the
+    socket's thread, whole and in order, once the client reads."""
+    requests: list[handoff.Request] = []
+    taken = threading.Event()
+
+    def loop(request: handoff.Request) -> None:
+        assert request.take()
+        requests.append(request)
+        taken.set()
+
+    server = handoff.Server(tmp_path / "state", loop)
+    server.start()
+    big = "".join(f"  + nft-element inet netreconciler ports_addr: tcp . {i}\n" for i in range(100_000))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(server.path))
+        sock.sendall(request_line(spec))
+        assert taken.wait(30)
+        answering = threading.Thread(target=requests[0].done, args=(big, "", 0))
+        answering.start()
+        answering.join(30)  # the client reads nothing meanwhile
+        assert not answering.is_alive()
+        lines = sock.makefile("rb").read().splitlines()
+    server.close()
+    answer = json.loads(lines[-1])
+    assert answer == {"state": "done", "stdout": big, "stderr": "", "exit": 0}
+    assert all(json.loads(line) == {"state": "wait"} for line in lines[:-1])
+
+
+def test_a_request_the_loop_does_not_take_gets_heartbeats_then_busy(
+    tmp_path: Path, spec: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handoff, "HEARTBEAT", 0.05)
+    monkeypatch.setattr(handoff, "START_WAIT", 0.5)
+    queued: list[handoff.Request] = []
+    server = handoff.Server(tmp_path / "state", queued.append)  # a loop busy for ever
+    server.start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(server.path))
+        sock.settimeout(30)
+        sock.sendall(request_line(spec))
+        lines = sock.makefile("rb").read().splitlines()
+    server.close()
+    *beats, last = [json.loads(line) for line in lines]
+    assert beats and all(b == {"state": "wait"} for b in beats), lines
+    assert last["state"] == "busy" and "did not start this apply within 0.5 s" in last["reason"], last
+    (request,) = queued
+    assert not request.take()  # cancelled: the loop, once free, does not run it
+
+
+def test_requests_are_read_whatever_order_their_clients_send_in(
+    tmp_path: Path, spec: Path, serve: Serve
+) -> None:
+    """One thread reads every connection: a client that sends its request slowly (or not yet) does
+    not hold up another's."""
+    got = serve(lambda r: r.done(r.spec, "", 0))
+    line = request_line(spec)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
+        slow.connect(client.socket_path(str(tmp_path / "state")))
+        slow.sendall(line[:10])
+        code = client.hand_over(args(tmp_path / "state", spec))
+        assert code == 0 and len(got) == 1
+        slow.sendall(line[10:])
+        answer = [json.loads(x) for x in slow.makefile("rb").read().splitlines()][-1]
+    assert answer["stdout"] == str(spec) and len(got) == 2
+
+
 def imported(
     *argv: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], set[str]]:

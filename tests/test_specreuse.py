@@ -13,10 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import SpecError
+from reconciler.session import reach
 from reconciler.spec import Spec
 from reconciler.specload import parse_spec_text
 from reconciler.specreuse import Reparser
 from reconciler.watch.handoff import Request, Specs
+from reconciler.watch.sources import Parses, load_specs
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "specs").glob("*.yaml"))
@@ -198,7 +200,7 @@ def test_a_handed_directory_is_loaded_as_from_its_files(tmp_path: Path) -> None:
     def request(*files: tuple[str, str]) -> Request:
         return Request("specs", str(tmp_path), True, list(files), False, False, "text", False, None, True)
 
-    specs = Specs()
+    specs = Specs(Parses())
     one = specs.load(request(("a.yaml", networks), ("b.yaml", containers)))
     assert one == parse_spec_text(networks + containers.removeprefix("version: 1\n"), FILE)
     more = containers + "  db:\n    networks: [front]\n"
@@ -249,3 +251,25 @@ def test_entries_added_in_any_form_parse_as_a_fresh_parse(inserts: list[tuple[st
     for before, entry in inserts:
         text = text + entry + "\n" if before is None else text.replace(before, f"{entry}\n{before}", 1)
         assert again(reparser, text) == fresh(text), text
+
+
+def test_a_handed_copy_of_the_followed_spec_shares_its_container_models(tmp_path: Path) -> None:
+    """The daemon parses its own file and the handed specs with one `Parses`: a handed copy of the
+    spec it follows is a new Spec whose containers are the followed one's models, so the part
+    selection compares them by identity, and an added container is the only difference."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(BASE)
+    parses = Parses()
+    followed = load_specs(path, parses)
+
+    def handed(text: str) -> Spec:
+        request = Request(str(path), "/", False, [(None, text)], False, False, "text", False, None, True)
+        return Specs(parses).load(request)
+
+    copy = handed(BASE)
+    assert copy is not followed and copy == followed
+    assert all(copy.containers[name] is model for name, model in followed.containers.items())
+    assert reach(followed, copy) == set()
+    added = BASE + "  extra:\n    networks: [front]\n"
+    more = handed(added)
+    assert reach(copy, more) == {"extra"} and more == parse_spec_text(added, FILE)

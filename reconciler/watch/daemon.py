@@ -173,7 +173,7 @@ class Daemon:
         self._etcd: EtcdMode | None = None  # etcd mode (`cluster:`): the store the cluster lives in
         self._dns_published = False  # the resolver has this daemon's records
         self._requests: list[handoff.Request] = []
-        self._handed_specs = handoff.Specs()
+        self._handed_specs = handoff.Specs(self._parses)
 
     # Helper threads: record and wake the loop, nothing else.
     def _notify_spec(self) -> None:
@@ -634,8 +634,6 @@ class Daemon:
         if self._nft is None:
             self._nft = Nft()  # one libnftables context for the daemon's life
         nft = self._nft
-        self._follow(spec, adopted)
-        looked = time.monotonic()
         answer: Answered | None = None  # what this observation answers when it finds nothing to do
         changed: frozenset[str] | None = None  # a part's containers: the only ones whose names may change
         planned = None
@@ -644,6 +642,9 @@ class Daemon:
             # again and the whole spec planned, below.
             with contextlib.suppress(ipam.Moved):
                 planned = self._plan_part(spec, lock, part, previous, self.desired, adopted)
+        # Planned from memory, only the part's namespaces are read (by the verification).
+        self._follow(spec, adopted, None if planned is None else planned[4])
+        looked = time.monotonic()
         if planned is not None and self.cache is not None:
             observed = self.cache  # memory: it answers no hint
             record, desired, actions, check, changed = planned
@@ -770,7 +771,9 @@ class Daemon:
             keep=narrowed.keep,
             key_file=self.opts.key_file,
         )
-        whole = State({k: r for k, r in before.resources.items() if k not in narrowed.old_keys})
+        whole = State(dict(before.resources))  # a copy, then the part's few keys: not a filter of all
+        for key in narrowed.old_keys:
+            whole.resources.pop(key, None)
         whole.resources.update(desired.resources)
         keys, nft = narrowed.old_keys | desired.resources.keys(), self._nft
         actions = plan(desired, narrowed.observed.state)
@@ -792,8 +795,9 @@ class Daemon:
             return _only(engine.over(narrowed.observed.state, fresh, touched), keys)
 
         check = Verification(desired, narrowed.observed.state, again)
+        follow = narrowed.containers
         check = self._answering(
-            check, spec, adopted, frozenset(touched), lambda: host_in_sync, frozenset(files)
+            check, spec, adopted, frozenset(touched), lambda: host_in_sync, frozenset(files), follow=follow
         )
         return record, whole, actions, check, narrowed.containers
 
@@ -837,12 +841,15 @@ class Daemon:
         answer = Answered(looked, frozenset(namespaces), True, frozenset(files))
         return dataclasses.replace(memory, state=merged), plan(want, fresh), check, answer
 
-    def _follow(self, spec: Spec, adopted: dict[str, str]) -> None:
-        """Before an observation: the event source attributes the events of every namespace of ours."""
+    def _follow(self, spec: Spec, adopted: dict[str, str], only: frozenset[str] | None = None) -> None:
+        """Before an observation: the event source attributes the events of every namespace of ours.
+        `only`: the observation reads these containers' namespaces alone (a part's): the others'
+        attribution stays as the last observation left it (a hint about one follows them all)."""
         assert self._events is not None
-        namespaces = {names.netns_path(c): c for c in spec.containers}
-        namespaces.update(adopted)
-        self._events.follow(namespaces)
+        containers = spec.containers if only is None else only
+        namespaces = {names.netns_path(c): c for c in containers}
+        namespaces.update((path, c) for path, c in adopted.items() if only is None or c in only)
+        self._events.follow(namespaces, only)
 
     def _answering(
         self,
@@ -852,15 +859,18 @@ class Daemon:
         containers: frozenset[str] | None,
         host_level: Callable[[], bool],
         hosts: frozenset[str] | None = None,
+        *,
+        follow: frozenset[str] | None = None,
     ) -> Verification:
         """`check`, remembering (in `_verified`) when its last observation started and what it
         compared (`host_level()`: whether the host level matched, asked after it was observed;
-        `hosts`: whose hosts files, as `Answered`): once the apply is verified, that observation
-        answers the hints read before it."""
+        `hosts`: whose hosts files, as `Answered`; `follow`: the only containers whose namespaces it
+        reads, as `_follow`): once the apply is verified, that observation answers the hints read
+        before it."""
         observe_again = check.observe
 
         def observe_answering() -> State:
-            self._follow(spec, adopted)
+            self._follow(spec, adopted, follow)
             at = time.monotonic()
             state = observe_again()
             self._verified = Answered(at, containers, host_level(), hosts)

@@ -173,10 +173,17 @@ class Events:
         self._owners.scope = scope
         self._tables = {(NFPROTO[family], names.nft_table(scope)) for family in NFPROTO}
 
-    def follow(self, namespaces: dict[str, str]) -> None:
+    def follow(self, namespaces: dict[str, str], only: frozenset[str] | None = None) -> None:
         """Attribute events of these namespaces (path -> container) from now on. Called before each
-        observation: a change made earlier is seen by that observation, a later one is reported."""
-        self._containers = self._ids.of(namespaces)
+        observation: a change made earlier is seen by that observation, a later one is reported.
+        `only`: an observation of these containers alone (a part's apply and its verification): only
+        their namespaces are looked up again, the others' ids stay as the last follow found them."""
+        if only is None:
+            self._containers = self._ids.of(namespaces)
+            return
+        again = {path: c for path, c in namespaces.items() if c in only}
+        kept = {nsid: c for nsid, c in self._containers.items() if c not in only}
+        self._containers = kept | self._ids.of(again, keep=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -324,9 +331,10 @@ class _NamespaceIds:
         self._seq = 0
         self._known: dict[tuple[int, int], int] = {}
 
-    def of(self, namespaces: dict[str, str]) -> dict[int, str]:
+    def of(self, namespaces: dict[str, str], *, keep: bool = False) -> dict[int, str]:
+        """The ids of these namespaces; `keep`: remember the ids found before too (a part's lookup)."""
         out: dict[int, str] = {}
-        known: dict[tuple[int, int], int] = {}
+        known: dict[tuple[int, int], int] = dict(self._known) if keep else {}
         for path, container in namespaces.items():
             try:
                 st = os.stat(path)

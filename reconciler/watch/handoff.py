@@ -16,6 +16,12 @@ A connection closed before the last line is the daemon gone: the client says so 
 
 Requests run in the daemon's loop (Daemon._handed), one at a time between its own reconciles, under
 the state lock; a client that leaves does not stop the one it handed over (nor does Ctrl-C on it).
+
+One thread serves the socket (a selector: it accepts, reads requests, queues them for the loop and
+sends the heartbeats), and the loop writes its answer to the client itself, so a handed apply takes
+two wake-ups (that thread's, the loop's) rather than four: under load each waits for a core. What
+does not fit the socket's buffer at once is left to the thread, so a client that stops reading
+never holds up the loop.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +46,7 @@ from .sources import Parses
 
 HEARTBEAT = 1.0
 READ_WAIT = 5.0  # for the request line, once connected
+SEND_WAIT = 10.0  # for a client to read what is left of an answer (its SILENCE)
 START_WAIT = LOCK_WAIT
 MAX_REQUEST = 64 << 20
 KEPT_PARSES = 4
@@ -59,8 +68,9 @@ class Request:
     advertise: str | None = None
     answer: dict[str, Any] = field(default_factory=dict)
     _state: str = "queued"  # queued, taken (by the loop) or cancelled (by the connection)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _done: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # the state and the connection
+    _conn: socket.socket | None = None  # the client's, until the answer is sent (or handed on)
+    _rest: Callable[[socket.socket, bytes], None] | None = None  # sends what the buffer did not take
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Request:
@@ -89,6 +99,10 @@ class Request:
         """The spec's path as the daemon reads its lock files."""
         return Path(self.cwd) / self.spec
 
+    @property
+    def answered(self) -> bool:
+        return self._conn is None
+
     def take(self) -> bool:
         """The loop starts it, unless the connection gave up waiting."""
         with self._lock:
@@ -110,21 +124,48 @@ class Request:
     def local(self, reason: str) -> None:
         self._finish({"state": "local", "reason": reason})
 
-    def wait(self, timeout: float) -> bool:
-        return self._done.wait(timeout)
+    def beat(self) -> bool:
+        """A heartbeat, from the connection's thread while the answer is not sent; False when the
+        answer went already, or the client left or stopped reading (its connection is then closed)."""
+        with self._lock:
+            if self._conn is None:
+                return False
+            if _sent_now(self._conn, _line({"state": "wait"})) is None:
+                return True
+            self._conn.close()  # a heartbeat half sent would garble the answer after it
+            self._conn = None
+            return False
+
+    def busy(self, reason: str) -> None:
+        """The last line of a request the loop did not take in time (it is cancelled)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            _last(conn, {"state": "busy", "reason": reason})
 
     def _finish(self, answer: dict[str, Any]) -> None:
+        """The answer, sent from the caller's thread (the loop) as far as the socket takes it at once."""
         self.answer = answer
-        self._done.set()
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        rest = _sent_now(conn, _line(answer))
+        if rest and self._rest is not None:
+            self._rest(conn, rest)
+        else:
+            conn.close()
 
 
 class Specs:
     """Handed specs parsed, the last few kept by content: applying an unchanged spec again (a no-op, a
-    drift check) skips YAML and pydantic. A changed one is parsed again where it changed only."""
+    drift check) skips YAML and pydantic. A changed one is parsed again where it changed only, with
+    `parses`, the daemon's own: a handed copy of the followed spec then shares its containers' models,
+    which the part selection (`session.reach`) compares by identity."""
 
-    def __init__(self) -> None:
+    def __init__(self, parses: Parses) -> None:
         self._kept: dict[tuple[object, ...], Spec] = {}
-        self._parses = Parses()
+        self._parses = parses
 
     def load(self, request: Request) -> Spec:
         # The same files make the same spec wherever they are (a spec holds no locations).
@@ -139,13 +180,21 @@ class Specs:
 
 
 class Server:
-    """Accepts connections in a thread, one more thread per connection (a few at most): each reads
-    its request, queues it for the loop (`notify`) and keeps the client informed until it is done."""
+    """Serves the socket from one thread: accepts, reads each request (a line, within READ_WAIT),
+    queues it for the loop (`notify`), and keeps the client informed until the loop answers (the
+    loop sends the answer itself; the thread sends what the socket's buffer did not take)."""
 
     def __init__(self, state_dir: Path, notify: Callable[[Request], None]) -> None:
         self.path = state_dir.joinpath(*SOCKET)
         self._notify = notify
         self._sock: socket.socket | None = None
+        self._selector = selectors.DefaultSelector()
+        self._reading: dict[socket.socket, _Reading] = {}
+        self._held: list[_Held] = []  # requests queued or running, for their heartbeats
+        self._writing: dict[socket.socket, _Writing] = {}
+        self._handed: list[tuple[socket.socket, bytes]] = []  # answers' rests, from the loop
+        self._handed_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
 
     def start(self) -> None:
         """Listen; the caller holds the daemon lock, so a socket left here is a dead daemon's."""
@@ -162,47 +211,158 @@ class Server:
         except OSError:
             sock.close()
             raise
+        sock.setblocking(False)
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._sock = sock
-        threading.Thread(target=self._accept, name="handoff", daemon=True).start()
+        self._selector.register(sock, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        threading.Thread(target=self._run, name="handoff", daemon=True).start()
 
     def close(self) -> None:
         """No new requests: a client from now on applies locally."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    def _accept(self) -> None:
-        assert self._sock is not None
+    def _run(self) -> None:
         while True:
-            conn, _ = self._sock.accept()
-            threading.Thread(target=self._one, args=(conn,), name="handoff-client", daemon=True).start()
+            for key, _ in self._selector.select(self._timeout(time.monotonic())):
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                with contextlib.suppress(OSError):  # a client that left: what it handed over goes on
+                    if conn is self._sock:
+                        self._accept(conn)
+                    elif conn is self._wake_r:
+                        self._take_rests()
+                    elif conn in self._reading:
+                        self._read(conn)
+                    else:
+                        self._write(conn)
+            self._tick(time.monotonic())
 
-    def _one(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):  # a client that left: what it handed over goes on
-            self._serve(conn)
+    def _timeout(self, now: float) -> float:
+        due = [r.deadline for r in self._reading.values()] + [w.deadline for w in self._writing.values()]
+        due += [h.beat_at for h in self._held]
+        return max(0.0, min(due) - now) if due else HEARTBEAT
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _accept(self, sock: socket.socket) -> None:
+        conn, _ = sock.accept()
         if _peer_uid(conn) not in (0, os.geteuid()):
+            conn.close()
             return
-        conn.settimeout(READ_WAIT)
+        conn.setblocking(False)
+        self._reading[conn] = _Reading(time.monotonic() + READ_WAIT)
+        self._selector.register(conn, selectors.EVENT_READ)
+
+    def _read(self, conn: socket.socket) -> None:
+        reading = self._reading[conn]
         try:
-            data = json.loads(_read_line(conn))
+            chunk = conn.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        reading.chunks.append(chunk)
+        reading.size += len(chunk)
+        if chunk and not chunk.endswith(b"\n") and reading.size <= MAX_REQUEST:
+            return
+        self._selector.unregister(conn)
+        del self._reading[conn]
+        if not chunk:
+            conn.close()  # the request ended early
+            return
+        self._request(conn, b"".join(reading.chunks))
+
+    def _request(self, conn: socket.socket, line: bytes) -> None:
+        try:
+            if len(line) > MAX_REQUEST:
+                raise ValueError("the request is too large")
+            data = json.loads(line)
             if data.get("protocol") != PROTOCOL:
-                _send(conn, {"state": "local", "reason": f"the daemon speaks protocol {PROTOCOL}"})
+                _last(conn, {"state": "local", "reason": f"the daemon speaks protocol {PROTOCOL}"})
                 return
             request = Request.from_json(data)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            _send(conn, {"state": "local", "reason": f"unreadable request: {e}"})
+            _last(conn, {"state": "local", "reason": f"unreadable request: {e}"})
             return
+        request._conn, request._rest = conn, self._hand_rest
+        now = time.monotonic()
+        self._held.append(_Held(request, now, now + HEARTBEAT))
         self._notify(request)
-        waited = 0.0
-        while not request.wait(HEARTBEAT):
-            waited += HEARTBEAT
-            if waited >= START_WAIT and request.cancel():
+
+    def _tick(self, now: float) -> None:
+        """Heartbeats for the requests still waiting for their answer; `busy` for one the loop did not
+        take within START_WAIT; the clients that did not send or read in time are let go."""
+        for conn in [c for c, r in self._reading.items() if r.deadline <= now]:
+            self._drop(conn, self._reading)
+        for conn in [c for c, w in self._writing.items() if w.deadline <= now]:
+            self._drop(conn, self._writing)
+        held = []
+        for h in self._held:
+            if h.beat_at > now:
+                held.append(h)
+                continue
+            if now - h.since >= START_WAIT and h.request.cancel():
                 reason = f"did not start this apply within {START_WAIT:g} s (busy reconciling); try again"
-                _send(conn, {"state": "busy", "reason": reason})
-                return
-            _send(conn, {"state": "wait"})
-        _send(conn, request.answer)
+                h.request.busy(reason)
+                continue
+            if h.request.beat():
+                h.beat_at = now + HEARTBEAT
+                held.append(h)
+        self._held = [h for h in held if not h.request.answered]
+
+    def _drop(self, conn: socket.socket, table: dict[socket.socket, Any]) -> None:
+        self._selector.unregister(conn)
+        del table[conn]
+        conn.close()
+
+    def _hand_rest(self, conn: socket.socket, rest: bytes) -> None:
+        """From the loop: what is left of an answer, for this thread to send."""
+        with self._handed_lock:
+            self._handed.append((conn, rest))
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"x")
+
+    def _take_rests(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+        with self._handed_lock:
+            handed, self._handed = self._handed, []
+        for conn, rest in handed:
+            self._writing[conn] = _Writing(rest, time.monotonic() + SEND_WAIT)
+            self._selector.register(conn, selectors.EVENT_WRITE)
+
+    def _write(self, conn: socket.socket) -> None:
+        writing = self._writing[conn]
+        try:
+            rest = _sent_now(conn, writing.rest)
+        except OSError:
+            rest = None
+        if rest:
+            writing.rest = rest
+        else:
+            self._drop(conn, self._writing)
+
+
+@dataclass
+class _Reading:
+    deadline: float
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
+@dataclass
+class _Held:
+    request: Request
+    since: float
+    beat_at: float
+
+
+@dataclass
+class _Writing:
+    rest: bytes
+    deadline: float
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -211,23 +371,27 @@ def _peer_uid(conn: socket.socket) -> int:
     return int(uid)
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            raise ValueError("the request ended early")
-        chunks.append(chunk)
-        size += len(chunk)
-        if chunk.endswith(b"\n"):
-            return b"".join(chunks)
-        if size > MAX_REQUEST:
-            raise ValueError("the request is too large")
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
 
 
-def _send(conn: socket.socket, message: dict[str, Any]) -> None:
-    conn.sendall(json.dumps(message).encode() + b"\n")
+def _sent_now(conn: socket.socket, data: bytes) -> bytes | None:
+    """Send what the socket takes without waiting; what is left (None: all sent, b"": the peer left)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[conn.send(view, socket.MSG_DONTWAIT) :]
+    except BlockingIOError:
+        return bytes(view)
+    except OSError:
+        return b""
+    return None
+
+
+def _last(conn: socket.socket, message: dict[str, Any]) -> None:
+    """A short last line (a refusal), then the connection closed."""
+    with conn:
+        _sent_now(conn, _line(message))
 
 
 def _text(value: Any) -> str | None:

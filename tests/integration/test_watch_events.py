@@ -68,3 +68,50 @@ def test_lost_events_force_a_full_resync_and_a_new_dump(host: Host) -> None:
     result = json.loads(proc.stdout)
     assert result["lost"] >= 1, result
     assert result["containers"] == ["web"], result
+
+
+PART = r"""
+import json, subprocess, sys, time
+from reconciler.watch.events import Events
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True)
+
+hints = []
+source = Events("default", hints.append)
+source.start()
+end = time.monotonic() + 30
+while not source.seeded:
+    if time.monotonic() > end:
+        sys.exit("timed out waiting for the first dump")
+    time.sleep(0.01)
+
+def seen(container):
+    # Each namespace's event since the last look, named by its container (or by nothing).
+    del hints[:]
+    ip("-n", container, "link", "set", "lo", "down")
+    ip("-n", container, "link", "set", "lo", "up")
+    end = time.monotonic() + 30
+    while not any(h.containers == {container} for h in hints):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+for name in ("a", "b", "c"):
+    ip("netns", "add", name)
+source.follow({f"/run/netns/{n}": n for n in ("a", "b")})
+# A part's follow (c added, b removed): c is looked up, a keeps the id the full follow found.
+source.follow({"/run/netns/c": "c"}, frozenset({"b", "c"}))
+out = {n: seen(n) for n in ("a", "c")}
+# b left the part's spec: its events name nobody (checked by a known event after b's).
+del hints[:]
+ip("-n", "b", "link", "set", "lo", "down")
+out["b"] = not seen("a") or any(h.containers == {"b"} for h in hints)
+print(json.dumps(out))
+"""
+
+
+def test_a_parts_follow_looks_up_only_its_namespaces_and_keeps_the_others(host: Host) -> None:
+    proc = host.run(["timeout", "60", sys.executable, "-c", PART], env={"PYTHONPATH": str(REPO)}, timeout=120)
+    assert json.loads(proc.stdout) == {"a": True, "c": True, "b": False}, proc.stdout
