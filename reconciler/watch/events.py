@@ -75,6 +75,10 @@ SOL_NETLINK, NETLINK_LISTEN_ALL_NSID = 270, 8
 RTM_NEWNSID, RTM_GETNSID = 88, 90
 NETNSA_NSID, NETNSA_FD = 1, 3
 NSID_AUTO = struct.pack("=i", -1)
+NLMSG_NOOP = 1
+# A catch-up's no-op requests: sequence numbers above any link dump's.
+PROBE_SEQ = 1 << 31
+CATCH_UP_TIMEOUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,9 @@ class Events:
         self._looks: dict[tuple[int, int], bytes] = {}
         self._dump_seq = 0
         self._dumping = self._dump_again = self.seeded = False
+        self._probe_seq = PROBE_SEQ
+        self._acked: set[socket.socket] = set()  # the sockets the last probe came back on
+        self._caught_up = threading.Condition()
         self._seed()
         self._thread = threading.Thread(target=self._run, name="netlink-events", daemon=True)
 
@@ -181,6 +188,26 @@ class Events:
     def start(self) -> None:
         self._thread.start()
 
+    def catch_up(self, timeout: float = CATCH_UP_TIMEOUT) -> bool:
+        """Wait until the thread has read every event the kernel queued before this call: the
+        acknowledgement of a no-op request, queued behind them on each socket, came through. An
+        observation started after this sees every change those events report (the echoes of an
+        apply, which the kernel queues before the call that made the change returns), so it can
+        answer their hints. False after `timeout`: a later observation answers them instead."""
+        with self._caught_up:
+            self._probe_seq += 1
+            seq, self._acked = self._probe_seq, set()
+        for sock in (self._rt, self._nf):
+            sock.send(struct.pack("=IHHII", 16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq, 0))
+        with self._caught_up:
+            return self._caught_up.wait_for(lambda: len(self._acked) == 2, timeout)
+
+    def _acknowledged(self, sock: socket.socket, seq: int) -> None:
+        with self._caught_up:
+            if seq == self._probe_seq:
+                self._acked.add(sock)
+                self._caught_up.notify_all()
+
     def _run(self) -> None:
         while True:
             ready, _, _ = select.select([self._rt, self._nf], [], [])
@@ -212,9 +239,17 @@ class Events:
             self.seeded = True
 
     def _handle(self, sock: socket.socket, data: bytes, nsid: int | None, at: float) -> None:
+        # One datagram's hints, each sent once: a re-created table's 2,000 element messages come
+        # as a few datagrams, and a hint each kept the daemon's loop busy.
+        hints: dict[Drift, None] = {}
         for msg_type, seq, body in rtnl.messages(data):
             if msg_type in (rtnl.NLMSG_ERROR, rtnl.NLMSG_DONE):
-                if sock is self._rt and seq == self._dump_seq and nsid is None:
+                if nsid is not None:
+                    continue
+                if seq >= PROBE_SEQ:
+                    self._send(hints)  # the events before the acknowledgement, reported before it
+                    self._acknowledged(sock, seq)
+                elif sock is self._rt and seq == self._dump_seq:
                     self._dumped(msg_type == rtnl.NLMSG_DONE)
                 continue
             if sock is self._nf:
@@ -224,7 +259,13 @@ class Events:
             else:
                 hint = self._in_container(nsid, msg_type, body, at)
             if hint is not None:
-                self._notify(hint)
+                hints[hint] = None
+        self._send(hints)
+
+    def _send(self, hints: dict[Drift, None]) -> None:
+        for hint in hints:
+            self._notify(hint)
+        hints.clear()
 
     def _in_container(self, nsid: int, msg_type: int, body: bytes, at: float) -> Drift | None:
         """Inside a container's namespace everything of the scope's kinds is ours: any change to a
