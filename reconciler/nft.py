@@ -91,11 +91,15 @@ def _name_protocols(body: dict[str, Any]) -> None:
     body["elem"] = [[named(e[0]), *e[1:]] if is_map else named(e) for e in body["elem"]]
 
 
-@functools.lru_cache(maxsize=256)
-def _protocol(number: Any) -> Any:
+def _protocol(value: Any) -> Any:
     """What libnftables prints for an inet_proto value: the system's name for it, else the number."""
-    if not isinstance(number, int):
-        return number
+    if isinstance(value, dict) and "range" in value:
+        return {"range": [_protocol(n) for n in value["range"]]}
+    return _protocol_name(value) if isinstance(value, int) else value
+
+
+@functools.lru_cache(maxsize=256)
+def _protocol_name(number: int) -> str | int:
     entry = _getprotobynumber(number)
     return entry.contents.p_name.decode() if entry else number
 

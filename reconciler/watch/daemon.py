@@ -695,11 +695,12 @@ class Daemon:
             self._dns_published = True
         if answer is not None:
             self._answered = answer
+        before = self.desired  # a drift repair's is the same object: every action repaired something
         repaired = [
             a.resource.kind
             for a in actions
-            if self.desired is not None
-            and self.desired.resources.get(a.resource.key) == desired.resources.get(a.resource.key)
+            if before is desired
+            or (before is not None and before.resources.get(k := a.resource.key) == desired.resources.get(k))
         ]
         advance(observed.state, actions)
         self.cache = observed
