@@ -10,6 +10,7 @@ inside a container namespace come through the same socket, tagged with the names
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -68,3 +69,33 @@ def test_lost_events_force_a_full_resync_and_a_new_dump(host: Host) -> None:
     result = json.loads(proc.stdout)
     assert result["lost"] >= 1, result
     assert result["containers"] == ["web"], result
+
+
+TABLES = r"""
+import json, subprocess
+from reconciler.watch.events import Events
+
+hints = []
+source = Events("default", hints.append)
+source.start()
+seen = {}
+for family in ("inet", "ip", "ip6", "bridge"):
+    subprocess.run(["nft", "add", "table", family, "someone_else"], check=True)
+    assert source.catch_up()
+    foreign = [h for h in hints if h.nft]
+    subprocess.run(["nft", "add", "table", family, "netreconciler"], check=True)
+    # No wait but the catch-up: it returns once every event queued before it was read.
+    assert source.catch_up()
+    seen[family] = {"foreign": len(foreign), "ours": sum(h.nft for h in hints)}
+    del hints[:]
+print(json.dumps(seen))
+"""
+
+
+def test_changes_to_our_tables_of_every_family_are_hinted_by_the_catch_up(host: Host) -> None:
+    """A change to our table of any family (the overlay's are `ip` and `ip6`) is a hint, another
+    table's is not, and a catch-up returns only after the thread read the events queued before it."""
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}
+    proc = host.run([sys.executable, "-c", TABLES], env=env, timeout=60)
+    seen = json.loads(proc.stdout)
+    assert seen == {f: {"foreign": 0, "ours": 1} for f in ("inet", "ip", "ip6", "bridge")}, seen
