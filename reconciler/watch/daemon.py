@@ -111,6 +111,11 @@ class Pending:
     def __bool__(self) -> bool:
         return bool(self.triggers)
 
+    @property
+    def tables_alone(self) -> bool:
+        """Only our nft tables are hinted at: nothing in a namespace or a link is to be read."""
+        return self.nft and not (self.full or self.host or self.containers or self.hosts)
+
 
 @dataclass(frozen=True)
 class Answered:
@@ -643,7 +648,8 @@ class Daemon:
         if self._nft is None:
             self._nft = Nft()  # one libnftables context for the daemon's life
         nft = self._nft
-        self._follow(spec, adopted)
+        if hints is None or not hints.tables_alone:  # a repair of nft alone reads no namespace
+            self._follow(spec, adopted)
         looked = time.monotonic()
         answer: Answered | None = None  # what this observation answers when it finds nothing to do
         changed: frozenset[str] | None = None  # a part's containers: the only ones whose names may change
@@ -822,7 +828,7 @@ class Daemon:
         namespaces, files = set(hints.containers), set(hints.hosts)
         # Only the kinds the hints reach are read: a veth's repair does not list the 2,000 map
         # elements of our tables, a flushed table's reads no link.
-        tables, linked = hints.nft, hints.host or bool(namespaces or files) or not hints.nft
+        tables, linked = hints.nft, not hints.tables_alone
         links = None if hints.host or not linked else _links(namespaces, self.desired, memory.state)
 
         def read() -> State:
@@ -841,7 +847,7 @@ class Daemon:
             return observed.state
 
         def covered(res: Resource) -> bool:
-            if isinstance(res, NftTable | NftElement):
+            if res.kind in _NFT_KINDS:
                 return tables
             if not linked:
                 return False
@@ -920,6 +926,9 @@ class Daemon:
         self.metrics.record(r, repaired or [], managed, time.time())
         scope = engine.scope_of(scope_spec) if scope_spec else ""
         self.tracker.reconciled(r, scope, repaired=bool(repaired), attempt=attempt)
+
+
+_NFT_KINDS = (NftTable.kind, NftElement.kind)
 
 
 def _links(touched: set[str], *states: State) -> set[str]:
