@@ -197,8 +197,11 @@ class Events:
         with self._caught_up:
             self._probe_seq += 1
             seq, self._acked = self._probe_seq, set()
-        for sock in (self._rt, self._nf):
-            sock.send(struct.pack("=IHHII", 16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq, 0))
+        try:
+            for sock in (self._rt, self._nf):
+                sock.send(struct.pack("=IHHII", 16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq, 0))
+        except OSError:
+            return False  # the hints are then answered later, as without a catch-up
         with self._caught_up:
             return self._caught_up.wait_for(lambda: len(self._acked) == 2, timeout)
 
