@@ -61,6 +61,7 @@ NETLINK_NETFILTER = 12
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
 RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
 RT_SCOPE_LINK = 253
+RTPROT_KERNEL = 2
 NFNLGRP_NFTABLES = 7
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 AF_BRIDGE, NDA_DST, NDA_LLADDR = 7, 1, 2
@@ -274,7 +275,7 @@ class Events:
         """Inside a container's namespace everything of the scope's kinds is ours: any change to a
         link's managed attributes, any IPv4 address or route. Neighbours there are ARP's business."""
         container = self._containers.get(nsid)
-        if container is None or msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH):
+        if container is None or msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH) or _kernel_ipv6(msg_type, body):
             return None
         if msg_type in (RTM_NEWLINK, RTM_DELLINK):
             if len(body) < 16 or body[0] != socket.AF_UNSPEC:
@@ -335,6 +336,17 @@ class Events:
         if table is None or (body[0], table.rstrip(b"\0").decode(errors="replace")) not in self._tables:
             return None
         return Drift(at, nft=True)
+
+
+def _kernel_ipv6(msg_type: int, body: bytes) -> bool:
+    """What the kernel adds by itself once an interface is up, and nothing we compare: IPv6
+    link-local addresses and their link and multicast routes. Inside a container they come after
+    the apply that brought its interface up (DAD), too late to pass for its echo."""
+    if msg_type in (RTM_NEWADDR, RTM_DELADDR):
+        return len(body) >= 8 and body[0] == socket.AF_INET6 and body[3] == RT_SCOPE_LINK
+    if msg_type in (RTM_NEWROUTE, RTM_DELROUTE):
+        return len(body) >= 12 and body[0] == socket.AF_INET6 and body[5] == RTPROT_KERNEL
+    return False
 
 
 def _entry(body: bytes) -> list[str]:

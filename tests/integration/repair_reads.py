@@ -38,6 +38,7 @@ containers:
     networks: [front]
 """
 TABLE = names.nft_table(names.DEFAULT_SCOPE)
+QUIET = 0.5
 
 
 def nft_json(*args: str) -> list[dict[str, Any]]:
@@ -54,15 +55,26 @@ def bridges() -> list[Any]:
     return []
 
 
+def quiesce(daemon: Daemon) -> None:
+    """Reconcile whatever the kernel still reports after the last repair (late events such as a
+    bridge's carrier coming back) until QUIET passes without a hint, so the next change's hints
+    are its own."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pending = daemon._wait(time.monotonic() + QUIET)
+        if "drift" not in pending.triggers:
+            return
+        daemon._reconcile(pending)
+    raise SystemExit("the kernel kept reporting drift for 10 s")
+
+
 def repair(daemon: Daemon, change: list[str]) -> dict[str, Any]:
     """Make `change`, let the daemon's event thread report it, and reconcile what it reported."""
+    quiesce(daemon)
     subprocess.run(change, check=True)
     requests, listings, transactions = Stats.requests, Nft.listings, Nft.transactions
-    deadline = time.monotonic() + 10
-    pending = Pending()
-    while not pending and time.monotonic() < deadline:
-        pending = daemon._wait(time.monotonic() + 1)  # the hints of the change, once settled
-    ok = bool(pending) and daemon._reconcile(pending)
+    pending = daemon._wait(time.monotonic() + 10)  # the change's hints once settled (or the "resync")
+    ok = pending.triggers == {"drift"} and daemon._reconcile(pending)
     return {
         "hinted": {"containers": sorted(pending.containers), "nft": pending.nft, "host": pending.host},
         "ok": ok,
