@@ -13,7 +13,7 @@ from .errors import ApplyFailed, HostConflict
 
 class Nft:
     transactions = 0  # process-wide, for the benchmark's counts
-    listings = 0  # tables and sets listed, process-wide
+    listings = 0  # listings of tables, process-wide (what a drift repair read, for its tests)
 
     def __init__(self) -> None:
         try:
