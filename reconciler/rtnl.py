@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import socket
 import struct
 from collections.abc import Iterator, Sequence
@@ -418,25 +417,28 @@ class Layouts:
     """Link messages' layouts, compiled: a link's attributes (some forty) come from the kernel in
     the same order and sizes for every link of one kind, name length and alias length, so the walk
     over them, attribute by attribute in Python, is most of what parsing a link costs. A layout seen
-    twice is compiled into a regular expression that matches exactly that sequence of attribute
-    headers and captures the attributes `_link` reads; the next link of that layout is matched in C.
-    A match proves the layout (every header is compared, at the offsets the sizes before it give):
-    a message of any other layout fails to match and is walked."""
+    twice is compiled into two `struct` formats: one that reads every attribute header at the offset
+    the sizes before it give, one that reads the attributes `_link` wants; the next link of that
+    layout is read by both in C. Its headers equal to the layout's prove the layout (the chain of
+    sizes from the first attribute to the message's end is the same): a message of any other layout
+    differs in a header and is walked."""
 
     # Bounds what a long-running process (the daemon) keeps of a host with many layouts.
     LIMIT = 64
 
     def __init__(self, wanted: frozenset[int]) -> None:
         self._wanted = wanted
-        self._compiled: dict[int, list[tuple[re.Pattern[bytes], tuple[int, ...]]]] = {}
+        # Payload size -> (headers' format, the headers, wanted payloads' format, their types).
+        self._compiled: dict[int, list[tuple[struct.Struct, tuple[int, ...], struct.Struct, tuple[int, ...]]]]
+        self._compiled = {}
         self._seen: set[int] = set()  # payload sizes walked once
         self.count = 0
 
     def read(self, data: bytes, start: int, end: int) -> tuple[Sequence[int], Sequence[bytes]]:
         """The wanted attributes of data[start:end]: their types, and their payloads (padding cut)."""
-        for pattern, kinds in self._compiled.get(end - start, ()):
-            if (m := pattern.fullmatch(data, start, end)) is not None:
-                return kinds, m.groups()
+        for heads, expected, values, kinds in self._compiled.get(end - start, ()):
+            if heads.unpack_from(data, start) == expected:
+                return kinds, values.unpack_from(data, start)
         return self._walk(data, start, end)
 
     def _walk(self, data: bytes, start: int, end: int) -> tuple[Sequence[int], Sequence[bytes]]:
@@ -444,36 +446,44 @@ class Layouts:
         header or overrunning the message), and compiles the layout on its second sight."""
         kinds: list[int] = []
         values: list[bytes] = []
-        heads: list[tuple[int, int, bool]] = []  # each attribute's offset, size, whether wanted
+        heads: list[tuple[int, int, int, bool]] = []  # each attribute's offset, size, type, wanted
         unpack, wanted = _ATTR.unpack_from, self._wanted
         offset = start
         while offset + 4 <= end:
             size, kind = unpack(data, offset)
             if size < 4 or offset + size > end:
                 return kinds, values  # unlearned: a layout is compiled from well-formed messages only
-            kind &= _NLA_TYPE
-            is_wanted = kind in wanted
+            is_wanted = kind & _NLA_TYPE in wanted
             if is_wanted:
-                kinds.append(kind)
+                kinds.append(kind & _NLA_TYPE)
                 values.append(data[offset + 4 : offset + size])
-            heads.append((offset, size, is_wanted))
+            heads.append((offset, size, kind, is_wanted))
             offset += (size + 3) & ~3
-        if offset >= end and self.count < self.LIMIT:
+        if self.count < self.LIMIT:
             if end - start in self._seen:
-                self._learn(data, start, end, heads, tuple(kinds))
+                self._learn(start, end, heads, tuple(kinds))
             self._seen.add(end - start)
         return kinds, values
 
     def _learn(
-        self, data: bytes, start: int, end: int, heads: list[tuple[int, int, bool]], kinds: tuple[int, ...]
+        self, start: int, end: int, heads: list[tuple[int, int, int, bool]], kinds: tuple[int, ...]
     ) -> None:
-        parts = []
-        for offset, size, is_wanted in heads:
-            gap = min((size + 3) & ~3, end - offset) - size  # the padding after the payload
-            parts.append(re.escape(data[offset : offset + 4]))
-            parts.append(b"(.{%d})" % (size - 4) if is_wanted else b".{%d}" % (size - 4))
-            parts.append(b".{%d}" % gap if gap else b"")
-        self._compiled.setdefault(end - start, []).append((re.compile(b"".join(parts), re.DOTALL), kinds))
+        head_format, value_format, expected = ["="], ["="], list[int]()
+        head_at = value_at = start  # where the formats have read up to
+        for offset, size, kind, is_wanted in heads:
+            head_format.append(f"{offset - head_at}xHH")
+            head_at = offset + 4
+            expected += (size, kind)
+            if is_wanted:
+                value_format.append(f"{offset + 4 - value_at}x{size - 4}s")
+                value_at = offset + size
+        compiled = (
+            struct.Struct("".join(head_format)),
+            tuple(expected),
+            struct.Struct("".join(value_format)),
+            kinds,
+        )
+        self._compiled.setdefault(end - start, []).append(compiled)
         self.count += 1
 
 
