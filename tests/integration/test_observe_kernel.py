@@ -162,7 +162,10 @@ def test_the_observation_reads_the_namespaces_as_iproute2_does(host: Host) -> No
 
     proc = host.reconciler("apply", str(spec))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert check() == in_sync
+    repaired = check()
+    # A bridge without an address of its own takes its ports' lowest: the re-created veth's may be it.
+    assert [b[:4] for b in repaired.pop("bridges")] == [b[:4] for b in in_sync.pop("bridges")]
+    assert repaired == in_sync
     assert sleeper.proc.poll() is None, "the adopted namespace's process lives on"
 
 
