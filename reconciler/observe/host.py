@@ -185,14 +185,6 @@ def _observe_namespaces(
     else:
         paths = sorted(names.netns_path(c) for c in containers)
         adopted = {path: c for path, c in adopted.items() if c in containers}
-    mounted = []
-    for path in [*paths, *sorted(set(adopted) - set(paths))]:
-        if netns.is_netns(path):
-            mounted.append(path)
-        elif path in adopted:
-            # An unmounted file under /run/netns is what a crash between create and mount leaves:
-            # not a namespace of anyone's, and `netns.create` reuses it.
-            obs.missing_netns.add(path)
 
     def one(path: str, sock: Rtnl) -> None:
         links = read_links(sock)
@@ -224,7 +216,11 @@ def _observe_namespaces(
         for key, link in mine.items():
             ifaces[key] = _NsIface(link, path)
 
-    netns.each(mounted, one)
+    for path in netns.each([*paths, *sorted(set(adopted) - set(paths))], one):
+        if path in adopted:
+            # An unmounted file under /run/netns is what a crash between create and mount leaves:
+            # not a namespace of anyone's, and `netns.create` reuses it.
+            obs.missing_netns.add(path)
     return ifaces
 
 

@@ -59,14 +59,14 @@ def read_links(sock: Rtnl, only: Collection[str] | None = None) -> dict[int, Lin
 
 def _link(msg: LinkMsg) -> Link:
     return Link(
-        index=msg.index,
-        ifname=msg.ifname,
-        alias=msg.alias,
-        kind=msg.kind,
-        master=msg.master,
-        up=bool(msg.flags & IFF_UP),
-        mtu=msg.mtu,
-        mac=msg.mac,
+        msg.index,
+        msg.ifname,
+        msg.alias,
+        msg.kind,
+        msg.master,
+        bool(msg.flags & IFF_UP),
+        msg.mtu,
+        msg.mac,
         link=msg.link,
         macvlan_mode=msg.macvlan_mode,
         vlan_id=msg.vlan_id,

@@ -18,8 +18,7 @@ def marked_scopes(nft: Nft) -> set[str]:
     found: set[str] = set()
     with Rtnl() as sock:
         found |= _link_scopes(sock)
-    spaces = [p for p in _paths(names.NETNS_DIR) if netns.is_netns(p)]
-    netns.each(spaces, lambda path, sock: found.update(_link_scopes(sock)))
+    netns.each(_paths(names.NETNS_DIR), lambda path, sock: found.update(_link_scopes(sock)))
     for path in _paths(names.ETC_NETNS_DIR):
         try:
             with open(os.path.join(path, "hosts")) as f:

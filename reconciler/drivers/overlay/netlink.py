@@ -7,7 +7,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ...rtnl import IFLA_INFO_DATA, NLM_F_CREATE, NLM_F_REPLACE, LinkMsg, Rtnl, attr, attrs
+from ...rtnl import NLM_F_CREATE, NLM_F_REPLACE, LinkMsg, Rtnl, attr, attrs
 
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDA_DST, NDA_LLADDR = 1, 2
@@ -38,7 +38,7 @@ class NeighMsg:
 
 
 def vxlan_data(link: LinkMsg) -> VxlanData:
-    data = attrs(link.info.get(IFLA_INFO_DATA, b""))
+    data = attrs(link.info_data)
     return VxlanData(
         vni=struct.unpack("=I", data[IFLA_VXLAN_ID][:4])[0] if IFLA_VXLAN_ID in data else 0,
         local=_address(data.get(IFLA_VXLAN_LOCAL) or data.get(IFLA_VXLAN_LOCAL6)) or "",
