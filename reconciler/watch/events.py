@@ -273,7 +273,9 @@ class Events:
                     self._dumped(msg_type == rtnl.NLMSG_DONE)
                 continue
             if sock is self._nf:
-                hint = None if self._ports.ours(port) else self._netfilter(msg_type, body, at)
+                hint = self._netfilter(msg_type, body, at)
+                if hint is not None and self._ports.ours(port):
+                    hint = None  # our own commit: verified by the apply that made it
             elif nsid is None:
                 hint = self._route(msg_type, seq, body, at)
             else:
@@ -369,8 +371,8 @@ class _OwnPorts:
     """Whether a netlink port id is one of this process's sockets' (libnftables' among them). Port
     ids are unique among a namespace's sockets of one protocol while they are bound: a port that is
     ours now committed the batch it stamped (its changes come before this is asked). Looked up in
-    /proc when a port is not known to be ours: a new libnftables context, or someone else's commit
-    (once a datagram: a table's 2,000 element messages come as a few)."""
+    /proc when a port that changed our tables is not known to be ours: a new libnftables context,
+    or someone else's commit (once a datagram: a table's 2,000 element messages come as a few)."""
 
     def __init__(self) -> None:
         self._ours: set[int] = set()
