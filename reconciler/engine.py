@@ -389,12 +389,15 @@ def observe_all(
     hosts: set[str] | None = None,
     links: set[str] | None = None,
     drivers: Collection[Driver] | None = None,
+    firewall: bool = True,
 ) -> Observed:
     """The scope's observed state with the objects drivers read themselves: what verification compares.
     `containers`, `hosts`, `links`: read only their namespaces, their hosts files, these host links
     (as `observe`); nothing that only conflict checks use. `drivers`: only these read theirs (a
-    part's, `part_drivers`)."""
-    observed = observe(scope, adopted, nft, containers, hosts=hosts, only_links=links, conflicts=False)
+    part's, `part_drivers`). `firewall=False`: without our nft tables (a part reads its own)."""
+    observed = observe(
+        scope, adopted, nft, containers, hosts=hosts, only_links=links, conflicts=False, firewall=firewall
+    )
     for driver in DRIVERS.values() if drivers is None else drivers:
         for resource in driver.observe(scope, observed.state):
             observed.state.add(resource)

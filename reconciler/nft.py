@@ -30,13 +30,17 @@ class Nft:
     def list_table(self, family: str, name: str) -> list[dict[str, Any]] | None:
         """The table's objects in JSON form, or None when the table does not exist."""
         Nft.listings += 1
-        rc, out, err = self._nft.json_cmd(
-            {"nftables": [{"list": {"table": {"family": family, "name": name}}}]}
-        )
+        return self._list(family, name)
+
+    def _list(
+        self, family: str, name: str, kind: str = "table", table: str = ""
+    ) -> list[dict[str, Any]] | None:
+        what = {"family": family, "name": name, **({"table": table} if table else {})}
+        rc, out, err = self._nft.json_cmd({"nftables": [{"list": {kind: what}}]})
         if rc != 0:
             if "No such file or directory" in err:
                 return None
-            raise ApplyFailed(f"nft list table {family} {name}: {err.strip()}")
+            raise ApplyFailed(f"nft list {kind} {family} {table} {name}: {err.strip()}")
         objects: list[dict[str, Any]] = (
             json.loads(out)["nftables"] if isinstance(out, str) else out["nftables"]
         )
@@ -45,6 +49,19 @@ class Nft:
             if body is not None and "elem" in body:
                 _name_protocols(body)
         return objects
+
+    def list_set(self, family: str, table: str, name: str) -> list[Any] | None:
+        """One set's elements, or None when it does not exist (not counted: one set, not a table)."""
+        objects = self._list(family, name, "set", table)
+        if objects is None:
+            return None
+        return next((o["set"].get("elem", []) for o in objects if "set" in o), [])
+
+    def get_element(self, family: str, table: str, name: str, key: str) -> str | None:
+        """What the kernel prints for the element of set `name` whose key is `key` (nft syntax), or
+        None when it has none: one lookup, not a listing of the set."""
+        rc, out, _ = self._nft.cmd(f"get element {family} {table} {name} {{ {key} }}")
+        return out if rc == 0 else None
 
     def list_tables(self) -> list[tuple[str, str]]:
         """(family, name) of every table on the host."""

@@ -40,7 +40,7 @@ from ..errors import ApplyFailed, ReconcilerError, RolledBack, SpecError, messag
 from ..model import Bridge, HostsFile, Iface, Key, NftElement, NftTable, Resource, State, container_of
 from ..nft import Nft
 from ..observe import Observed, observe
-from ..observe.nft import observe_firewall
+from ..observe.nft import observe_elements, observe_firewall
 from ..render import plan_output
 from ..rollback import Verification
 from ..session import advance, narrow, own_objects, reach
@@ -795,26 +795,51 @@ class Daemon:
         keys, nft = narrowed.old_keys | desired.resources.keys(), self._nft
         actions = plan(desired, narrowed.observed.state)
         # What the actions can have changed, read again: the namespaces they name and the part's
-        # hosts files (an add rewrites its network's), with the host's links and our nft tables;
-        # the part's other namespaces are as memory has them.
+        # hosts files (an add rewrites its network's), with the host's links and the nft elements
+        # the actions add or remove, looked up one by one (our tables listed whole only when the
+        # plan changes one); the part's other namespaces and nft objects are as memory has them.
         touched, files = engine.touched(actions), {k[1] for k in keys if k[0] == HostsFile.kind}
         links = _links(touched, desired, narrowed.observed.state)
+        elements = [a.resource for a in actions if isinstance(a.resource, NftElement)]
+        changed = {e.key for e in elements}
+        memory = narrowed.observed.state.resources
+        kept = [r for k in keys - changed if (r := memory.get(k)) is not None and r.kind in _NFT_KINDS]
+        whole_tables = any(isinstance(a.resource, NftTable) for a in actions)
         host_in_sync = False
 
         def again() -> State:
             nonlocal host_in_sync
             fresh = engine.observe_all(
-                scope, adopted, nft, touched, hosts=files, links=links, drivers=engine.part_drivers(spec)
+                scope,
+                adopted,
+                nft,
+                touched,
+                hosts=files,
+                links=links,
+                drivers=engine.part_drivers(spec),
+                firewall=False,
             ).state
-            # When the host level read (all but the other hosts files) matches the whole desired
-            # state, this observation answers host-level hints too (our bridge's and nft table's echoes).
+            found = None if whole_tables else observe_elements(nft, scope, elements)
+            for resource in observe_firewall(nft, scope) if found is None else [*kept, *found]:
+                fresh.add(resource)
+            # When the host level read (all but the other hosts files and the other nft elements)
+            # matches the whole desired state, this observation answers host-level hints too (our
+            # bridge's echoes). Not nft hints: it read no other element (our own commits' nft events
+            # are no hints, `Events`).
             host_in_sync = not plan(_seen(whole, files), _seen(fresh, files))
             return _only(engine.over(narrowed.observed.state, fresh, touched), keys)
 
         check = Verification(desired, narrowed.observed.state, again)
         follow = narrowed.containers
         check = self._answering(
-            check, spec, adopted, frozenset(touched), lambda: host_in_sync, frozenset(files), follow=follow
+            check,
+            spec,
+            adopted,
+            frozenset(touched),
+            lambda: host_in_sync,
+            frozenset(files),
+            False,
+            follow=follow,
         )
         return record, whole, actions, check, narrowed.containers
 
@@ -955,12 +980,14 @@ def _links(touched: set[str], *states: State) -> set[str]:
 
 
 def _seen(state: State, hosts: set[str]) -> State:
-    """The host level, but for the hosts files of containers other than `hosts`."""
+    """The host level, but for the hosts files of containers other than `hosts` and the nft elements."""
     return State(
         {
             k: r
             for k, r in state.resources.items()
-            if k[0] not in cache.NAMESPACE_KINDS and (k[0] != HostsFile.kind or k[1] in hosts)
+            if k[0] not in cache.NAMESPACE_KINDS
+            and k[0] != NftElement.kind
+            and (k[0] != HostsFile.kind or k[1] in hosts)
         }
     )
 

@@ -16,7 +16,13 @@ repair, so a hint never changes the host by itself (and our own applies' events 
   In our namespaces every link, IPv4 address and IPv4 route is ours to compare.
 - nftables: the kernel multicasts every committed change to NFNLGRP_NFTABLES (what `nft monitor`
   reads). Each message names its table, so changes to our tables are noticed the moment they are
-  committed, with no polling and no listing; other tables' traffic costs one header parse.
+  committed, with no polling and no listing; other tables' traffic costs one header parse. Each
+  message also carries, as its header's port id, the netlink port of the socket that committed the
+  batch (NEWGEN's NFTA_GEN_PROC_PID would name the process, but by its pid in the initial pid
+  namespace, which a daemon in a pid namespace does not know): the changes this process committed
+  itself are no hints. Every commit of the daemon is verified by the apply that made it (a part's
+  by looking up the elements it changed, not by listing the tables), so their echoes would only
+  make the next loop list the whole tables again; anyone else's change keeps being a hint.
 
 The raw sockets are read here rather than through pyroute2: its sockets belong to one thread and each
 message would cost its asyncio core far more than these few struct unpacks.
@@ -33,7 +39,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .. import names, rtnl
@@ -146,6 +152,7 @@ class Events:
         # socket in each (which would also keep a deleted namespace, and its veth, alive).
         self._rt.setsockopt(SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)
         self._nf = _socket(NETLINK_NETFILTER, 1 << (NFNLGRP_NFTABLES - 1), rcvbuf)
+        self._ports = _OwnPorts()
         self._ids = _NamespaceIds()
         self._containers: dict[int, str] = {}  # namespace id -> container, replaced whole by `follow`
         self._looks: dict[tuple[int, int], bytes] = {}
@@ -253,7 +260,9 @@ class Events:
         # One datagram's hints, each sent once: a re-created table's 2,000 element messages come
         # as a few datagrams, and a hint each kept the daemon's loop busy.
         hints: dict[Drift, None] = {}
-        for msg_type, seq, body in rtnl.messages(data):
+        if sock is self._nf:
+            self._ports.forget_others()
+        for msg_type, seq, port, body in _messages(data):
             if msg_type in (rtnl.NLMSG_ERROR, rtnl.NLMSG_DONE):
                 if nsid is not None:
                     continue
@@ -265,6 +274,8 @@ class Events:
                 continue
             if sock is self._nf:
                 hint = self._netfilter(msg_type, body, at)
+                if hint is not None and self._ports.ours(port):
+                    hint = None  # our own commit: verified by the apply that made it
             elif nsid is None:
                 hint = self._route(msg_type, seq, body, at)
             else:
@@ -343,6 +354,62 @@ class Events:
         if table is None or (body[0], table.rstrip(b"\0").decode(errors="replace")) not in self._tables:
             return None
         return Drift(at, nft=True)
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, sequence number, sender's port id, payload) of each message in one datagram."""
+    offset = 0
+    while offset + 16 <= len(data):
+        size, kind, _, seq, port = struct.unpack_from("=IHHII", data, offset)
+        if size < 16:
+            return
+        yield kind, seq, port, data[offset + 16 : offset + size]
+        offset += (size + 3) & ~3
+
+
+class _OwnPorts:
+    """Whether a netlink port id is one of this process's sockets' (libnftables' among them). Port
+    ids are unique among a namespace's sockets of one protocol while they are bound: a port that is
+    ours now committed the batch it stamped (its changes come before this is asked). Looked up in
+    /proc when a port that changed our tables is not known to be ours: a new libnftables context,
+    or someone else's commit (once a datagram: a table's 2,000 element messages come as a few)."""
+
+    def __init__(self) -> None:
+        self._ours: set[int] = set()
+        self._others: set[int] = set()
+
+    def forget_others(self) -> None:
+        self._others.clear()
+
+    def ours(self, port: int) -> bool:
+        if port in self._ours:
+            return True
+        if port in self._others:
+            return False
+        self._ours = _netfilter_ports()
+        if port in self._ours:
+            return True
+        self._others.add(port)
+        return False
+
+
+def _netfilter_ports() -> set[int]:
+    """The port ids of this process's NETLINK_NETFILTER sockets (its fds' inodes in this namespace's
+    /proc/net/netlink)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    with open("/proc/self/net/netlink") as table:
+        next(table)  # the header
+        for line in table:
+            fields = line.split()
+            if len(fields) >= 10 and fields[1] == str(NETLINK_NETFILTER) and fields[9] in inodes:
+                ports.add(int(fields[2]))
+    return ports
 
 
 def _kernel_ipv6(msg_type: int, body: bytes) -> bool:
