@@ -20,51 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(REPO))
+from daemon_steps import QUIET, TABLE, elements, quiesce, started
 
-from reconciler import names  # noqa: E402
-from reconciler.nft import Nft  # noqa: E402
-from reconciler.statedir import DEFAULT_STATE_DIR, StateDir  # noqa: E402
-from reconciler.watch.daemon import Daemon, Options, Pending  # noqa: E402
+from reconciler import names
+from reconciler.nft import Nft
+from reconciler.watch.daemon import Daemon, Pending
 
-SPEC = """version: 1
-networks:
-  front:
-    subnet: 10.20.0.0/24
-containers:
-  web:
-    networks: [front]
-    ports: ["8080:80"]
-  db:
-    networks: [front]
-"""
 ADD = '  api:\n    networks: [front]\n    ports: ["8081:81"]\n'
 ADD_AGAIN = '  cache:\n    networks: [front]\n    ports: ["8082:82"]\n'
-TABLE = names.nft_table(names.DEFAULT_SCOPE)
-QUIET = 0.5
 
 
 def ports() -> list[Any]:
-    out = subprocess.run(
-        ["nft", "-j", "list", "map", "inet", TABLE, "ports_port"], check=True, capture_output=True, text=True
-    ).stdout
-    for obj in json.loads(out)["nftables"]:
-        if "map" in obj:
-            return sorted(obj["map"].get("elem", []), key=str)
-    return []
-
-
-def quiesce(daemon: Daemon) -> None:
-    """Reconcile whatever the kernel still reports (late events such as a bridge's carrier) until
-    QUIET passes without a hint."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        pending = daemon._wait(time.monotonic() + QUIET)
-        if "drift" not in pending.triggers:
-            return
-        daemon._reconcile(pending)
-    raise SystemExit("the kernel kept reporting drift for 10 s")
+    return elements("map", "ports_port")
 
 
 def edit(daemon: Daemon, spec: Path, text: str) -> dict[str, Any]:
@@ -80,14 +47,7 @@ def edit(daemon: Daemon, spec: Path, text: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    workdir = Path(sys.argv[1])
-    specs = workdir / "specs"
-    specs.mkdir()
-    spec = specs / "spec.yaml"
-    spec.write_text(SPEC)
-    daemon = Daemon(Options(specs, StateDir(DEFAULT_STATE_DIR), resync_interval=3600))
-    daemon.tracker.start()
-    assert daemon._reconcile(Pending({"start"}, spec=True, full=True))
+    daemon, spec = started(Path(sys.argv[1]))
     out: dict[str, Any] = {"added": edit(daemon, spec, ADD)}
     out["added"]["ports"] = ports()
     events = daemon._events

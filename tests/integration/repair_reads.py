@@ -17,55 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(REPO))
+from daemon_steps import TABLE, elements, nft_json, quiesce, started
 
-from reconciler import names  # noqa: E402
-from reconciler.nft import Nft  # noqa: E402
-from reconciler.rtnl import Stats  # noqa: E402
-from reconciler.statedir import DEFAULT_STATE_DIR, StateDir  # noqa: E402
-from reconciler.watch.daemon import Daemon, Options, Pending  # noqa: E402
-
-SPEC = """version: 1
-networks:
-  front:
-    subnet: 10.20.0.0/24
-containers:
-  web:
-    networks: [front]
-    ports: ["8080:80"]
-  db:
-    networks: [front]
-"""
-TABLE = names.nft_table(names.DEFAULT_SCOPE)
-QUIET = 0.5
-
-
-def nft_json(*args: str) -> list[dict[str, Any]]:
-    out = subprocess.run(["nft", "-j", *args], check=True, capture_output=True, text=True).stdout
-    objects: list[dict[str, Any]] = json.loads(out)["nftables"]
-    return objects
+from reconciler import names
+from reconciler.nft import Nft
+from reconciler.rtnl import Stats
+from reconciler.watch.daemon import Daemon
 
 
 def bridges() -> list[Any]:
     """The elements of our `bridges` set, as the kernel has them."""
-    for obj in nft_json("list", "set", "inet", TABLE, "bridges"):
-        if "set" in obj:
-            return sorted(obj["set"].get("elem", []), key=str)
-    return []
-
-
-def quiesce(daemon: Daemon) -> None:
-    """Reconcile whatever the kernel still reports after the last repair (late events such as a
-    bridge's carrier coming back) until QUIET passes without a hint, so the next change's hints
-    are its own."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        pending = daemon._wait(time.monotonic() + QUIET)
-        if "drift" not in pending.triggers:
-            return
-        daemon._reconcile(pending)
-    raise SystemExit("the kernel kept reporting drift for 10 s")
+    return elements("set", "bridges")
 
 
 def repair(daemon: Daemon, change: list[str]) -> dict[str, Any]:
@@ -85,13 +47,7 @@ def repair(daemon: Daemon, change: list[str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    workdir = Path(sys.argv[1])
-    specs = workdir / "specs"
-    specs.mkdir()
-    (specs / "spec.yaml").write_text(SPEC)
-    daemon = Daemon(Options(specs, StateDir(DEFAULT_STATE_DIR), resync_interval=3600))
-    daemon.tracker.start()
-    assert daemon._reconcile(Pending({"start"}, spec=True, full=True))
+    daemon, _ = started(Path(sys.argv[1]))
     expected = bridges()
     out: dict[str, Any] = {}
     veth = names.host_veth_ifname(names.DEFAULT_SCOPE, "web", "front")
